@@ -1,0 +1,41 @@
+# `make train` and `make test` work as the first command on a fresh machine: they create .venv
+# and install the project into it when pyproject.toml is newer than the last install.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+# Data: $XENT_DATA_DIR when set; else a sibling shared/data folder (the team's offline copy) when
+# there is one; else the loaders use ~/.cache/xent_lab/data and download what is missing.
+ifeq ($(origin XENT_DATA_DIR), undefined)
+ifneq ($(wildcard ../shared/data/SHA256SUMS),)
+export XENT_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: install train test bench ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)  ## the main job: MNIST MLP with categorical cross-entropy, logged to ./mlflow.db
+	$(PY) -m xent_lab.train $(ARGS)
+
+test: $(STAMP)  ## the whole test suite (unit + real trainings on real data)
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)  ## benchmark figures -> bench-results.json
+	$(PY) -m xent_lab.bench $(ARGS)
+
+ui: $(STAMP)  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs multirun .pytest_cache

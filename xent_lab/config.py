@@ -1,0 +1,179 @@
+"""Validation of the composed Hydra config, before any data is loaded or any run is created.
+
+Hydra already rejects unknown config groups and options; this module checks the values, so that
+`trainer.epochs=-1` fails in a second with a message naming the key instead of deep inside Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from xent_lab.errors import ConfigError
+
+# Facts about the datasets that the config can be checked against without loading them.
+DATASETS: dict[str, dict[str, Any]] = {
+    "mnist": {"num_classes": 10, "input": "image"},
+    "imdb": {"num_classes": 2, "input": "text"},
+}
+LOSSES = ("bce", "cce", "sparse_cce", "focal")
+IMPLS = ("custom", "builtin")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("float32", "mixed_float16")
+ADAPTIVE_GAMMAS = ("flsd53",)
+
+
+def _fail(key: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"invalid config value {key}={value!r}: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(cfg: Any, key: str, *, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value < 1:
+        _fail(key, value, "a positive integer" + (" or null" if allow_none else ""))
+
+
+def _choice(cfg: Any, key: str, choices: tuple[str, ...]) -> str:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        _fail(key, value, "one of " + ", ".join(choices))
+    return value
+
+
+def _boolean(cfg: Any, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        _fail(key, value, "true or false")
+
+
+def _validate_dataset(cfg: DictConfig) -> dict[str, Any]:
+    name = _choice(cfg, "dataset.name", tuple(DATASETS))
+    _positive_int(cfg, "dataset.val_size")
+    if not _is_int(cfg.dataset.val_seed):
+        _fail("dataset.val_seed", cfg.dataset.val_seed, "an integer")
+    _positive_int(cfg, "dataset.limit.train", allow_none=True)
+    _positive_int(cfg, "dataset.limit.test", allow_none=True)
+    _boolean(cfg, "dataset.download")
+    _boolean(cfg, "dataset.verify_checksums")
+    if name == "imdb":
+        _positive_int(cfg, "dataset.vocab_size")
+        _positive_int(cfg, "dataset.sequence_length")
+    return DATASETS[name]
+
+
+def _validate_model(cfg: DictConfig, dataset: Mapping[str, Any]) -> None:
+    if cfg.model.input != dataset["input"]:
+        _fail(
+            "model.input",
+            cfg.model.input,
+            f"'{dataset['input']}' for dataset={cfg.dataset.name}: model={cfg.model.name} takes "
+            f"{cfg.model.input} input; pick a {dataset['input']} model (see conf/model/)",
+        )
+    dropout = OmegaConf.select(cfg, "model.dropout")
+    if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
+        _fail("model.dropout", dropout, "a number in [0, 1)")
+
+
+def _validate_loss(cfg: DictConfig, num_classes: int) -> None:
+    name = _choice(cfg, "loss.name", LOSSES)
+    impl = _choice(cfg, "loss.impl", IMPLS)
+    _boolean(cfg, "loss.from_logits")
+    smoothing = cfg.loss.label_smoothing
+    if not _is_number(smoothing) or not 0 <= smoothing <= 1:
+        _fail("loss.label_smoothing", smoothing, "a number in [0, 1]")
+    if name == "sparse_cce" and impl == "builtin" and smoothing > 0:
+        _fail(
+            "loss.label_smoothing",
+            smoothing,
+            "0 with loss=sparse_cce loss.impl=builtin (Keras' SparseCategoricalCrossentropy has no "
+            "label smoothing); use loss.impl=custom or loss=cce",
+        )
+    if name != "focal":
+        return
+    gamma = cfg.loss.gamma
+    if gamma in ADAPTIVE_GAMMAS:
+        if impl == "builtin":
+            _fail("loss.gamma", gamma, "a number with loss.impl=builtin (flsd53 needs loss.impl=custom)")
+    elif not _is_number(gamma) or gamma < 0:
+        _fail("loss.gamma", gamma, "a number >= 0 or 'flsd53'")
+    _boolean(cfg, "loss.apply_class_balancing")
+    alpha = cfg.loss.alpha
+    if isinstance(alpha, ListConfig):
+        if num_classes == 2:
+            _fail("loss.alpha", list(alpha), "a scalar for a binary task (binary focal takes one alpha)")
+        if len(alpha) != num_classes or not all(_is_number(a) and a >= 0 for a in alpha):
+            _fail("loss.alpha", list(alpha), f"a list of {num_classes} numbers >= 0, one per class")
+    elif not _is_number(alpha) or alpha < 0:
+        _fail("loss.alpha", alpha, "a number >= 0 or a list with one weight per class")
+    elif num_classes == 2 and cfg.loss.apply_class_balancing and alpha > 1:
+        _fail("loss.alpha", alpha, "a number in [0, 1] with apply_class_balancing=true")
+
+
+def _validate_trainer(cfg: DictConfig) -> None:
+    _positive_int(cfg, "trainer.epochs")
+    _positive_int(cfg, "trainer.batch_size")
+    _choice(cfg, "trainer.device", DEVICES)
+    _choice(cfg, "trainer.precision", PRECISIONS)
+    _boolean(cfg, "trainer.deterministic")
+    if "_target_" not in cfg.trainer.optimizer:
+        _fail("trainer.optimizer", OmegaConf.to_container(cfg.trainer.optimizer), "a mapping with a _target_")
+    lr = OmegaConf.select(cfg, "trainer.optimizer.learning_rate")
+    if lr is not None and (not _is_number(lr) or lr <= 0):
+        _fail("trainer.optimizer.learning_rate", lr, "a number > 0")
+    _boolean(cfg, "trainer.early_stopping.enabled")
+    patience = cfg.trainer.early_stopping.patience
+    if not _is_int(patience) or patience < 0:
+        _fail("trainer.early_stopping.patience", patience, "an integer >= 0")
+    if not _is_int(cfg.seed):
+        _fail("seed", cfg.seed, "an integer")
+
+
+def _validate_tracking(cfg: DictConfig) -> None:
+    if not isinstance(cfg.tracking.experiment, str) or not cfg.tracking.experiment:
+        _fail("tracking.experiment", cfg.tracking.experiment, "a non-empty string")
+    _boolean(cfg, "tracking.log_model")
+    timeout = cfg.tracking.connect_timeout
+    if not _is_number(timeout) or timeout <= 0:
+        _fail("tracking.connect_timeout", timeout, "a number of seconds > 0")
+    _positive_int(cfg, "calibration.n_bins")
+    _boolean(cfg, "calibration.per_epoch")
+    _boolean(cfg, "calibration.temperature_scaling")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first invalid key of `cfg`; resolving interpolations may raise too."""
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as exc:  # OmegaConf raises several types; all mean the same to the user
+        raise ConfigError(f"cannot resolve the config: {exc}") from exc
+    dataset = _validate_dataset(cfg)
+    _validate_model(cfg, dataset)
+    _validate_loss(cfg, dataset["num_classes"])
+    _validate_trainer(cfg)
+    _validate_tracking(cfg)
+
+
+def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The config as dotted keys -> string values, the form MLflow params take."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+    for key, value in container.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = str(value)
+    return flat

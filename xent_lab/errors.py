@@ -1,0 +1,17 @@
+"""User-facing errors: their message says what is wrong and how to fix it, and no traceback is shown."""
+
+
+class XentError(Exception):
+    """Base class of the errors `python -m xent_lab.train` reports as a one-line message."""
+
+
+class ConfigError(XentError):
+    """A config value is invalid; the message names the key."""
+
+
+class NonFiniteLossError(XentError):
+    """The training loss became NaN or infinite."""
+
+
+class TrackingError(XentError):
+    """The MLflow tracking store cannot be reached or used."""

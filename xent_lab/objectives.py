@@ -1,0 +1,126 @@
+"""The loss registry: `loss × impl` (and the task) -> the head the model needs and a Keras loss object.
+
+A loss fixes the head:
+
+| loss       | binary task (IMDB)                 | multi-class task (MNIST)                     |
+|------------|------------------------------------|----------------------------------------------|
+| bce        | 1 sigmoid, BinaryCrossentropy      | k sigmoids (one-vs-rest), BinaryCrossentropy |
+| cce        | 2-way softmax, CategoricalCE       | k-way softmax, CategoricalCrossentropy       |
+| sparse_cce | 2-way softmax, SparseCategoricalCE | k-way softmax, SparseCategoricalCrossentropy |
+| focal      | 1 sigmoid, BinaryFocalCE           | k-way softmax, CategoricalFocalCrossentropy  |
+
+`impl=builtin` takes the class from `keras.losses`, `impl=custom` the class of the same name from
+`xent_lab.losses`; both take the same constructor arguments, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from scipy import special
+from omegaconf import DictConfig, OmegaConf
+
+# Head kinds, shared with xent_lab.calibration.
+SOFTMAX, SIGMOID, SIGMOID_OVR = "softmax", "sigmoid", "sigmoid_ovr"
+# How integer labels are encoded for the loss.
+SPARSE, ONEHOT, BINARY = "sparse", "onehot", "binary"
+
+IMPL_MODULES = {"builtin": "keras.losses", "custom": "xent_lab.losses"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a loss choice asks of the model and the labels."""
+
+    head: str  # SOFTMAX | SIGMOID | SIGMOID_OVR
+    units: int  # width of the logits layer
+    label_format: str  # SPARSE | ONEHOT | BINARY
+    from_logits: bool
+    label_smoothing: float
+    loss: keras.losses.Loss
+
+    @property
+    def activation(self) -> str:
+        return "softmax" if self.head == SOFTMAX else "sigmoid"
+
+    def encode_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Integer class labels (n,) -> the targets this loss expects."""
+        if self.label_format == SPARSE:
+            return labels.astype("int32")
+        if self.label_format == BINARY:
+            return labels.astype("float32").reshape(-1, 1)
+        return np.eye(self.units, dtype="float32")[labels]
+
+    def distributions(self, logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(target, predicted) distributions along the last axis, as this loss compares them.
+
+        Softmax heads: the smoothed one-hot targets against softmax(logits). Sigmoid heads: one
+        Bernoulli pair [1 - p, p] per output, with binary smoothing y(1 - ls) + ls/2, so that the
+        mean cross-entropy equals Keras' binary cross-entropy (a mean over outputs).
+        """
+        logits = np.asarray(logits, dtype="float64").reshape(len(labels), self.units)
+        ls = self.label_smoothing
+        if self.head == SOFTMAX:
+            targets = np.eye(self.units)[labels] * (1 - ls) + ls / self.units
+            return targets, special.softmax(logits, axis=-1)
+        onehot = labels.reshape(-1, 1).astype("float64") if self.head == SIGMOID else np.eye(self.units)[labels]
+        targets = onehot * (1 - ls) + ls / 2
+        positive = special.expit(logits)
+        return np.stack([1 - targets, targets], axis=-1), np.stack([1 - positive, positive], axis=-1)
+
+    def accuracy_metric(self) -> keras.metrics.Metric:
+        if self.head == SIGMOID:
+            # Logits are thresholded at 0, probabilities at 0.5: the same decision.
+            return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if self.from_logits else 0.5)
+        if self.label_format == SPARSE:
+            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # argmax accuracy: for one-vs-rest sigmoids the argmax of the logits is the predicted class.
+        return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def _head(name: str, num_classes: int) -> tuple[str, int, str, str]:
+    """(head, units, label format, Keras class name) for a loss on a task with num_classes classes."""
+    binary = num_classes == 2
+    if name == "bce":
+        return (SIGMOID, 1, BINARY, "BinaryCrossentropy") if binary else (
+            SIGMOID_OVR, num_classes, ONEHOT, "BinaryCrossentropy")
+    if name == "cce":
+        return SOFTMAX, num_classes, ONEHOT, "CategoricalCrossentropy"
+    if name == "sparse_cce":
+        return SOFTMAX, num_classes, SPARSE, "SparseCategoricalCrossentropy"
+    if name == "focal":
+        return (SIGMOID, 1, BINARY, "BinaryFocalCrossentropy") if binary else (
+            SOFTMAX, num_classes, ONEHOT, "CategoricalFocalCrossentropy")
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def _loss_kwargs(class_name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"from_logits": cfg["from_logits"]}
+    if cfg["label_smoothing"]:
+        # Only passed when used, so Keras' sparse loss (which has no such argument) works unsmoothed.
+        kwargs["label_smoothing"] = cfg["label_smoothing"]
+    if class_name == "BinaryFocalCrossentropy":
+        kwargs.update(gamma=cfg["gamma"], alpha=cfg["alpha"], apply_class_balancing=cfg["apply_class_balancing"])
+    elif class_name == "CategoricalFocalCrossentropy":
+        kwargs.update(gamma=cfg["gamma"], alpha=cfg["alpha"])
+    return kwargs
+
+
+def build_objective(loss_cfg: DictConfig, num_classes: int) -> Objective:
+    """The head, label format and Keras loss object for `loss_cfg` on a task with `num_classes` classes."""
+    cfg = OmegaConf.to_container(loss_cfg, resolve=True)
+    head, units, label_format, class_name = _head(cfg["name"], num_classes)
+    loss_class = getattr(importlib.import_module(IMPL_MODULES[cfg["impl"]]), class_name)
+    loss = loss_class(**_loss_kwargs(class_name, cfg))
+    return Objective(
+        head=head,
+        units=units,
+        label_format=label_format,
+        from_logits=cfg["from_logits"],
+        label_smoothing=cfg["label_smoothing"],
+        loss=loss,
+    )

@@ -1,0 +1,113 @@
+"""The training runner: device, precision and seeds first, then compile, fit and evaluate.
+
+`configure_runtime` must run before TensorFlow creates any op: hiding the GPUs and turning on op
+determinism only take effect then.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from xent_lab.errors import ConfigError, NonFiniteLossError
+from xent_lab.objectives import Objective
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str  # "cpu" or "gpu"
+    device_name: str  # e.g. "CPU" or "GPU:0 NVIDIA H100 80GB HBM3"
+    precision: str
+
+
+def configure_runtime(trainer: DictConfig, seed: int) -> Runtime:
+    """Select the device, the precision policy, the seeds and (optionally) op determinism."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if trainer.device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    elif trainer.device == "gpu" and not gpus:
+        raise ConfigError(
+            "trainer.device=gpu but TensorFlow sees no GPU (is a CUDA build of TensorFlow installed, "
+            "`pip install tensorflow[and-cuda]`, and is a driver visible, `nvidia-smi`?); "
+            "use trainer.device=auto or trainer.device=cpu"
+        )
+    device = "gpu" if gpus else "cpu"
+    if trainer.precision == "mixed_float16" and device != "gpu":
+        raise ConfigError(
+            "trainer.precision=mixed_float16 needs a GPU (float16 on a CPU is slower, not faster); "
+            "use trainer.precision=float32"
+        )
+    keras.mixed_precision.set_global_policy(trainer.precision)
+    keras.utils.set_random_seed(seed)
+    if trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device_name = f"GPU:0 {details.get('device_name', '')}".strip()
+    else:
+        device_name = "CPU"
+    return Runtime(device=device, device_name=device_name, precision=trainer.precision)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise as soon as a batch's loss is NaN or infinite (Keras' TerminateOnNaN only stops quietly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at epoch {self._epoch} batch {batch}; "
+                "lower trainer.optimizer.learning_rate, or use loss.from_logits=true for a stable loss"
+            )
+
+
+def compile_model(model: keras.Model, trainer: DictConfig, objective: Objective) -> None:
+    model.compile(
+        optimizer=instantiate(trainer.optimizer),
+        loss=objective.loss,
+        metrics=[objective.accuracy_metric()],
+    )
+
+
+def early_stopping(trainer: DictConfig) -> list[keras.callbacks.Callback]:
+    stop = trainer.early_stopping
+    if not stop.enabled:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights
+        )
+    ]
+
+
+def fit(
+    model: keras.Model,
+    trainer: DictConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    callbacks: list[keras.callbacks.Callback],
+) -> keras.callbacks.History:
+    """Train; `callbacks` run after the NaN check and early stopping, in the order given."""
+    return model.fit(
+        *train,
+        validation_data=val,
+        epochs=trainer.epochs,
+        batch_size=trainer.batch_size,
+        callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
+        verbose=trainer.verbose,
+    )

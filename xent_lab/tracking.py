@@ -1,0 +1,194 @@
+"""MLflow tracking: where runs go, one run's lifecycle, and the per-epoch metrics callback.
+
+Everything goes through `MlflowClient` with an explicit run id (no global "active run"), so a
+run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import keras
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from xent_lab.errors import TrackingError
+
+# MLflow accepts at most this many params per log_batch call.
+_PARAMS_PER_BATCH = 100
+# Tag holding why a run did not finish.
+FAILURE_TAG = "failure_reason"
+
+
+def resolve_uri(configured: str | None, launch_dir: Path | None = None) -> str:
+    """The tracking URI: config, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the launch dir.
+
+    A relative SQLite path is made absolute, so that jobs started elsewhere (Hydra launchers,
+    subprocesses) write to the same store.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = (launch_dir or Path.cwd()) / uri.removeprefix("sqlite:///")
+        uri = f"sqlite:///{path.resolve()}"
+    return uri
+
+
+def redact(uri: str) -> str:
+    """`uri` with any password replaced by ***, for messages, params and tags."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """Fail fast, naming the URI, when an HTTP tracking server does not answer.
+
+    MLflow's own client retries for minutes; a user who mistyped a port should know in seconds.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
+            "(`make server`) or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
+        ) from None
+
+
+def git_commit() -> str:
+    """The commit of the code being run, with `-dirty` when the work tree has changes; `unknown` outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def metric_name(keras_key: str) -> str:
+    """Keras log key -> MLflow metric name: `loss` -> `train/loss`, `val_loss` -> `val/loss`."""
+    if "/" in keras_key:
+        return keras_key
+    if keras_key.startswith("val_"):
+        return "val/" + keras_key.removeprefix("val_")
+    return "train/" + keras_key
+
+
+class RunLogger:
+    """Logging calls for one MLflow run."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """All of `metrics` in one request (one round trip per epoch to a remote server)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class Tracker:
+    """A tracking store and experiment; `run()` opens runs in it."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(self.experiment)
+
+    @contextmanager
+    def run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunLogger]:
+        """A new run, ended FINISHED on success, KILLED on Ctrl-C, FAILED on any other exception.
+
+        The reason a run did not finish goes in the `failure_reason` tag; what was logged before stays.
+        """
+        try:
+            experiment_id = self.experiment_id()
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+        except Exception as exc:
+            raise TrackingError(f"cannot create a run in the MLflow store {redact(self.uri)}: {exc}") from exc
+        logger = RunLogger(self.client, run.info.run_id, experiment_id)
+        status, reason = "FINISHED", None
+        try:
+            yield logger
+        except KeyboardInterrupt:
+            status, reason = "KILLED", "interrupted by the user (Ctrl-C or SIGTERM)"
+            raise
+        except BaseException as exc:
+            status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if reason is not None:
+                self.client.set_tag(run.info.run_id, FAILURE_TAG, reason[:5000])
+            self.client.set_terminated(run.info.run_id, status)
+
+    def run_url(self, logger: RunLogger) -> str:
+        """Where the run is in the MLflow UI (the server's own address when tracking over HTTP)."""
+        base = redact(self.uri).rstrip("/") if self.uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch.
+
+    Place it last among the callbacks, so it sees the metrics the others write into `logs`.
+    """
+
+    def __init__(self, run: RunLogger) -> None:
+        super().__init__()
+        self.run = run
+        self.epoch_seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        self.epoch_seconds.append(seconds)
+        metrics = {metric_name(key): value for key, value in (logs or {}).items()}
+        metrics["perf/epoch_seconds"] = seconds
+        self.run.log_metrics(metrics, step=epoch)

@@ -1,0 +1,201 @@
+"""`python -m xent_lab.train [overrides]`: train one model from the Hydra config and log it to MLflow.
+
+The path, top to bottom: validate the config -> check the tracking store -> device, precision and
+seeds -> load the data -> build the objective and the model -> open an MLflow run -> fit (metrics
+logged per epoch) -> evaluate and calibrate on the test split -> log artifacts -> print a summary.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from xent_lab import calibration, config, data, models, objectives, plots, runner, tracking
+from xent_lab.errors import XentError
+from xent_lab.losses import loss_decomposition
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a scheduler or `kill`) ends the run as KILLED, like Ctrl-C, instead of leaving it RUNNING.
+    raise KeyboardInterrupt
+
+
+def _model_summary(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return "\n".join(lines)
+
+
+def _load(cfg: DictConfig) -> data.Dataset:
+    ds = cfg.dataset
+    return data.load_dataset(
+        ds.name,
+        data.resolve_data_dir(ds.data_dir),
+        Path(ds.cache_dir).expanduser(),
+        val_size=ds.val_size,
+        val_seed=ds.val_seed,
+        limit_train=ds.limit.train,
+        limit_test=ds.limit.test,
+        vocab_size=ds.get("vocab_size", 20000),
+        sequence_length=ds.get("sequence_length", 256),
+        download=ds.download,
+        verify_checksums=ds.verify_checksums,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job as configured; returns the final test metrics."""
+    config.validate(cfg)
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_reachable(uri, cfg.tracking.connect_timeout)
+    runtime = runner.configure_runtime(cfg.trainer, cfg.seed)
+
+    dataset = _load(cfg)
+    objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+    model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective, dataset.vocab_size)
+    runner.compile_model(model, cfg.trainer, objective)
+    logits_model = models.logits_model(model)
+
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    tags = {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "loss": cfg.loss.name,
+        "impl": cfg.loss.impl,
+        "seed": str(cfg.seed),
+        "device": runtime.device_name,
+        "precision": runtime.precision,
+        "git_commit": tracking.git_commit(),
+        "overrides": " ".join(overrides),
+        "output_dir": str(output_dir),
+        **{f"data_sha256.{name}": digest for name, digest in dataset.checksums.items()},
+    }
+    tracker = tracking.Tracker(uri, cfg.tracking.experiment)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with tracker.run(cfg.tracking.run_name or default_run_name(cfg), tags=tags) as run:
+        run.log_params(config.flatten(cfg))
+        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        run.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
+        run.log_text(_model_summary(model), "model_summary.txt")
+
+        x_val, y_val = dataset.x_val, dataset.y_val
+        callbacks = []
+        if cfg.calibration.per_epoch:
+            callbacks.append(
+                calibration.CalibrationCallback(
+                    x_val,
+                    y_val,
+                    objective.head,
+                    logits_model=logits_model,
+                    n_bins=cfg.calibration.n_bins,
+                    extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
+                )
+            )
+        epochs = tracking.EpochMetricsLogger(run)
+        started = time.perf_counter()
+        history = runner.fit(
+            model,
+            cfg.trainer,
+            (dataset.x_train, objective.encode_labels(dataset.y_train)),
+            (x_val, objective.encode_labels(y_val)),
+            [*callbacks, epochs],
+        )
+        train_seconds = time.perf_counter() - started
+
+        test_loss, test_accuracy = model.evaluate(
+            dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=1024, verbose=0
+        )
+        results = {"test/loss": test_loss, "test/accuracy": test_accuracy}
+        # Recomputed after training: early stopping may have restored earlier weights.
+        val_logits = logits_model.predict(x_val, batch_size=1024, verbose=0)
+        test_logits = logits_model.predict(dataset.x_test, batch_size=1024, verbose=0)
+        n_bins = cfg.calibration.n_bins
+        test_probs = calibration.probabilities(test_logits, objective.head)
+        results.update(
+            {f"test/{k}": v for k, v in calibration.calibration_metrics(test_probs, dataset.y_test, n_bins).items()
+             if k != "accuracy"}
+        )
+        if cfg.calibration.temperature_scaling:
+            report = calibration.temperature_scaling_report(
+                val_logits, y_val, test_logits, dataset.y_test, objective.head, n_bins
+            )
+            results.update({f"test/{k}": v for k, v in report.items() if k.endswith("_ts") or k == "temperature"})
+        mean_epoch = epochs.epoch_seconds[1:] or epochs.epoch_seconds  # epoch 0 includes tracing
+        results.update(
+            {
+                "perf/train_seconds": train_seconds,
+                "perf/mean_epoch_seconds": float(np.mean(mean_epoch)),
+                "perf/epochs_run": len(epochs.epoch_seconds),
+            }
+        )
+        run.log_metrics(results, step=len(epochs.epoch_seconds))
+
+        title = default_run_name(cfg)
+        run.log_figure(plots.loss_curves(history.history, title), "plots/loss_curves.png")
+        for split, logits, labels in (("val", val_logits, y_val), ("test", test_logits, dataset.y_test)):
+            figure = calibration.reliability_diagram(
+                calibration.probabilities(logits, objective.head), labels, n_bins, title=f"{title} ({split})"
+            )
+            run.log_figure(figure, f"plots/reliability_{split}.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            predictions = Path(tmp) / "test_predictions.npz"
+            calibration.save_predictions(predictions, test_logits, dataset.y_test, objective.head)
+            run.log_artifact(predictions, "predictions")
+            if cfg.tracking.log_model:
+                model_path = Path(tmp) / "model.keras"
+                model.save(model_path)
+                run.log_artifact(model_path, "model")
+
+    _print_summary(results, tracker, run)
+    return results
+
+
+def _print_summary(results: dict[str, float], tracker: tracking.Tracker, run: tracking.RunLogger) -> None:
+    lines = [
+        "",
+        f"test accuracy {results['test/accuracy']:.4f}   test loss {results['test/loss']:.4f}   "
+        f"ECE {results['test/ece']:.4f}"
+        + (
+            f" (after temperature scaling {results['test/ece_ts']:.4f}, T={results['test/temperature']:.3f})"
+            if "test/temperature" in results
+            else ""
+        ),
+        f"MLflow run {run.run_id} in {tracking.redact(tracker.uri)} (experiment '{tracker.experiment}')",
+    ]
+    if not tracker.uri.startswith("http"):
+        lines.append(f"open it: mlflow ui --backend-store-uri {tracker.uri}   (or `make ui`), then")
+    lines.append(f"  {tracker.run_url(run)}")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)["test/accuracy"]
+    except XentError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow run was ended as KILLED", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
