@@ -1,0 +1,86 @@
+"""The real Hydra config composes for every group choice, and invalid values are rejected by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from xent_lab import config
+from xent_lab.errors import ConfigError
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+class TestCompose:
+    def test_defaults_are_mnist_mlp_cce(self):
+        cfg = compose_config()
+        assert (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.loss.impl) == ("mnist", "mlp", "cce", "builtin")
+        assert cfg.loss.from_logits is True
+        config.validate(cfg)
+
+    def test_imdb_defaults_to_a_text_model(self):
+        cfg = compose_config("dataset=imdb")
+        assert cfg.model.name == "embedding_avg" and cfg.model.input == "text"
+        config.validate(cfg)
+
+    @pytest.mark.parametrize("dataset,model", [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"),
+                                               ("imdb", "text_cnn"), ("imdb", "bilstm")])
+    @pytest.mark.parametrize("loss", ["bce", "cce", "sparse_cce", "focal"])
+    @pytest.mark.parametrize("impl", ["builtin", "custom"])
+    def test_every_combination_validates(self, dataset, model, loss, impl):
+        config.validate(compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}"))
+
+    def test_flatten_gives_dotted_string_params(self):
+        flat = config.flatten(compose_config("loss=focal"))
+        assert flat["loss.gamma"] == "2.0"
+        assert flat["trainer.optimizer._target_"] == "keras.optimizers.Adam"
+        assert flat["dataset.limit.train"] == "None"
+        assert all(isinstance(v, str) for v in flat.values())
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["trainer.epochs=-1"], "trainer.epochs"),
+        (["trainer.epochs=0"], "trainer.epochs"),
+        (["trainer.batch_size=1.5"], "trainer.batch_size"),
+        (["loss.label_smoothing=1.5"], "loss.label_smoothing"),
+        (["loss.label_smoothing=-0.1"], "loss.label_smoothing"),
+        (["loss=focal", "loss.gamma=-1"], "loss.gamma"),
+        (["loss=focal", "loss.gamma=flsd53", "loss.impl=builtin"], "loss.gamma"),
+        (["loss=focal", "loss.alpha=[1,2]"], "loss.alpha"),
+        (["loss=focal", "loss.alpha=-0.5"], "loss.alpha"),
+        (["loss=sparse_cce", "loss.label_smoothing=0.1"], "loss.label_smoothing"),
+        (["loss.impl=mine"], "loss.impl"),
+        (["loss.from_logits=maybe"], "loss.from_logits"),
+        (["trainer.device=tpu"], "trainer.device"),
+        (["trainer.precision=bfloat16"], "trainer.precision"),
+        (["trainer.optimizer.learning_rate=0"], "trainer.optimizer.learning_rate"),
+        (["trainer.early_stopping.patience=-2"], "trainer.early_stopping.patience"),
+        (["dataset.val_size=0"], "dataset.val_size"),
+        (["dataset.limit.train=-5"], "dataset.limit.train"),
+        (["dataset=imdb", "model=cnn"], "model.input"),
+        (["model.dropout=1.0"], "model.dropout"),
+        (["calibration.n_bins=0"], "calibration.n_bins"),
+        (["seed=abc"], "seed"),
+    ],
+)
+def test_invalid_value_is_rejected_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=f"invalid config value {key}="):
+        config.validate(compose_config(*overrides))
+
+
+def test_custom_sparse_loss_accepts_label_smoothing():
+    config.validate(compose_config("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1"))
+
+
+def test_per_class_alpha_of_the_right_length_is_accepted():
+    config.validate(compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]"))

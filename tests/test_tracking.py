@@ -1,0 +1,97 @@
+"""MLflow tracking against a real SQLite store: URIs, run lifecycle, per-epoch batches."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from xent_lab import tracking
+from xent_lab.errors import TrackingError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # One store for the module: creating a SQLite store runs MLflow's migrations (seconds).
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.resolve_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.resolve_uri("sqlite:///runs/x.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/runs/x.db"
+    assert tracking.resolve_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+
+
+def test_uri_precedence_config_then_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.resolve_uri(None, tmp_path) == "http://127.0.0.1:5999"
+    assert tracking.resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_redact_hides_the_password_only():
+    assert tracking.redact("postgresql://alice:s3cret@db:5432/mlflow") == "postgresql://alice:***@db:5432/mlflow"
+    assert tracking.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("key,name", [("loss", "train/loss"), ("val_accuracy", "val/accuracy"),
+                                      ("val/ece", "val/ece"), ("accuracy", "train/accuracy")])
+def test_metric_names(key, name):
+    assert tracking.metric_name(key) == name
+
+
+def test_unreachable_server_fails_fast_naming_the_uri():
+    with socket.socket() as sock:  # a port nothing listens on: bind, read it, close
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://user:pw@127.0.0.1:{port}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port}") as raised:
+        tracking.check_reachable(uri, timeout=2)
+    assert time.monotonic() - started < 5
+    assert "pw" not in str(raised.value)
+
+
+def test_successful_run_is_finished(store):
+    tracker = tracking.Tracker(store, "exp")
+    with tracker.run("ok", tags={"loss": "cce"}) as run:
+        run.log_params({f"p{i}": str(i) for i in range(150)})  # more than one log_batch
+        run.log_metrics({"train/loss": 0.5, "val/loss": 0.6}, step=3)
+    got = MlflowClient(store).get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.tags["loss"] == "cce" and got.info.run_name == "ok"
+    assert len(got.data.params) == 150
+    assert got.data.metrics == {"train/loss": 0.5, "val/loss": 0.6}
+
+
+@pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_interrupted_run_is_ended_with_the_reason(store, error, status):
+    tracker = tracking.Tracker(store, "exp")
+    with pytest.raises(type(error)):
+        with tracker.run("bad") as run:
+            run.log_metrics({"train/loss": 1.0}, step=0)
+            raise error
+    got = MlflowClient(store).get_run(run.run_id)
+    assert got.info.status == status
+    assert got.data.metrics["train/loss"] == 1.0  # what was logged before stays
+    reason = got.data.tags[tracking.FAILURE_TAG]
+    assert ("boom" in reason) if status == "FAILED" else ("interrupted" in reason)
+
+
+def test_epoch_logger_logs_each_epoch_with_its_step(store):
+    tracker = tracking.Tracker(store, "exp")
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    y = (x.sum(axis=1) > 2).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    with tracker.run("fit") as run:
+        logger = tracking.EpochMetricsLogger(run)
+        model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[logger])
+    client = MlflowClient(store)
+    for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "perf/epoch_seconds"):
+        assert [m.step for m in client.get_metric_history(run.run_id, name)] == [0, 1, 2], name
+    assert len(logger.epoch_seconds) == 3 and all(s > 0 for s in logger.epoch_seconds)
