@@ -1,0 +1,58 @@
+"""Which samples go to train, validation and test: the seeded validation split and the size limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xent_lab.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class SplitIndices:
+    """Indices into the official training set (train, val) and the official test set (test)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_indices(
+    n_train: int,
+    n_test: int,
+    *,
+    val_size: int,
+    val_seed: int,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+) -> SplitIndices:
+    """Carve `val_size` validation samples out of the training set, then apply the limits.
+
+    The validation set is the first `val_size` entries of `default_rng(val_seed).permutation(n_train)` and
+    training keeps the rest in that permuted order, so `limit_train` takes a seeded random subset and a
+    smaller limit is nested in a larger one. `limit_test` also takes a seeded random subset (the official
+    files are sorted by class, so the first N would be one class), kept in file order. Limits larger than
+    what is available keep everything.
+    """
+    if not _is_count(val_size) or not 0 <= val_size < n_train:
+        raise DataError(
+            f"dataset.val_size={val_size!r} is invalid: it must be an integer from 0 to {n_train - 1}, "
+            f"so that some of the {n_train} training samples remain for training"
+        )
+    for key, limit in (("dataset.limit.train", limit_train), ("dataset.limit.test", limit_test)):
+        if limit is not None and (not _is_count(limit) or limit < 1):
+            raise DataError(f"{key}={limit!r} is invalid: use a positive integer, or null for no limit")
+
+    permutation = np.random.default_rng(val_seed).permutation(n_train)
+    val, train = permutation[:val_size], permutation[val_size:]
+    if limit_train is not None:
+        train = train[:limit_train]
+    test = np.arange(n_test)
+    if limit_test is not None and limit_test < n_test:
+        test = np.sort(np.random.default_rng(val_seed).permutation(n_test)[:limit_test])
+    return SplitIndices(train=train, val=val, test=test)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
