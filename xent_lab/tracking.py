@@ -6,6 +6,7 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -181,10 +182,15 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         super().__init__()
         self.run = run
         self.epoch_seconds: list[float] = []
+        self.first_step_at = math.nan  # perf_counter() when the first training batch ended
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if math.isnan(self.first_step_at):
+            self.first_step_at = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self._started

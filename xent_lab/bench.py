@@ -1,0 +1,229 @@
+"""`python -m xent_lab.bench` (`make bench`): performance figures as ratios measured side by side.
+
+Every figure compares two things run alternately in one process on the same data, so that machine
+load and thermal state affect both alike; the JSON holds each round's timings, the median ratio and
+the target it is held to. Tests check that this runs and writes sane numbers, never the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from xent_lab import calibration, losses, models, objectives, runner, train
+from xent_lab.data import Dataset
+
+RESULTS = "bench-results.json"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def _config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _steady(seconds: list[float]) -> float:
+    """Mean epoch time without epoch 0 (it includes graph tracing)."""
+    return float(np.mean(seconds[1:] or seconds))
+
+
+def _ratio_summary(rounds: list[dict[str, float]], numerator: str, denominator: str, target: str) -> dict[str, Any]:
+    ratios = [r[numerator] / r[denominator] for r in rounds]
+    return {"ratio": statistics.median(ratios), "ratios": ratios, "rounds": rounds, "target": target}
+
+
+def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """Seconds per epoch: xent_lab.train (with and without per-epoch calibration) vs a plain `model.fit`.
+
+    Same model, data, batch size and validation set; the plain fit has no callbacks at all.
+    """
+    limit = len(dataset.x_train)
+    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={limit}",
+                 f"tracking.uri=sqlite:///{workdir / 'bench.db'}", "tracking.experiment=bench", "trainer.verbose=0"]
+    cfg = _config(*overrides)
+
+    def plain() -> float:
+        objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+        model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
+        runner.compile_model(model, cfg.trainer, objective)
+        timer = EpochTimer()
+        model.fit(dataset.x_train, objective.encode_labels(dataset.y_train),
+                  validation_data=(dataset.x_val, objective.encode_labels(dataset.y_val)),
+                  epochs=epochs, batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
+        return _steady(timer.seconds)
+
+    def harness(per_epoch_calibration: bool) -> float:
+        job = _config(*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}")
+        return train.train(job, overrides, workdir)["perf/mean_epoch_seconds"]
+
+    measured = []
+    for _ in range(rounds):
+        measured.append({"plain_fit": plain(), "harness_no_calibration": harness(False),
+                         "harness": harness(True)})
+    tracking = _ratio_summary(measured, "harness_no_calibration", "plain_fit", "<= 1.05")
+    with_calibration = _ratio_summary(measured, "harness", "plain_fit", "informative")
+    fractions = [(r["harness"] - r["harness_no_calibration"]) / r["harness"] for r in measured]
+    return {
+        "epoch_seconds_harness_over_plain_fit": tracking,
+        "epoch_seconds_harness_with_calibration_over_plain_fit": with_calibration,
+        "calibration_callback_fraction_of_epoch": {"fraction": statistics.median(fractions),
+                                                   "fractions": fractions, "target": "< 0.03"},
+    }
+
+
+def startup(workdir: Path) -> dict[str, Any]:
+    """Seconds from `python -m xent_lab.train` starting to its first training step (a real subprocess)."""
+    store = f"sqlite:///{workdir / 'startup.db'}"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "xent_lab.train", "trainer.epochs=1", "dataset.limit.train=2000",
+                    f"tracking.uri={store}", "tracking.experiment=startup", "trainer.verbose=0"],
+                   check=True, capture_output=True, cwd=workdir)
+    wall = time.perf_counter() - started
+    client = MlflowClient(store)
+    run = client.search_runs([client.get_experiment_by_name("startup").experiment_id])[0]
+    return {"seconds_from_module_start": run.data.metrics["perf/startup_seconds"],
+            "process_wall_seconds": wall}
+
+
+def _median_time(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def calibration_speed(n: int, k: int, repeat: int) -> dict[str, Any]:
+    """All calibration metrics on n x k probabilities, against one NumPy argmax pass over the same array."""
+    rng = np.random.default_rng(0)
+    probs = calibration.probabilities(rng.normal(size=(n, k)).astype("float32"), "softmax")
+    labels = rng.integers(0, k, size=n)
+    argmax = _median_time(lambda: probs.argmax(axis=1), repeat)
+    metrics = _median_time(lambda: calibration.calibration_metrics(probs, labels), repeat)
+    return {"shape": [n, k], "argmax_seconds": argmax, "metrics_seconds": metrics,
+            "ratio": metrics / argmax, "target": "informative (how close to memory speed)"}
+
+
+def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str, Any]:
+    """Per loss: steady epoch time with `impl=custom` over `impl=builtin`, alternating the two."""
+    results: dict[str, Any] = {}
+    for name in ("bce", "cce", "sparse_cce", "focal"):
+        measured = []
+        for _ in range(rounds):
+            timings = {}
+            for impl in ("builtin", "custom"):
+                cfg = _config(f"loss={name}", f"loss.impl={impl}")
+                keras.utils.set_random_seed(0)
+                objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+                model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
+                runner.compile_model(model, cfg.trainer, objective)
+                timer = EpochTimer()
+                model.fit(dataset.x_train, objective.encode_labels(dataset.y_train), epochs=epochs,
+                          batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
+                timings[impl] = _steady(timer.seconds)
+            measured.append(timings)
+        results[name] = _ratio_summary(measured, "custom", "builtin", "<= 1.02")
+    return results
+
+
+def loss_forward_backward_ratio(batch: int, repeat: int) -> dict[str, Any]:
+    """Per loss class: one compiled forward+backward pass on a (batch, 10) logits array, custom over builtin."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(scale=3.0, size=(batch, 10)).astype("float32"))
+    labels = rng.integers(0, 10, size=batch)
+    targets = {
+        "sparse": tf.constant(labels.astype("int32")),
+        "onehot": tf.constant(np.eye(10, dtype="float32")[labels]),
+        "binary": tf.constant((labels[:, None] == np.arange(10)).astype("float32")),
+    }
+    cases = {
+        "BinaryCrossentropy": "binary", "CategoricalCrossentropy": "onehot",
+        "SparseCategoricalCrossentropy": "sparse", "BinaryFocalCrossentropy": "binary",
+        "CategoricalFocalCrossentropy": "onehot",
+    }
+    results: dict[str, Any] = {}
+    for class_name, target in cases.items():
+        steps = {}
+        for impl, module in (("builtin", keras.losses), ("custom", losses)):
+            loss = getattr(module, class_name)(from_logits=True)
+
+            @tf.function
+            def step(y=targets[target], z=logits, loss=loss):
+                with tf.GradientTape() as tape:
+                    tape.watch(z)
+                    value = loss(y, z)
+                return value, tape.gradient(value, z)
+
+            step()  # trace
+            steps[impl] = step
+        rounds = [{impl: _median_time(lambda s=s: [t.numpy() for t in s()], repeat) for impl, s in steps.items()}
+                  for _ in range(3)]
+        results[class_name] = _ratio_summary(rounds, "custom", "builtin", "informative (target for training <= 1.02)")
+    return {"batch": [batch, 10], "losses": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures are noise")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    figures: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version(), "keras": keras.__version__},
+        "quick": quick,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        print("bench: harness vs plain model.fit (MNIST MLP) ...", file=sys.stderr, flush=True)
+        dataset = train.load_data(_config(f"dataset.limit.train={2000 if quick else 'null'}"))
+        figures.update(harness_overhead(dataset, epochs=2 if quick else 4, rounds=1 if quick else 3,
+                                        workdir=workdir))
+        print("bench: launch to first training step ...", file=sys.stderr, flush=True)
+        figures["startup"] = startup(workdir)
+    print("bench: calibration metrics speed ...", file=sys.stderr, flush=True)
+    figures["calibration_metrics_over_argmax"] = calibration_speed(
+        n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5)
+    print("bench: custom vs built-in losses ...", file=sys.stderr, flush=True)
+    figures["training_step_custom_over_builtin"] = training_step_ratio(
+        dataset, epochs=2 if quick else 3, rounds=1 if quick else 3)
+    figures["loss_forward_backward_custom_over_builtin"] = loss_forward_backward_ratio(
+        batch=4096 if quick else 65_536, repeat=3 if quick else 20)
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
