@@ -1,0 +1,29 @@
+"""`make bench` runs end to end and writes every figure (the figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e import train_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_all_figures(tmp_path, cache_dir):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "xent_lab.bench", "--quick", "--out", str(out)], cwd=tmp_path,
+                          env=train_env(cache_dir), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for key in ("epoch_seconds_harness_over_plain_fit", "epoch_seconds_harness_with_calibration_over_plain_fit",
+                "calibration_metrics_over_argmax"):
+        assert figures[key]["ratio"] > 0 and math.isfinite(figures[key]["ratio"]), key
+    assert -1 < figures["calibration_callback_fraction_of_epoch"]["fraction"] < 1
+    assert figures["startup"]["seconds_from_module_start"] > 0
+    assert set(figures["training_step_custom_over_builtin"]) == {"bce", "cce", "sparse_cce", "focal"}
+    assert len(figures["loss_forward_backward_custom_over_builtin"]["losses"]) == 5
