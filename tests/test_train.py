@@ -40,7 +40,9 @@ def test_default_run_reaches_97_percent_and_logs_everything(tmp_path, cache_dir)
     assert run.info.run_name == "mnist-mlp-cce-builtin-s0"
     metrics = run.data.metrics
     assert metrics["test/accuracy"] >= 0.97
-    for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/ece", "perf/epoch_seconds"):
+    per_epoch = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/ece", "val/mce", "val/adaece",
+                 "val/classwise_ece", "val/brier", "val/nll", "val/cross_entropy", "val/kl", "perf/epoch_seconds")
+    for name in per_epoch:
         steps = [step for step, _ in history(tmp_path, run.info.run_id, name)]
         assert steps == list(range(10)), name
     for name in ("test/loss", "test/ece", "test/ece_ts", "test/temperature", "perf/mean_epoch_seconds"):
@@ -79,12 +81,23 @@ def test_focal_builtin_cnn_on_cpu_with_model_logged(tmp_path, cache_dir):
     assert "model/model.keras" in artifact_paths(tmp_path, run.info.run_id)
 
 
-def test_probability_path_trains(tmp_path, cache_dir):
-    done = run_train(tmp_path, cache_dir, *QUICK, "loss.from_logits=false")
+def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_path, cache_dir):
+    done = run_train(tmp_path, cache_dir, *QUICK, "loss.from_logits=false", "loss.label_smoothing=0.1")
     assert done.returncode == 0, done.stderr[-3000:]
     run = only_run(tmp_path)
     assert run.data.params["loss.from_logits"] == "False"
     assert run.data.metrics["test/accuracy"] > 0.8
+    run_id = run.info.run_id
+    # H(p, q) = H(p) + KL(p || q) per epoch; with smoothing the targets have entropy > 0.
+    for (step, xent), (_, target_entropy), (_, kl) in zip(
+        history(tmp_path, run_id, "val/cross_entropy"), history(tmp_path, run_id, "val/target_entropy"),
+        history(tmp_path, run_id, "val/kl"), strict=True,
+    ):
+        assert xent == pytest.approx(target_entropy + kl, rel=1e-5), step
+        assert target_entropy > 0.1 and kl > 0
+    # Keras' val_loss is the same smoothed cross-entropy the decomposition measures.
+    assert history(tmp_path, run_id, "val/cross_entropy")[-1][1] == pytest.approx(
+        history(tmp_path, run_id, "val/loss")[-1][1], rel=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -99,13 +99,12 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         run.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
         run.log_text(_model_summary(model), "model_summary.txt")
 
-        x_val, y_val = dataset.x_val, dataset.y_val
         callbacks = []
         if cfg.calibration.per_epoch:
             callbacks.append(
                 calibration.CalibrationCallback(
-                    x_val,
-                    y_val,
+                    dataset.x_val,
+                    dataset.y_val,
                     objective.head,
                     logits_model=logits_model,
                     n_bins=cfg.calibration.n_bins,
@@ -118,29 +117,14 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
             model,
             cfg.trainer,
             (dataset.x_train, objective.encode_labels(dataset.y_train)),
-            (x_val, objective.encode_labels(y_val)),
+            (dataset.x_val, objective.encode_labels(dataset.y_val)),
             [*callbacks, epochs],
         )
         train_seconds = time.perf_counter() - started
 
-        test_loss, test_accuracy = model.evaluate(
-            dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=1024, verbose=0
-        )
-        results = {"test/loss": test_loss, "test/accuracy": test_accuracy}
-        # Recomputed after training: early stopping may have restored earlier weights.
-        val_logits = logits_model.predict(x_val, batch_size=1024, verbose=0)
-        test_logits = logits_model.predict(dataset.x_test, batch_size=1024, verbose=0)
-        n_bins = cfg.calibration.n_bins
-        test_probs = calibration.probabilities(test_logits, objective.head)
-        results.update(
-            {f"test/{k}": v for k, v in calibration.calibration_metrics(test_probs, dataset.y_test, n_bins).items()
-             if k != "accuracy"}
-        )
-        if cfg.calibration.temperature_scaling:
-            report = calibration.temperature_scaling_report(
-                val_logits, y_val, test_logits, dataset.y_test, objective.head, n_bins
-            )
-            results.update({f"test/{k}": v for k, v in report.items() if k.endswith("_ts") or k == "temperature"})
+        # Taken after training: early stopping may have restored earlier weights.
+        logits = {"val": _logits(logits_model, dataset.x_val), "test": _logits(logits_model, dataset.x_test)}
+        results = evaluate(model, dataset, objective, logits, cfg.calibration)
         mean_epoch = epochs.epoch_seconds[1:] or epochs.epoch_seconds  # epoch 0 includes tracing
         results.update(
             {
@@ -151,25 +135,56 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
             }
         )
         run.log_metrics(results, step=len(epochs.epoch_seconds))
-
-        title = default_run_name(cfg)
-        run.log_figure(plots.loss_curves(history.history, title), "plots/loss_curves.png")
-        for split, logits, labels in (("val", val_logits, y_val), ("test", test_logits, dataset.y_test)):
-            figure = calibration.reliability_diagram(
-                calibration.probabilities(logits, objective.head), labels, n_bins, title=f"{title} ({split})"
-            )
-            run.log_figure(figure, f"plots/reliability_{split}.png")
-        with tempfile.TemporaryDirectory() as tmp:
-            predictions = Path(tmp) / "test_predictions.npz"
-            calibration.save_predictions(predictions, test_logits, dataset.y_test, objective.head)
-            run.log_artifact(predictions, "predictions")
-            if cfg.tracking.log_model:
-                model_path = Path(tmp) / "model.keras"
-                model.save(model_path)
-                run.log_artifact(model_path, "model")
+        log_outputs(run, cfg, model, dataset, objective, logits, history.history)
 
     _print_summary(results, tracker, run)
     return results
+
+
+def evaluate(
+    model, dataset: data.Dataset, objective: objectives.Objective, logits: dict[str, np.ndarray], calib: DictConfig
+) -> dict[str, float]:
+    """Test loss and accuracy, test calibration, and (if asked) the same after temperature scaling on val."""
+    test_loss, test_accuracy = model.evaluate(
+        dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=1024, verbose=0
+    )
+    results = {"test/loss": test_loss, "test/accuracy": test_accuracy}
+    metrics = calibration.calibration_metrics(
+        calibration.probabilities(logits["test"], objective.head), dataset.y_test, calib.n_bins
+    )
+    results.update({f"test/{k}": v for k, v in metrics.items() if k != "accuracy"})
+    if calib.temperature_scaling:
+        report = calibration.temperature_scaling_report(
+            logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, calib.n_bins
+        )
+        results.update({f"test/{k}": v for k, v in report.items() if k.endswith("_ts") or k == "temperature"})
+    return results
+
+
+def _logits(logits_model, x: np.ndarray) -> np.ndarray:
+    return logits_model.predict(x, batch_size=1024, verbose=0)
+
+
+def log_outputs(run: tracking.RunLogger, cfg: DictConfig, model, dataset: data.Dataset,
+                objective: objectives.Objective, logits: dict[str, np.ndarray],
+                history: dict[str, list[float]]) -> None:
+    """Loss curves, reliability diagrams (validation and test), test predictions and, if asked, the model."""
+    title = default_run_name(cfg)
+    run.log_figure(plots.loss_curves(history, title), "plots/loss_curves.png")
+    for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
+        figure = calibration.reliability_diagram(
+            calibration.probabilities(logits[split], objective.head), labels, cfg.calibration.n_bins,
+            title=f"{title} ({split})",
+        )
+        run.log_figure(figure, f"plots/reliability_{split}.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = Path(tmp) / "test_predictions.npz"
+        calibration.save_predictions(predictions, logits["test"], dataset.y_test, objective.head)
+        run.log_artifact(predictions, "predictions")
+        if cfg.tracking.log_model:
+            model_path = Path(tmp) / "model.keras"
+            model.save(model_path)
+            run.log_artifact(model_path, "model")
 
 
 def _print_summary(results: dict[str, float], tracker: tracking.Tracker, run: tracking.RunLogger) -> None:
