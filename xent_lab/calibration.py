@@ -43,6 +43,7 @@ fine), labels of the wrong shape, non-integer or outside [0, k), n_bins < 1, unk
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,7 +457,8 @@ class CalibrationCallback(keras.callbacks.Callback):
     At each epoch end: validation logits from `logits_model` (default: the trained model), then
     `calibration_metrics` of `probabilities(logits, head)` written into `logs` as "val/ece",
     "val/mce", "val/adaece", "val/classwise_ece", "val/brier", "val/nll", then each `extra(logits,
-    labels)` dict under a "val/" prefix. `last_logits` keeps the latest logits.
+    labels)` dict under a "val/" prefix, and the callback's own cost as "perf/calibration_seconds"
+    (so its share of the epoch is measured inside the same epoch). `last_logits` keeps the latest logits.
 
     The logits come from `predict_on_batch` over slices of `batch_size` samples: the same compiled
     predict function as `predict`, without its per-call dataset and progress set-up. Measured on
@@ -499,6 +501,7 @@ class CalibrationCallback(keras.callbacks.Callback):
         return np.concatenate(batches)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        started = time.perf_counter()
         logits = self._validation_logits()
         self.last_logits = logits
         if logs is None:
@@ -507,3 +510,4 @@ class CalibrationCallback(keras.callbacks.Callback):
         logs.update({f"val/{key}": value for key, value in metrics.items() if key != "accuracy"})
         for function in self.extra:
             logs.update({f"val/{key}": float(value) for key, value in function(logits, self.y_val).items()})
+        logs["perf/calibration_seconds"] = time.perf_counter() - started
