@@ -155,9 +155,12 @@ def test_nan_loss_stops_training_and_fails_the_run(tmp_path, cache_dir):
 
 def test_ctrl_c_ends_the_run_as_killed(tmp_path, cache_dir):
     create_store(tmp_path)
+    # Started with SIGINT ignored, as a non-interactive shell starts background jobs (CI does):
+    # the trainer must still turn Ctrl-C into a KILLED run.
     process = subprocess.Popen(
         train_command("trainer.epochs=50"), cwd=tmp_path, env=train_env(cache_dir),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         deadline = time.monotonic() + 180

@@ -36,6 +36,8 @@ def default_run_name(cfg: DictConfig) -> str:
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM (a scheduler or `kill`) ends the run as KILLED, like Ctrl-C, instead of leaving it RUNNING.
+    # SIGINT is set explicitly too: a process started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
     raise KeyboardInterrupt
 
 
@@ -92,7 +94,8 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         **{f"data_sha256.{name}": digest for name, digest in dataset.checksums.items()},
     }
     tracker = tracking.Tracker(uri, cfg.tracking.experiment)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_keyboard_interrupt)
     with tracker.run(cfg.tracking.run_name or default_run_name(cfg), tags=tags) as run:
         run.log_params(config.flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
