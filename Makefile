@@ -15,7 +15,7 @@ export XENT_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install train test bench ui clean
+.PHONY: install train test test-ui bench study ui server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,11 +31,26 @@ train: $(STAMP)  ## the main job: MNIST MLP with categorical cross-entropy, logg
 test: $(STAMP)  ## the whole test suite (unit + real trainings on real data)
 	$(PY) -m pytest $(ARGS)
 
+test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
+	$(PY) -m pytest -m ui $(ARGS)
+
 bench: $(STAMP)  ## benchmark figures -> bench-results.json
 	$(PY) -m xent_lab.bench $(ARGS)
 
+study: $(STAMP)  ## run a whole study and write its report: make study STUDY=mnist_losses
+	@test -n "$(STUDY)" || { echo "usage: make study STUDY=<name of a file in experiments/>"; exit 2; }
+	$(PY) -m xent_lab.train experiment=$(STUDY) $(ARGS)
+
+# MLflow has no authentication by default: keep HOST=127.0.0.1 unless the network is trusted.
+HOST ?= 127.0.0.1
+PORT ?= 5000
+BACKEND ?= sqlite:///mlflow.db
+
 ui: $(STAMP)  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri $(BACKEND) --host $(HOST) --port $(PORT)
+
+server: $(STAMP)  ## MLflow tracking server (BACKEND=postgresql://... for PostgreSQL), serving artifacts
+	$(VENV)/bin/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts --artifacts-destination ./mlartifacts --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
