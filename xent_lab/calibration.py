@@ -325,6 +325,16 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels))
 
 
+def per_class_recall(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Recall of each class k: the fraction of samples of class k predicted as k (NaN for an absent class)."""
+    probs, labels = _check_probs(probs, labels)
+    n_classes = probs.shape[1]
+    hits = np.bincount(labels[probs.argmax(axis=1) == labels], minlength=n_classes)
+    counts = np.bincount(labels, minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / counts
+
+
 def calibration_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, float]:
     """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy"."""
     bins = reliability_bins(probs, labels, n_bins)

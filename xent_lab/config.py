@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xent_lab.errors import ConfigError
+from xent_lab.errors import ConfigError, NotApplicable
 
 # Facts about the datasets that the config can be checked against without loading them.
 DATASETS: dict[str, dict[str, Any]] = {
@@ -66,6 +66,9 @@ def _validate_dataset(cfg: DictConfig) -> dict[str, Any]:
         _fail("dataset.val_seed", cfg.dataset.val_seed, "an integer")
     _positive_int(cfg, "dataset.limit.train", allow_none=True)
     _positive_int(cfg, "dataset.limit.test", allow_none=True)
+    imbalance = OmegaConf.select(cfg, "dataset.imbalance")
+    if imbalance is not None and (not _is_number(imbalance) or imbalance < 1):
+        _fail("dataset.imbalance", imbalance, "null or a ratio >= 1 between the largest and the smallest class")
     _boolean(cfg, "dataset.download")
     _boolean(cfg, "dataset.verify_checksums")
     if name == "imdb":
@@ -94,19 +97,24 @@ def _validate_loss(cfg: DictConfig, num_classes: int) -> None:
     smoothing = cfg.loss.label_smoothing
     if not _is_number(smoothing) or not 0 <= smoothing <= 1:
         _fail("loss.label_smoothing", smoothing, "a number in [0, 1]")
+    class_weight = OmegaConf.select(cfg, "loss.class_weight")
+    if class_weight not in (None, "balanced"):
+        _fail("loss.class_weight", class_weight, "null or 'balanced'")
     if name == "sparse_cce" and impl == "builtin" and smoothing > 0:
-        _fail(
-            "loss.label_smoothing",
-            smoothing,
-            "0 with loss=sparse_cce loss.impl=builtin (Keras' SparseCategoricalCrossentropy has no "
-            "label smoothing); use loss.impl=custom or loss=cce",
+        raise NotApplicable(
+            f"invalid config value loss.label_smoothing={smoothing!r}: expected 0 with loss=sparse_cce "
+            "loss.impl=builtin (Keras' SparseCategoricalCrossentropy has no label smoothing); "
+            "use loss.impl=custom or loss=cce"
         )
     if name != "focal":
         return
     gamma = cfg.loss.gamma
     if gamma in ADAPTIVE_GAMMAS:
         if impl == "builtin":
-            _fail("loss.gamma", gamma, "a number with loss.impl=builtin (flsd53 needs loss.impl=custom)")
+            raise NotApplicable(
+                f"invalid config value loss.gamma={gamma!r}: Keras' built-in focal loss takes a number; "
+                "the adaptive FLSD-53 gamma needs loss.impl=custom"
+            )
     elif not _is_number(gamma) or gamma < 0:
         _fail("loss.gamma", gamma, "a number >= 0 or 'flsd53'")
     _boolean(cfg, "loss.apply_class_balancing")
@@ -153,6 +161,14 @@ def _validate_tracking(cfg: DictConfig) -> None:
     _boolean(cfg, "calibration.temperature_scaling")
 
 
+def _validate_study(cfg: DictConfig) -> None:
+    name = OmegaConf.select(cfg, "study.name")
+    if name is not None and (not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum()):
+        _fail("study.name", name, "null or a name of letters, digits, '_' and '-'")
+    _boolean(cfg, "study.skip_finished")
+    _boolean(cfg, "study.report")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first invalid key of `cfg`; resolving interpolations may raise too."""
     try:
@@ -164,6 +180,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_loss(cfg, dataset["num_classes"])
     _validate_trainer(cfg)
     _validate_tracking(cfg)
+    _validate_study(cfg)
 
 
 def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:

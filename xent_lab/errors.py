@@ -15,3 +15,10 @@ class NonFiniteLossError(XentError):
 
 class TrackingError(XentError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class NotApplicable(ConfigError):
+    """A valid combination of choices that has no implementation, e.g. FLSD-53 with Keras' built-in focal loss.
+
+    A sweep that crosses such choices skips these jobs instead of counting them as failures.
+    """

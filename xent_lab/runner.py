@@ -45,6 +45,8 @@ def configure_runtime(trainer: DictConfig, seed: int) -> Runtime:
             "trainer.precision=mixed_float16 needs a GPU (float16 on a CPU is slower, not faster); "
             "use trainer.precision=float32"
         )
+    # A sweep runs its jobs one after another in one process: drop the previous job's graphs and layers.
+    keras.backend.clear_session(free_memory=True)
     keras.mixed_precision.set_global_policy(trainer.precision)
     keras.utils.set_random_seed(seed)
     if trainer.deterministic:
@@ -95,17 +97,27 @@ def early_stopping(trainer: DictConfig) -> list[keras.callbacks.Callback]:
     ]
 
 
+def class_weights(labels: np.ndarray, num_classes: int, mode: str | None) -> dict[int, float] | None:
+    """Keras `class_weight` for `loss.class_weight`: None, or "balanced" = n / (K n_k) from the training labels."""
+    if mode is None:
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    return {k: len(labels) / (num_classes * max(int(n), 1)) for k, n in enumerate(counts)}
+
+
 def fit(
     model: keras.Model,
     trainer: DictConfig,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     callbacks: list[keras.callbacks.Callback],
+    class_weight: dict[int, float] | None = None,
 ) -> keras.callbacks.History:
     """Train; `callbacks` run after the NaN check and early stopping, in the order given."""
     return model.fit(
         *train,
         validation_data=val,
+        class_weight=class_weight,
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
         callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],

@@ -15,16 +15,18 @@ LAUNCHED = time.perf_counter()
 import signal
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from types import FrameType
 
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from xent_lab import calibration, config, data, models, objectives, plots, runner, tracking
-from xent_lab.errors import XentError
+from xent_lab import calibration, config, data, models, objectives, plots, runner, study, tracking
+from xent_lab.errors import NotApplicable, XentError
 from xent_lab.losses import loss_decomposition
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -57,6 +59,7 @@ def load_data(cfg: DictConfig) -> data.Dataset:
         val_seed=ds.val_seed,
         limit_train=ds.limit.train,
         limit_test=ds.limit.test,
+        imbalance=ds.get("imbalance"),
         vocab_size=ds.get("vocab_size", 20000),
         sequence_length=ds.get("sequence_length", 256),
         download=ds.download,
@@ -72,6 +75,14 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
     config.validate(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_reachable(uri, cfg.tracking.connect_timeout)
+    tracker = tracking.Tracker(uri, cfg.tracking.experiment)
+    job = study.job_context(cfg)
+    if job is not None and cfg.study.skip_finished:
+        earlier = study.reuse_finished(tracker.client, tracker.experiment_id(), job)
+        if earlier is not None:
+            print(f"skipped: finished run {earlier.info.run_id} of study {job.launch.study} has the same config "
+                  f"(hash {job.config_hash}); set study.skip_finished=false to train again", flush=True)
+            return dict(earlier.data.metrics)
     runtime = runner.configure_runtime(cfg.trainer, cfg.seed)
 
     dataset = load_data(cfg)
@@ -92,8 +103,8 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         "overrides": " ".join(overrides),
         "output_dir": str(output_dir),
         **{f"data_sha256.{name}": digest for name, digest in dataset.checksums.items()},
+        **(job.tags() if job is not None else {}),
     }
-    tracker = tracking.Tracker(uri, cfg.tracking.experiment)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_keyboard_interrupt)
     with tracker.run(cfg.tracking.run_name or default_run_name(cfg), tags=tags) as run:
@@ -122,6 +133,7 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
             (dataset.x_train, objective.encode_labels(dataset.y_train)),
             (dataset.x_val, objective.encode_labels(dataset.y_val)),
             [*callbacks, epochs],
+            runner.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
         )
         train_seconds = time.perf_counter() - started
 
@@ -152,10 +164,11 @@ def evaluate(
         dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=1024, verbose=0
     )
     results = {"test/loss": test_loss, "test/accuracy": test_accuracy}
-    metrics = calibration.calibration_metrics(
-        calibration.probabilities(logits["test"], objective.head), dataset.y_test, calib.n_bins
-    )
+    probs = calibration.probabilities(logits["test"], objective.head)
+    metrics = calibration.calibration_metrics(probs, dataset.y_test, calib.n_bins)
     results.update({f"test/{k}": v for k, v in metrics.items() if k != "accuracy"})
+    recall = calibration.per_class_recall(probs, dataset.y_test)
+    results.update({f"test/recall/{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
     if calib.temperature_scaling:
         report = calibration.temperature_scaling_report(
             logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, calib.n_bins
@@ -209,16 +222,37 @@ def _print_summary(results: dict[str, float], tracker: tracking.Tracker, run: tr
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """Exit codes of a single run: 0 done, 2 a user error (the message says how to fix it), 130 interrupted.
+
+    In a sweep a failed job is reported and the sweep goes on; the study callback sets the exit code.
+    """
     hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))["test/accuracy"]
-    except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: training stopped; a run already started was ended as KILLED", file=sys.stderr, flush=True)
         sys.exit(130)
+    except NotApplicable as exc:
+        if sweeping:  # e.g. loss.gamma=flsd53 crossed with loss.impl=builtin: nothing to run, nothing failed
+            print(f"job {hydra_cfg.job.num} not applicable, skipped: {exc}", flush=True)
+            return None
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except XentError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        if not sweeping:
+            sys.exit(2)
+        study.record_failure(cfg, str(exc))
+    except Exception as exc:
+        if not sweeping:
+            raise
+        traceback.print_exc()  # its run, if one was opened, is already ended FAILED with the reason
+        study.record_failure(cfg, f"{type(exc).__name__}: {exc}")
+    print(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed; the sweep goes on",
+          file=sys.stderr, flush=True)
+    return None
 
 
 if __name__ == "__main__":

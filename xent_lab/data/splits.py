@@ -56,3 +56,20 @@ def split_indices(
 
 def _is_count(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def long_tail_indices(labels: np.ndarray, num_classes: int, ratio: float) -> np.ndarray:
+    """Indices of `labels` that keep a fraction `ratio ** (-k / (K - 1))` of class k, in their given order.
+
+    Class 0 keeps everything and class K-1 keeps 1/ratio of its samples (Cui et al. 2019's long-tailed
+    construction). The loaders' training order is already a seeded permutation, so the first n of each
+    class are a seeded random subset. Every class keeps at least one sample.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1:
+        raise DataError(f"dataset.imbalance={ratio!r} is invalid: use a number >= 1, or null for balanced data")
+    keep = np.zeros(len(labels), dtype=bool)
+    for k in range(num_classes):
+        members = np.flatnonzero(labels == k)
+        n = max(1, int(round(len(members) * ratio ** (-k / (num_classes - 1)))))
+        keep[members[:n]] = True
+    return np.flatnonzero(keep)
