@@ -380,3 +380,11 @@ def test_callback_validates_arguments():
         cal.CalibrationCallback(x, np.zeros(3, int), "softmax")
     with pytest.raises(ValueError, match=r"n_bins must be an integer >= 1, got 0"):
         cal.CalibrationCallback(x, np.zeros(4, int), "softmax", n_bins=0)
+
+
+def test_per_class_recall():
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    recall = cal.per_class_recall(probs, np.array([0, 1, 1, 1]))
+    np.testing.assert_allclose(recall[:2], [1.0, 2 / 3])
+    assert np.isnan(recall[2])  # no sample of class 2
+    np.testing.assert_allclose(cal.per_class_recall(np.array([0.7, 0.2]), np.array([1, 1])), [np.nan, 0.5])

@@ -26,6 +26,7 @@ import pytest
 from xent_lab.data import DataError, Dataset, load_dataset, resolve_data_dir
 from xent_lab.data import fetch, imdb, mnist
 from xent_lab.data.fetch import RemoteFile
+from xent_lab.data.splits import long_tail_indices
 
 # ----------------------------------------------------------------------------------------------- helpers
 
@@ -566,3 +567,37 @@ def test_real_imdb_with_limits(real_imdb: Dataset) -> None:
         assert set(np.unique(y)) == {0, 1}  # the test limit is a random subset, not the first (all neg) files
         assert 0.4 < y.mean() < 0.6
     assert ds.checksums == {imdb.ARCHIVE: "35bd800949d44debc9bac42fc584c9780f73f47359c7189ff912b21b90ced937"}
+
+
+# --------------------------------------------------------------------------- imbalance
+
+
+def test_long_tail_keeps_a_geometric_fraction_of_each_class() -> None:
+    labels = np.repeat(np.arange(10), 1000)
+    kept = long_tail_indices(labels, 10, 100.0)
+    counts = np.bincount(labels[kept], minlength=10)
+    expected = [round(1000 * 100 ** (-k / 9)) for k in range(10)]
+    assert counts.tolist() == expected and counts[0] == 1000 and counts[9] == 10
+    assert np.all(np.diff(kept) > 0)  # the given order is kept
+
+
+def test_long_tail_binary_keeps_one_over_ratio_of_positives() -> None:
+    labels = np.array([0, 1] * 500)
+    counts = np.bincount(labels[long_tail_indices(labels, 2, 4)], minlength=2)
+    assert counts.tolist() == [500, 125]
+
+
+@pytest.mark.parametrize("ratio", [0.5, -1, float("nan"), True, "10"])
+def test_long_tail_rejects_bad_ratios(ratio) -> None:
+    with pytest.raises(DataError, match="dataset.imbalance"):
+        long_tail_indices(np.zeros(4, dtype=np.int64), 2, ratio)
+
+
+def test_real_imbalanced_mnist_keeps_test_balanced(real_data_dir: Path, tmp_path: Path) -> None:
+    balanced = load_dataset("mnist", real_data_dir, tmp_path, val_size=5000, val_seed=0, progress=False)
+    ds = load_dataset("mnist", real_data_dir, tmp_path, val_size=5000, val_seed=0, imbalance=100, progress=False)
+    train = np.bincount(ds.y_train, minlength=10)
+    assert train[0] == np.sum(balanced.y_train == 0) and train[9] == round(np.sum(balanced.y_train == 9) / 100)
+    assert np.all(np.diff(train / np.bincount(balanced.y_train)) < 0)  # fractions fall class by class
+    assert 90 < train[0] / train[9] < 110 and np.bincount(ds.y_val)[9] < np.bincount(ds.y_val)[0] / 50
+    np.testing.assert_array_equal(ds.y_test, balanced.y_test)

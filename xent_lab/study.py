@@ -57,6 +57,15 @@ class JobContext:
     config_hash: str
     overrides: dict[str, str]  # this job's value of each swept key
 
+    def run_name(self, dataset: str, seed: int) -> str:
+        """E.g. `mnist-focal_flsd53-custom-s0`, `mnist-cce-class_weight=balanced-s1`: the swept values, in order."""
+        parts = [
+            value if key in ("loss", "loss.impl") else f"{key.rsplit('.', 1)[-1]}={value}"
+            for key, value in self.overrides.items()
+            if key != "seed"
+        ]
+        return "-".join([dataset, *parts, f"s{seed}"])
+
     def tags(self) -> dict[str, str]:
         return {
             "mlflow.parentRunId": self.launch.parent_run_id,
@@ -155,9 +164,8 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
     )
     if existing:
         return
-    name = "-".join(f"{value}" for value in job.overrides.values()) or job.config_hash
     run = client.create_run(
-        parent.info.experiment_id, run_name=f"{name} (failed before training)",
+        parent.info.experiment_id, run_name=f"{job.run_name(cfg.dataset.name, cfg.seed)} (failed before training)",
         tags={**job.tags(), tracking.FAILURE_TAG: reason[:5000]},
     )
     client.set_terminated(run.info.run_id, "FAILED")

@@ -32,8 +32,36 @@ from xent_lab.losses import loss_decomposition
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def default_run_name(cfg: DictConfig) -> str:
+def run_name(cfg: DictConfig, job: study.JobContext | None) -> str:
+    """The configured name; else, in a study, the swept values (presets like focal_flsd53 stay apart);
+    else dataset-model-loss-impl-seed, e.g. `mnist-mlp-cce-builtin-s0`."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    if job is not None:
+        return job.run_name(cfg.dataset.name, cfg.seed)
     return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
+
+
+def run_description(cfg: DictConfig, results: dict[str, float], runtime: runner.Runtime) -> str:
+    """The run's note in the MLflow UI (Markdown): what was trained and how it came out."""
+    loss = cfg.loss
+    details = [f"from_logits={loss.from_logits}"]
+    if loss.label_smoothing:
+        details.append(f"label_smoothing={loss.label_smoothing}")
+    if loss.name == "focal":
+        details.append(f"gamma={loss.gamma}")
+    if loss.class_weight:
+        details.append(f"class_weight={loss.class_weight}")
+    lines = [
+        f"**{cfg.dataset.name}** · model `{cfg.model.name}` · loss **{loss.name}** ({loss.impl}; {', '.join(details)})"
+        f" · seed {cfg.seed} · {cfg.trainer.epochs} epochs on {runtime.device_name}",
+        "",
+        "| test accuracy | test loss | ECE | ECE after temperature scaling | temperature |",
+        "|---|---|---|---|---|",
+        f"| {results['test/accuracy']:.4f} | {results['test/loss']:.4f} | {results['test/ece']:.4f} | "
+        f"{results.get('test/ece_ts', float('nan')):.4f} | {results.get('test/temperature', float('nan')):.3f} |",
+    ]
+    return "\n".join(lines)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -107,7 +135,8 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
     }
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_keyboard_interrupt)
-    with tracker.run(cfg.tracking.run_name or default_run_name(cfg), tags=tags) as run:
+    name = run_name(cfg, job)
+    with tracker.run(name, tags=tags) as run:
         run.log_params(config.flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         run.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
@@ -150,7 +179,8 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
             }
         )
         run.log_metrics(results, step=len(epochs.epoch_seconds))
-        log_outputs(run, cfg, model, dataset, objective, logits, history.history)
+        run.set_tags({"mlflow.note.content": run_description(cfg, results, runtime)})
+        log_outputs(run, cfg, name, model, dataset, objective, logits, history.history)
 
     _print_summary(results, tracker, run)
     return results
@@ -181,11 +211,10 @@ def _logits(logits_model, x: np.ndarray) -> np.ndarray:
     return logits_model.predict(x, batch_size=1024, verbose=0)
 
 
-def log_outputs(run: tracking.RunLogger, cfg: DictConfig, model, dataset: data.Dataset,
+def log_outputs(run: tracking.RunLogger, cfg: DictConfig, title: str, model, dataset: data.Dataset,
                 objective: objectives.Objective, logits: dict[str, np.ndarray],
                 history: dict[str, list[float]]) -> None:
     """Loss curves, reliability diagrams (validation and test), test predictions and, if asked, the model."""
-    title = default_run_name(cfg)
     run.log_figure(plots.loss_curves(history, title), "plots/loss_curves.png")
     for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
         figure = calibration.reliability_diagram(
