@@ -1,4 +1,7 @@
-"""`make bench` runs end to end and writes every figure (the figures themselves are not asserted)."""
+"""`make bench` runs end to end and writes every figure (the figures themselves are not asserted).
+
+It starts a real `mlflow server` for the HTTP-versus-SQLite figure.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pytest
 
 from tests.e2e import train_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def test_quick_bench_writes_all_figures(tmp_path, cache_dir):
@@ -21,8 +24,11 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
     for key in ("epoch_seconds_harness_over_plain_fit", "epoch_seconds_harness_with_calibration_over_plain_fit",
-                "calibration_metrics_over_argmax"):
+                "calibration_metrics_over_argmax", "epoch_seconds_http_server_over_sqlite"):
         assert figures[key]["ratio"] > 0 and math.isfinite(figures[key]["ratio"]), key
+    server = figures["epoch_seconds_http_server_over_sqlite"]
+    assert set(server["rounds"][0]) == {"http_server", "local_sqlite"}
+    assert all(0 < seconds < 60 for seconds in server["log_batch_seconds"].values()), server["log_batch_seconds"]
     assert 0 < figures["calibration_callback_fraction_of_epoch"]["fraction"] < 1
     assert figures["startup"]["seconds_from_module_start"] > 0
     assert set(figures["training_step_custom_over_builtin"]) == {"bce", "cce", "sparse_cce", "focal"}

@@ -8,6 +8,7 @@ the target it is held to. Tests check that this runs and writes sane numbers, ne
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -23,10 +24,11 @@ from typing import Any
 import keras
 import numpy as np
 from hydra import compose, initialize_config_dir
+from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from xent_lab import calibration, losses, models, objectives, runner, train
+from xent_lab import calibration, losses, mlflow_server, models, objectives, runner, tracking, train
 from xent_lab.data import Dataset
 
 RESULTS = "bench-results.json"
@@ -54,6 +56,20 @@ def _steady(seconds: list[float]) -> float:
     return float(np.median(seconds[1:] or seconds))
 
 
+def _train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) -> tuple[MlflowClient, Run]:
+    """`xent_lab.train` in this process, logging to `uri`; the client of that store and the run it made."""
+    overrides = [*overrides, f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
+    train.train(_config(*overrides), overrides, workdir)
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                             order_by=["attribute.start_time DESC"], max_results=1)[0]
+    return client, run
+
+
+def _history(client: MlflowClient, run: Run, key: str) -> list[Metric]:
+    return sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+
+
 def _ratio_summary(rounds: list[dict[str, float]], numerator: str, denominator: str, target: str) -> dict[str, Any]:
     ratios = [r[numerator] / r[denominator] for r in rounds]
     return {"ratio": statistics.median(ratios), "ratios": ratios, "rounds": rounds, "target": target}
@@ -64,9 +80,7 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
 
     Same model, data, batch size and validation set; the plain fit has no callbacks at all.
     """
-    limit = len(dataset.x_train)
-    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={limit}",
-                 f"tracking.uri=sqlite:///{workdir / 'bench.db'}", "tracking.experiment=bench", "trainer.verbose=0"]
+    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
     cfg = _config(*overrides)
 
     def plain() -> float:
@@ -79,19 +93,13 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
                   epochs=epochs, batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
         return _steady(timer.seconds)
 
-    client = MlflowClient(f"sqlite:///{workdir / 'bench.db'}")
-
     def harness(per_epoch_calibration: bool) -> float:
-        job = _config(*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}")
-        train.train(job, overrides, workdir)
-        run = client.search_runs([client.get_experiment_by_name("bench").experiment_id],
-                                 order_by=["attribute.start_time DESC"], max_results=1)[0]
-        epochs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "perf/epoch_seconds"),
-                                          key=lambda m: m.step)]
+        client, run = _train_run([*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
+                                 workdir, f"sqlite:///{workdir / 'bench.db'}", "bench")
+        epochs = [m.value for m in _history(client, run, "perf/epoch_seconds")]
         if per_epoch_calibration:
             # The callback times itself inside each epoch: its share needs no second run to subtract.
-            costs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "perf/calibration_seconds"),
-                                             key=lambda m: m.step)]
+            costs = [m.value for m in _history(client, run, "perf/calibration_seconds")]
             fractions.extend(c / e for c, e in zip(costs[1:], epochs[1:], strict=True))
         return _steady(epochs)
 
@@ -109,6 +117,39 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
             "fraction": statistics.median(fractions), "fractions": fractions, "target": "< 0.03",
             "how": "perf/calibration_seconds / perf/epoch_seconds within the same epochs (epoch 0 excluded)"},
     }
+
+
+def tracking_server_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path, server_uri: str
+                             ) -> dict[str, Any]:
+    """Seconds per epoch of `xent_lab.train` logging to an HTTP tracking server, over logging to a local SQLite file.
+
+    The same training alternately against each store (which goes first swaps every round). The server runs
+    on this machine over its own SQLite file, so the difference is the HTTP hop and the server itself.
+    `perf/epoch_seconds` stops before an epoch's metrics are sent; here an epoch is the time between the
+    timestamps of two consecutive per-epoch `log_batch` calls: one epoch plus one round trip to the store.
+    """
+    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
+    stores = {"local_sqlite": f"sqlite:///{workdir / 'local.db'}", "http_server": server_uri}
+    measured: list[dict[str, float]] = []
+    for turn in range(rounds):
+        timings = {}
+        for name in sorted(stores, reverse=turn % 2 == 1):
+            client, run = _train_run(overrides, workdir, stores[name], "bench-store")
+            stamps = [m.timestamp for m in _history(client, run, "train/loss")]
+            timings[name] = float(np.median(np.diff(stamps))) / 1000
+        measured.append(timings)
+    # One epoch's metrics (the last run's), sent as training sends them, in one log_batch, timed alone.
+    epoch_metrics = {key: value for key, value in run.data.metrics.items()
+                     if key.startswith(("train/", "val/")) or key in ("perf/epoch_seconds", "perf/calibration_seconds")}
+    round_trip = {}
+    for name, uri in stores.items():
+        with tracking.Tracker(uri, "bench-log-batch").run("log-batch") as logger:
+            round_trip[name] = _median_time(functools.partial(logger.log_metrics, epoch_metrics, step=0), 20)
+    return {"epoch_seconds_http_server_over_sqlite": {
+        **_ratio_summary(measured, "http_server", "local_sqlite", "<= 1.05"),
+        "log_batch_seconds": round_trip,
+        "how": "median interval between the timestamps of consecutive per-epoch log_batch calls "
+               "(an epoch plus its logging round trip); the server on 127.0.0.1 over SQLite, --workers 1"}}
 
 
 def startup(workdir: Path) -> dict[str, Any]:
@@ -224,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
         dataset = train.load_data(_config(f"dataset.limit.train={2000 if quick else 'null'}"))
         figures.update(harness_overhead(dataset, epochs=2 if quick else 4, rounds=1 if quick else args.rounds,
                                         workdir=workdir))
+        print("bench: HTTP tracking server vs local SQLite ...", file=sys.stderr, flush=True)
+        with mlflow_server.start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
+            figures.update(tracking_server_overhead(dataset, epochs=2 if quick else 4,
+                                                    rounds=1 if quick else args.rounds, workdir=workdir,
+                                                    server_uri=server.uri))
         print("bench: launch to first training step ...", file=sys.stderr, flush=True)
         figures["startup"] = startup(workdir)
     print("bench: calibration metrics speed ...", file=sys.stderr, flush=True)

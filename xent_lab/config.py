@@ -136,6 +136,7 @@ def _validate_trainer(cfg: DictConfig) -> None:
     _choice(cfg, "trainer.device", DEVICES)
     _choice(cfg, "trainer.precision", PRECISIONS)
     _boolean(cfg, "trainer.deterministic")
+    _boolean(cfg, "trainer.checkpoint")
     if "_target_" not in cfg.trainer.optimizer:
         _fail("trainer.optimizer", OmegaConf.to_container(cfg.trainer.optimizer), "a mapping with a _target_")
     lr = OmegaConf.select(cfg, "trainer.optimizer.learning_rate")

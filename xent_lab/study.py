@@ -219,7 +219,7 @@ class StudyCallback(Callback):
                 "xent.study": config.study.name,
                 "xent.role": "parent",
                 "xent.sweep": json.dumps(sweep, sort_keys=True),
-                "xent.command": shlex.join([Path(sys.executable).name, *sys.argv]),
+                "xent.command": shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]),
                 "xent.launch_host": f"{socket.gethostname()}: {_cpu_description()}",
                 "git_commit": tracking.git_commit(),
             },

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,11 +24,17 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from xent_lab.errors import TrackingError
+from xent_lab.record import LocalRecord, RunInfo
 
 # MLflow accepts at most this many params per log_batch call.
-_PARAMS_PER_BATCH = 100
+PARAMS_PER_BATCH = 100
 # Tag holding why a run did not finish.
 FAILURE_TAG = "failure_reason"
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def resolve_uri(configured: str | None, launch_dir: Path | None = None) -> str:
@@ -95,35 +102,71 @@ def metric_name(keras_key: str) -> str:
 
 
 class RunLogger:
-    """Logging calls for one MLflow run."""
+    """Logging calls for one MLflow run, each first written to the run's local record when it has one.
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str) -> None:
+    With a record, a failed MLflow call (the server went away) does not stop training: the run goes
+    on offline, `lost` says what failed, and the record keeps everything for `xent_lab.relog`.
+    """
+
+    def __init__(
+        self, client: MlflowClient, run_id: str, experiment_id: str, record: LocalRecord | None = None
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.record = record
+        self.lost: str | None = None  # why MLflow stopped answering, once it has
+
+    def _send(self, call: Callable[..., object], *args: object) -> None:
+        if self.lost is not None:
+            return
+        try:
+            call(*args)
+        except Exception as exc:
+            if self.record is None:
+                raise
+            self.lost = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self.record.update(complete_in_mlflow=False)
+            print(
+                f"warning: MLflow stopped answering ({self.lost}); training goes on and everything is kept "
+                f"in {self.record.folder}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def log_params(self, params: Mapping[str, str]) -> None:
+        if self.record is not None:
+            self.record.params(params)
         items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + _PARAMS_PER_BATCH])
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self._send(self.client.log_batch, self.run_id, [], items[start : start + PARAMS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        if self.record is not None:
+            self.record.tags(tags)
+        self._send(self.client.log_batch, self.run_id, [], [], [RunTag(key, str(value)) for key, value in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """All of `metrics` in one request (one round trip per epoch to a remote server)."""
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        if self.record is not None:
+            self.record.metrics(metrics, step, now)
+        self._send(self.client.log_batch, self.run_id, [Metric(key, float(value), now, step) for key, value in metrics.items()])
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        if self.record is not None:
+            self.record.text(text, artifact_file)
+        self._send(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        if self.record is not None:
+            self.record.figure(figure, artifact_file)
+        self._send(self.client.log_figure, self.run_id, figure, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        if self.record is not None:
+            self.record.file(path, artifact_path)
+        self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
 
 class Tracker:
@@ -132,6 +175,11 @@ class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
+        if uri.startswith(("http://", "https://")):
+            # MLflow's defaults retry a dead server for minutes; give up in seconds and go offline
+            # (the run's local record keeps everything). The environment can still set its own.
+            for name, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri=uri)
 
     def experiment_id(self) -> str:
@@ -141,17 +189,27 @@ class Tracker:
         return self.client.create_experiment(self.experiment)
 
     @contextmanager
-    def run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunLogger]:
+    def run(
+        self, run_name: str, tags: Mapping[str, str] | None = None, record_dir: Path | None = None
+    ) -> Iterator[RunLogger]:
         """A new run, ended FINISHED on success, KILLED on Ctrl-C, FAILED on any other exception.
 
         The reason a run did not finish goes in the `failure_reason` tag; what was logged before stays.
+        With `record_dir`, everything is also written there (`xent_lab.record`), and losing the
+        tracking server mid-run is survived (see RunLogger).
         """
+        tags = dict(tags or {})
         try:
             experiment_id = self.experiment_id()
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         except Exception as exc:
             raise TrackingError(f"cannot create a run in the MLflow store {redact(self.uri)}: {exc}") from exc
-        logger = RunLogger(self.client, run.info.run_id, experiment_id)
+        record = None
+        if record_dir is not None:
+            record = LocalRecord(
+                record_dir, RunInfo(self.experiment, run_name, redact(self.uri), tags, run_id=run.info.run_id)
+            )
+        logger = RunLogger(self.client, run.info.run_id, experiment_id, record)
         status, reason = "FINISHED", None
         try:
             yield logger
@@ -163,8 +221,10 @@ class Tracker:
             raise
         finally:
             if reason is not None:
-                self.client.set_tag(run.info.run_id, FAILURE_TAG, reason[:5000])
-            self.client.set_terminated(run.info.run_id, status)
+                logger.set_tags({FAILURE_TAG: reason[:5000]})
+            if record is not None:
+                record.update(status=status)
+            logger._send(self.client.set_terminated, run.info.run_id, status)
 
     def run_url(self, logger: RunLogger) -> str:
         """Where the run is in the MLflow UI (the server's own address when tracking over HTTP)."""

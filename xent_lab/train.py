@@ -20,13 +20,14 @@ from pathlib import Path
 from types import FrameType
 
 import hydra
+import keras
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from xent_lab import calibration, config, data, models, objectives, plots, runner, study, tracking
-from xent_lab.errors import NotApplicable, XentError
+from xent_lab import calibration, config, data, models, objectives, plots, record, runner, study, tracking
+from xent_lab.errors import NotApplicable, TrackingError, XentError
 from xent_lab.losses import loss_decomposition
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -136,7 +137,7 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_keyboard_interrupt)
     name = run_name(cfg, job)
-    with tracker.run(name, tags=tags) as run:
+    with tracker.run(name, tags=tags, record_dir=output_dir) as run:
         run.log_params(config.flatten(cfg))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         run.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
@@ -154,6 +155,9 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
                     extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
                 )
             )
+        if cfg.trainer.checkpoint:
+            # In the output folder, not MLflow: it survives a lost tracking server (relog uploads it).
+            callbacks.append(keras.callbacks.ModelCheckpoint(str(output_dir / record.CHECKPOINT)))
         epochs = tracking.EpochMetricsLogger(run)
         started = time.perf_counter()
         history = runner.fit(
@@ -183,6 +187,12 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         log_outputs(run, cfg, name, model, dataset, objective, logits, history.history)
 
     _print_summary(results, tracker, run)
+    if run.lost is not None:
+        raise TrackingError(
+            f"the run could not be finished in MLflow ({run.lost}). Training completed and nothing is lost: "
+            f"metrics, config, artifacts and the model checkpoint are in {output_dir}. When the tracking "
+            f"server is back, log them as one complete run with: python -m xent_lab.relog {output_dir}"
+        )
     return results
 
 
@@ -242,11 +252,12 @@ def _print_summary(results: dict[str, float], tracker: tracking.Tracker, run: tr
             if "test/temperature" in results
             else ""
         ),
-        f"MLflow run {run.run_id} in {tracking.redact(tracker.uri)} (experiment '{tracker.experiment}')",
     ]
-    if not tracker.uri.startswith("http"):
-        lines.append(f"open it: mlflow ui --backend-store-uri {tracker.uri}   (or `make ui`), then")
-    lines.append(f"  {tracker.run_url(run)}")
+    if run.lost is None:
+        lines.append(f"MLflow run {run.run_id} in {tracking.redact(tracker.uri)} (experiment '{tracker.experiment}')")
+        if not tracker.uri.startswith("http"):
+            lines.append(f"open it: mlflow ui --backend-store-uri {tracker.uri}   (or `make ui`), then")
+        lines.append(f"  {tracker.run_url(run)}")
     print("\n".join(lines), flush=True)
 
 

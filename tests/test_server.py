@@ -1,0 +1,153 @@
+"""Training against a real MLflow tracking server (SQLite and PostgreSQL backends), checked through its REST API.
+
+Everything is real: `mlflow server` and PostgreSQL run as subprocesses, the trainer is `python -m
+xent_lab.train` on the real MNIST files, and the checks read what any client sees over HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.e2e import QUICK, run_train, train_env
+from tests.servers import (  # noqa: F401  (mlflow_server and postgres_uri are fixtures)
+    Server,
+    artifact_files,
+    download_artifact,
+    free_port,
+    mlflow_server,
+    postgres_uri,
+    rest_get,
+    rest_post,
+)
+from tests.test_train import EXPECTED_ARTIFACTS
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+PASSWORD = "s3cret-" + os.urandom(6).hex()
+
+
+def trained_run_id(done) -> str:
+    """The run id the trainer's summary names (the servers are shared by several tests)."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r"MLflow run ([0-9a-f]{32}) in ", done.stdout)
+    assert found, done.stdout[-2000:]
+    return found.group(1)
+
+
+def assert_nothing_stored_locally(workdir: Path) -> None:
+    """A client of a tracking server writes no store and no artifacts of its own."""
+    local = [name for name in ("mlflow.db", "mlruns", "mlartifacts") if (workdir / name).exists()]
+    assert not local, f"the trainer wrote {local} in {workdir} instead of sending it to the server"
+
+
+def assert_not_recorded(secret: str, tracking_uri: str, run_id: str, **outputs: str) -> None:
+    """`secret` is in no param, tag, run name or artifact of the run, nor in any of `outputs`."""
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    places = {"run name": run.info.run_name,
+              **{f"param {key}": value for key, value in run.data.params.items()},
+              **{f"tag {key}": value for key, value in run.data.tags.items()},
+              **outputs}
+    leaked = [where for where, text in places.items() if secret in text]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, "", tmp))
+        files = [path for path in local.rglob("*") if path.is_file()]
+        assert {str(path.relative_to(local)) for path in files} >= EXPECTED_ARTIFACTS
+        leaked += [f"artifact {path.relative_to(local)}" for path in files if secret.encode() in path.read_bytes()]
+    assert not leaked, f"the password is recorded in: {', '.join(leaked)}"
+
+
+def test_training_logs_everything_through_the_server(mlflow_server: Server, tmp_path, cache_dir):
+    server = mlflow_server
+    done = run_train(tmp_path, cache_dir, *QUICK, f"tracking.uri={server.uri}", timeout=600)
+    run_id = trained_run_id(done)
+    assert_nothing_stored_locally(tmp_path)
+    assert f"{server.uri}/#/experiments/" in done.stdout and run_id in done.stdout
+
+    # The run, its params, tags and final metrics, as runs/search returns them.
+    experiment = rest_get(server.uri, "experiments/get-by-name", experiment_name="xent-lab")["experiment"]
+    found = rest_post(server.uri, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                   "filter": f"attributes.run_id = '{run_id}'"})["runs"]
+    assert len(found) == 1
+    info, data = found[0]["info"], found[0]["data"]
+    assert info["status"] == "FINISHED" and info["run_name"] == "mnist-mlp-cce-builtin-s0"
+    params = {p["key"]: p["value"] for p in data["params"]}
+    assert (params["trainer.epochs"], params["dataset.limit.train"], params["loss.name"]) == ("2", "2000", "cce")
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert (tags["dataset"], tags["model"], tags["loss"]) == ("mnist", "mlp", "cce")
+    metrics = {m["key"]: m["value"] for m in data["metrics"]}
+    assert metrics["test/accuracy"] > 0.7 and np.isfinite(metrics["test/ece"])
+
+    # One point per epoch for each per-epoch metric.
+    for key in ("train/loss", "val/loss", "val/accuracy", "val/ece", "perf/epoch_seconds"):
+        points = rest_get(server.uri, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        assert sorted(int(p.get("step", 0)) for p in points) == [0, 1], key
+
+    # Artifacts: listed by the tracking API, downloadable through the proxy, stored in the server's folder.
+    listed = artifact_files(server.uri, run_id)
+    assert EXPECTED_ARTIFACTS <= set(listed), sorted(listed)
+    png = download_artifact(server.uri, info["artifact_uri"], "plots/reliability_test.png")
+    assert png.startswith(b"\x89PNG") and len(png) == listed["plots/reliability_test.png"]
+    with np.load(io.BytesIO(download_artifact(server.uri, info["artifact_uri"],
+                                              "predictions/test_predictions.npz"))) as predictions:
+        assert predictions["logits"].shape == (1000, 10) and predictions["labels"].shape == (1000,)
+    stored = server.artifacts_dir / info["artifact_uri"].removeprefix("mlflow-artifacts:").strip("/")
+    for path in EXPECTED_ARTIFACTS:
+        assert (stored / path).is_file() and (stored / path).stat().st_size == listed[path], stored / path
+
+    # The run is in the server's own backend store (SQLite file or PostgreSQL database).
+    assert MlflowClient(server.backend_uri).get_run(run_id).info.status == "FINISHED"
+    backend_password = re.match(r"[^:]+://[^:/@]+:([^@]+)@", server.backend_uri)
+    if backend_password:  # PostgreSQL: the server's database password never reaches the run or the trainer
+        assert_not_recorded(backend_password.group(1), server.uri, run_id, stdout=done.stdout, stderr=done.stderr)
+
+
+@pytest.mark.parametrize("mlflow_server", ["sqlite"], indirect=True)
+def test_password_in_an_http_tracking_uri_is_never_recorded(mlflow_server: Server, tmp_path, cache_dir):
+    """`http://user:password@host:port`: MLflow sends it as basic auth (this server ignores it); nothing records it."""
+    with_credentials = mlflow_server.uri.replace("http://", f"http://alice:{PASSWORD}@")
+    done = run_train(tmp_path, cache_dir, *QUICK, "trainer.epochs=1", f"tracking.uri={with_credentials}",
+                     timeout=600)
+    run_id = trained_run_id(done)
+    assert_nothing_stored_locally(tmp_path)
+    assert_not_recorded(PASSWORD, mlflow_server.uri, run_id, stdout=done.stdout, stderr=done.stderr)
+    assert "alice:***@" in done.stdout  # the summary still says where the run is
+
+
+def test_password_in_a_postgresql_tracking_uri_is_never_recorded(postgres_uri: str, tmp_path, cache_dir):
+    """The trainer writing straight to PostgreSQL: its password is in no param, tag, artifact or output."""
+    password = re.match(r"postgresql://[^:]+:([^@]+)@", postgres_uri).group(1)
+    done = run_train(tmp_path, cache_dir, *QUICK, "trainer.epochs=1", f"tracking.uri={postgres_uri}",
+                     "tracking.experiment=direct-postgres", timeout=600)
+    run_id = trained_run_id(done)
+    assert_not_recorded(password, postgres_uri, run_id, stdout=done.stdout, stderr=done.stderr)
+
+
+def test_unreachable_server_with_credentials_fails_fast_before_loading_data(tmp_path, cache_dir):
+    """A closed port: exit 2 in seconds, the URI named with its password as ***, before any data or run.
+
+    The data folder is empty with downloads off, so a trainer that loaded data first would fail differently.
+    """
+    port = free_port()
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    started = time.monotonic()
+    done = run_train(tmp_path, cache_dir, f"tracking.uri=http://alice:{PASSWORD}@127.0.0.1:{port}",
+                     "tracking.connect_timeout=2", "dataset.download=false",
+                     env=train_env(cache_dir, XENT_DATA_DIR=str(empty)), timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"http://alice:***@127.0.0.1:{port}" in done.stderr and "make server" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    assert "idx3-ubyte" not in done.stderr and "Traceback" not in done.stderr  # failed before loading data
+    assert_nothing_stored_locally(tmp_path)
+    assert elapsed < 30, f"took {elapsed:.1f} s"  # interpreter + TensorFlow import, then a 2 s probe
