@@ -199,6 +199,7 @@ class StudyCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         uri = tracking.resolve_uri(config.tracking.uri)
+        tracking.scrub_logs(uri)
         tracking.check_reachable(uri, config.tracking.connect_timeout)
         tracker = tracking.Tracker(uri, config.tracking.experiment)
         try:
@@ -218,8 +219,8 @@ class StudyCallback(Callback):
             tags={
                 "xent.study": config.study.name,
                 "xent.role": "parent",
-                "xent.sweep": json.dumps(sweep, sort_keys=True),
-                "xent.command": shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]),
+                "xent.sweep": tracking.scrub(json.dumps(sweep, sort_keys=True), uri),
+                "xent.command": tracking.scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
                 "xent.launch_host": f"{socket.gethostname()}: {_cpu_description()}",
                 "git_commit": tracking.git_commit(),
             },

@@ -6,6 +6,7 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -59,6 +60,33 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def scrub(text: str, uri: str) -> str:
+    """`text` with the password of `uri` (if it has one) replaced by ***: for params, tags, artifacts, logs."""
+    password = urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
+class _ScrubPassword(logging.Filter):
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self.uri = uri
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = scrub(message, self.uri)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def scrub_logs(uri: str) -> None:
+    """Hide the password of `uri` in everything the logging handlers print (e.g. Hydra's job lines)."""
+    if urlsplit(uri).password is None:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ScrubPassword(uri))
+
+
 def check_reachable(uri: str, timeout: float) -> None:
     """Fail fast, naming the URI, when an HTTP tracking server does not answer.
 
@@ -109,8 +137,10 @@ class RunLogger:
     """
 
     def __init__(
-        self, client: MlflowClient, run_id: str, experiment_id: str, record: LocalRecord | None = None
+        self, client: MlflowClient, run_id: str, experiment_id: str, record: LocalRecord | None = None,
+        uri: str = "",
     ) -> None:
+        self.uri = uri  # its password is kept out of messages
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -125,7 +155,7 @@ class RunLogger:
         except Exception as exc:
             if self.record is None:
                 raise
-            self.lost = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self.lost = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500], self.uri)
             self.record.update(complete_in_mlflow=False)
             print(
                 f"warning: MLflow stopped answering ({self.lost}); training goes on and everything is kept "
@@ -209,7 +239,7 @@ class Tracker:
             record = LocalRecord(
                 record_dir, RunInfo(self.experiment, run_name, redact(self.uri), tags, run_id=run.info.run_id)
             )
-        logger = RunLogger(self.client, run.info.run_id, experiment_id, record)
+        logger = RunLogger(self.client, run.info.run_id, experiment_id, record, self.uri)
         status, reason = "FINISHED", None
         try:
             yield logger
@@ -221,7 +251,7 @@ class Tracker:
             raise
         finally:
             if reason is not None:
-                logger.set_tags({FAILURE_TAG: reason[:5000]})
+                logger.set_tags({FAILURE_TAG: scrub(reason, self.uri)[:5000]})
             if record is not None:
                 record.update(status=status)
             logger._send(self.client.set_terminated, run.info.run_id, status)

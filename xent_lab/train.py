@@ -103,6 +103,7 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
     """
     config.validate(cfg)
     uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.scrub_logs(uri)
     tracking.check_reachable(uri, cfg.tracking.connect_timeout)
     tracker = tracking.Tracker(uri, cfg.tracking.experiment)
     job = study.job_context(cfg)
@@ -129,7 +130,7 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         "device": runtime.device_name,
         "precision": runtime.precision,
         "git_commit": tracking.git_commit(),
-        "overrides": " ".join(overrides),
+        "overrides": tracking.scrub(" ".join(overrides), uri),
         "output_dir": str(output_dir),
         **{f"data_sha256.{name}": digest for name, digest in dataset.checksums.items()},
         **(job.tags() if job is not None else {}),
@@ -138,9 +139,9 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         signal.signal(signum, _raise_keyboard_interrupt)
     name = run_name(cfg, job)
     with tracker.run(name, tags=tags, record_dir=output_dir) as run:
-        run.log_params(config.flatten(cfg))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-        run.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
+        run.log_params({key: tracking.scrub(value, uri) for key, value in config.flatten(cfg).items()})
+        run.log_text(tracking.scrub(OmegaConf.to_yaml(cfg, resolve=True), uri), "config/config.yaml")
+        run.log_text(tracking.scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), uri), "config/overrides.yaml")
         run.log_text(_model_summary(model), "model_summary.txt")
 
         callbacks = []
@@ -269,6 +270,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    uri = tracking.resolve_uri(cfg.tracking.uri)  # only to keep its password out of messages
     try:
         return train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))["test/accuracy"]
     except KeyboardInterrupt:
@@ -276,22 +278,21 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(130)
     except NotApplicable as exc:
         if sweeping:  # e.g. loss.gamma=flsd53 crossed with loss.impl=builtin: nothing to run, nothing failed
-            print(f"job {hydra_cfg.job.num} not applicable, skipped: {exc}", flush=True)
+            print(f"job {hydra_cfg.job.num} not applicable, skipped: {tracking.scrub(str(exc), uri)}", flush=True)
             return None
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {tracking.scrub(str(exc), uri)}", file=sys.stderr, flush=True)
         sys.exit(2)
     except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {tracking.scrub(str(exc), uri)}", file=sys.stderr, flush=True)
         if not sweeping:
             sys.exit(2)
-        study.record_failure(cfg, str(exc))
+        study.record_failure(cfg, tracking.scrub(str(exc), uri))
     except Exception as exc:
         if not sweeping:
             raise
-        traceback.print_exc()  # its run, if one was opened, is already ended FAILED with the reason
-        study.record_failure(cfg, f"{type(exc).__name__}: {exc}")
-    print(f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed; the sweep goes on",
-          file=sys.stderr, flush=True)
+        print(tracking.scrub(traceback.format_exc(), uri), file=sys.stderr, flush=True)
+        study.record_failure(cfg, tracking.scrub(f"{type(exc).__name__}: {exc}", uri))
+    print(f"job {hydra_cfg.job.num} failed; the sweep goes on", file=sys.stderr, flush=True)
     return None
 
 
