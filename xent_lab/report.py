@@ -689,8 +689,8 @@ def _reliability_panel(ax: Axes, probs: np.ndarray, labels: np.ndarray, n_bins: 
     ax.bar(centers, (bins.confidence - bins.accuracy)[filled], widths, bottom=bins.accuracy[filled],
            color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red", label="gap")
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-           title=f"{title}\nn={len(labels)}, ECE={bins.ece:.4f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+    ax.set_title(f"{title} n={len(labels)}, ECE={bins.ece:.4f}", fontsize=9)
     ax.legend(loc="upper left")
 
 
@@ -707,13 +707,16 @@ def reliability_figure(client: MlflowClient, groups: Groups, jobs: Sequence[Job]
         }
     if all(value is None for value in pooled.values()):
         return None
-    figure, axes = _grid(len(rows), len(impls), (4, 4))
-    for (dataset, variant, impl), value in pooled.items():
-        ax = axes[rows.index((dataset, variant)), impls.index(impl)]
+    # A variant's implementations side by side, as many variants per row as fit in about four panels.
+    n_cols = len(impls) * max(1, 4 // len(impls))
+    figure, axes = _grid(math.ceil(len(pooled) / n_cols), n_cols, (3.6, 3.6))
+    for ax in axes.flat[len(pooled):]:
+        ax.set_visible(False)
+    for ax, ((dataset, variant, impl), value) in zip(axes.flat, pooled.items()):
         if value is None:
             ax.set_visible(False)
         else:
-            _reliability_panel(ax, *value, n_bins, f"{dataset}: {variant} [{impl}]")
+            _reliability_panel(ax, *value, n_bins, f"{dataset}: {variant}\n[{impl}]")
     figure.suptitle(f"Test reliability, pooled over seeds ({n_bins} bins)")
     return figure
 
@@ -756,6 +759,7 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     os.close(descriptor)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for everyone to read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
