@@ -24,17 +24,17 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from xent_lab.errors import TrackingError
 from xent_lab.mlflow_server import Server, free_port, start_server
 
 __all__ = ["free_port", "start_server", "Server", "postgres_cluster", "postgres_uri", "mlflow_server",
-           "rest_get", "rest_post", "artifact_files",
-           "download_artifact"]
+           "rest_get", "rest_post", "artifact_files", "download_artifact"]
 
 PG_USER = "xent"
 PG_DATABASE = "mlflow"
@@ -150,6 +150,13 @@ def postgres_uri() -> Iterator[str]:
         pytest.fail(f"cannot start PostgreSQL for the server tests: {exc}", pytrace=False)
 
 
+def _driver_hint(message: str) -> str:
+    if "No module named 'psycopg'" not in message:
+        return ""
+    return ("\nSQLAlchemy 2.1 opens postgresql:// URIs with psycopg 3: the project needs `psycopg[binary]` "
+            "(psycopg2 serves only postgresql+psycopg2:// URIs)")
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def mlflow_server(request, tmp_path_factory) -> Iterator[Server]:
     """A real tracking server over SQLite or PostgreSQL (the param), serving artifacts; `.uri` is its address."""
@@ -158,7 +165,11 @@ def mlflow_server(request, tmp_path_factory) -> Iterator[Server]:
         backend = f"sqlite:///{folder / 'mlflow.db'}"
     else:
         backend = request.getfixturevalue("postgres_uri")
-    with start_server(backend, folder / "mlartifacts") as server:
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(start_server(backend, folder / "mlartifacts"))
+        except TrackingError as exc:
+            pytest.fail(f"{exc}{_driver_hint(str(exc))}", pytrace=False)
         yield server
     try:  # the server and every worker it spawned are gone
         os.killpg(server.process.pid, 0)

@@ -23,6 +23,7 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir):
                           env=train_env(cache_dir), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
+    assert not (tmp_path / "mlruns").exists(), "the bench left run artifacts in the folder it was started from"
     for key in ("epoch_seconds_harness_over_plain_fit", "epoch_seconds_harness_with_calibration_over_plain_fit",
                 "calibration_metrics_over_argmax", "epoch_seconds_http_server_over_sqlite"):
         assert figures[key]["ratio"] > 0 and math.isfinite(figures[key]["ratio"]), key

@@ -113,9 +113,13 @@ def test_sweep_of_merges_sweeper_params_and_command_line_sweeps():
     with open_dict(cfg):
         cfg.hydra.overrides.task = ["loss=cce,focal", "seed=3", "trainer.epochs=2"]
     sweep = study.sweep_of(cfg)
-    # The command line's multi-valued override replaces the study's; single values are not sweeps.
+    # The command line replaces the study's values for a swept key; other single values are not sweeps.
     assert sweep["loss"] == "cce,focal" and sweep["loss.impl"] == "custom,builtin"
-    assert sweep["seed"] == "0,1,2" and "trainer.epochs" not in sweep
+    assert sweep["seed"] == "3" and "trainer.epochs" not in sweep
+    assert not study.is_published(cfg)
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["experiment=mnist_losses"]
+    assert study.is_published(cfg)  # only such a launch writes experiments/mnist_losses/REPORT.md
 
 
 # --------------------------------------------------------------------------- end to end
@@ -215,8 +219,15 @@ def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir)
 
 @pytest.mark.slow
 def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir):
-    done = launch(tmp_path, cache_dir, "loss=focal_flsd53", "loss.impl=custom,builtin", "seed=0")
+    published = ROOT / "experiments" / "mnist_losses" / "REPORT.md"
+    before = published.read_bytes() if published.exists() else None
+    # With the report on and no report_dir: a launch with command-line changes must not touch the
+    # committed report; its report goes into the sweep folder.
+    done = run_train(tmp_path, cache_dir, "experiment=mnist_losses", *TINY, "loss=focal_flsd53",
+                     "loss.impl=custom,builtin", "seed=0")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert (published.read_bytes() if published.exists() else None) == before
+    assert len(list((tmp_path / "multirun" / "mnist_losses").glob("*/report/REPORT.md"))) == 1
     assert "not applicable, skipped" in done.stdout
     _, children = study_runs(tmp_path)
     assert [(c.data.tags["impl"], c.info.status) for c in children] == [("custom", "FINISHED")]

@@ -59,8 +59,11 @@ def _steady(seconds: list[float]) -> float:
 def _train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) -> tuple[MlflowClient, Run]:
     """`xent_lab.train` in this process, logging to `uri`; the client of that store and the run it made."""
     overrides = [*overrides, f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
-    train.train(_config(*overrides), overrides, workdir)
     client = MlflowClient(uri)
+    if not uri.startswith("http") and client.get_experiment_by_name(experiment) is None:
+        # A local store's artifacts go in workdir, not in ./mlruns of the folder the bench was started from.
+        client.create_experiment(experiment, artifact_location=(workdir / "mlruns").as_uri())
+    train.train(_config(*overrides), overrides, workdir)
     run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                              order_by=["attribute.start_time DESC"], max_results=1)[0]
     return client, run

@@ -100,7 +100,8 @@ def _launch(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers
     if not jobs:
         # MLflow's job runner starts seven huey consumers; tracking needs none of them.
         environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = tempfile.TemporaryFile()
+    # Append mode: the server shares this file's offset, and reading the tail must not move where it writes.
+    log = tempfile.TemporaryFile(mode="a+b")
     process = subprocess.Popen(
         server_command(host, port, artifacts_dir, workers), env=environment, stdin=subprocess.DEVNULL,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -442,9 +442,14 @@ def header_section(launch: Launch) -> list[str]:
         "## Reproduce",
         "",
         "```",
-        f"python -m xent_lab.train experiment={launch.study}",
+        tags.get("xent.command", f"python -m xent_lab.train experiment={launch.study}"),
         f"python -m xent_lab.report {launch.study}",
         "```",
+        "",
+        "The study file fixes sizes that finish on a laptop CPU in the wall time above. With more compute, "
+        "raise them from the command line, e.g. "
+        f"`python -m xent_lab.train experiment={launch.study} trainer.epochs=20 dataset.limit.train=null` "
+        "(and a bigger `model=`).",
         "",
     ]
 
@@ -781,6 +786,14 @@ def _write_plots(client: MlflowClient, launch: Launch, groups: Groups, out_dir: 
     return written
 
 
+def default_out_dir(study: str, parent: Run) -> Path:
+    """experiments/<study> for a launch of the study as defined, else `report/` in its sweep folder."""
+    tags = parent.data.tags
+    if tags.get("xent.published", "true") == "true" or "xent.sweep_dir" not in tags:
+        return REPO_ROOT / "experiments" / study
+    return Path(tags["xent.sweep_dir"]) / "report"
+
+
 def build_report(
     study: str,
     tracking_uri: str | None = None,
@@ -791,11 +804,14 @@ def build_report(
     """Writes REPORT.md and the plots of a launch of `study` to `out_dir`, logs them to its parent run under `report/`.
 
     The launch is the latest parent run of the study in the experiment (default: named after the
-    study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository.
+    study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository for a
+    launch of the study as defined (parent tag `xent.published=true`), else to `report/` in the
+    launch's sweep folder, so that a trial run with command-line changes never overwrites the
+    published report.
     Returns the path of REPORT.md. Raises ReportError or TrackingError (XentError) for user errors.
     """
     client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
-    out_dir = Path(out_dir) if out_dir is not None else REPO_ROOT / "experiments" / study
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(study, launch.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_jobs(launch.jobs)
     # Plots first, REPORT.md last: a report on disk never links to plots that were not written.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import os
 import platform
 import shlex
 import socket
@@ -96,9 +97,18 @@ def sweep_of(config: DictConfig) -> dict[str, str]:
     """The swept keys of a multirun: `hydra.sweeper.params` plus command-line overrides with several values."""
     sweep = {str(key): str(value) for key, value in (config.hydra.sweeper.get("params") or {}).items()}
     for override in _parse(list(config.hydra.overrides.task)):
-        if override.is_sweep_override():
+        # A command-line value replaces the study's for that key, a single value included.
+        if override.is_sweep_override() or override.get_key_element() in sweep:
             sweep[override.get_key_element()] = override.get_value_string()
     return sweep
+
+
+def is_published(config: DictConfig) -> bool:
+    """Whether the launch is the study exactly as its file defines it (no command-line changes).
+
+    Only such a launch writes the committed report in experiments/; see `report.default_out_dir`.
+    """
+    return all(override.startswith("experiment=") for override in config.hydra.overrides.task)
 
 
 def job_context(cfg: DictConfig) -> JobContext | None:
@@ -221,7 +231,8 @@ class StudyCallback(Callback):
                 "xent.role": "parent",
                 "xent.sweep": tracking.scrub(json.dumps(sweep, sort_keys=True), uri),
                 "xent.command": tracking.scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
-                "xent.launch_host": f"{socket.gethostname()}: {_cpu_description()}",
+                "xent.published": str(is_published(config)).lower(),
+                "xent.launch_host": f"{socket.gethostname()}: {_cpu_description()}, {os.cpu_count()} CPU cores",
                 "git_commit": tracking.git_commit(),
             },
         )

@@ -6,6 +6,7 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import keras
 from matplotlib.figure import Figure
@@ -35,6 +36,9 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # When a run ends, MLflow prints "View run ... at: <tracking URI>", password included; the summary
+    # already says where the run is, password hidden.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
@@ -94,9 +98,15 @@ def check_reachable(uri: str, timeout: float) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
-    health = uri.rstrip("/") + "/health"
+    parts = urlsplit(uri)
+    # urllib would read `user:password@` as part of the host name: send the credentials as basic auth instead.
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
     try:
-        with urllib.request.urlopen(health, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingError(

@@ -57,10 +57,10 @@ def run_description(cfg: DictConfig, results: dict[str, float], runtime: runner.
         f"**{cfg.dataset.name}** · model `{cfg.model.name}` · loss **{loss.name}** ({loss.impl}; {', '.join(details)})"
         f" · seed {cfg.seed} · {cfg.trainer.epochs} epochs on {runtime.device_name}",
         "",
-        "| test accuracy | test loss | ECE | ECE after temperature scaling | temperature |",
-        "|---|---|---|---|---|",
-        f"| {results['test/accuracy']:.4f} | {results['test/loss']:.4f} | {results['test/ece']:.4f} | "
-        f"{results.get('test/ece_ts', float('nan')):.4f} | {results.get('test/temperature', float('nan')):.3f} |",
+        # A list, not a table: MLflow's note renderer draws tables without cell padding.
+        f"- test accuracy **{results['test/accuracy']:.4f}**, test loss {results['test/loss']:.4f}",
+        f"- ECE {results['test/ece']:.4f}; after temperature scaling {results.get('test/ece_ts', float('nan')):.4f}"
+        f" (T = {results.get('test/temperature', float('nan')):.3f})",
     ]
     return "\n".join(lines)
 
@@ -257,7 +257,7 @@ def _print_summary(results: dict[str, float], tracker: tracking.Tracker, run: tr
     if run.lost is None:
         lines.append(f"MLflow run {run.run_id} in {tracking.redact(tracker.uri)} (experiment '{tracker.experiment}')")
         if not tracker.uri.startswith("http"):
-            lines.append(f"open it: mlflow ui --backend-store-uri {tracker.uri}   (or `make ui`), then")
+            lines.append(f"open it: mlflow ui --backend-store-uri {tracking.redact(tracker.uri)}   (or `make ui`), then")
         lines.append(f"  {tracker.run_url(run)}")
     print("\n".join(lines), flush=True)
 

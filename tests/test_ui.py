@@ -1,0 +1,94 @@
+"""The MLflow UI over a real store, walked in headless Chromium as a user would.
+
+One real short training writes a SQLite store; a real `mlflow server` serves it (the run's artifacts stay
+where the trainer wrote them, on local disk, and the server reads them from there); Selenium drives the
+system Chromium through: experiments list -> experiment "xent-lab" -> the run, by name -> its metric
+charts -> its artifacts, where the reliability diagram must load as an image.
+
+Chromium and chromedriver come from `bash .ci/system-packages`; without them the test FAILS and says so.
+On a failed wait, a screenshot and the page source are saved in the test's tmp folder (named in the message).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.e2e import QUICK, create_store, run_train, store_uri
+from xent_lab.mlflow_server import start_server
+from xent_lab.screenshots import BrowserUnavailable, MlflowUi, make_driver, require_browser
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
+EXPERIMENT = "xent-lab"
+RUN_NAME = "mnist-mlp-cce-builtin-s0"
+IMAGE = "plots/reliability_test.png"
+
+
+def png_width(path: Path) -> int:
+    """Width from the PNG's IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">I", header[16:20])[0]
+
+
+def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
+    try:
+        require_browser()  # before a training that would be wasted
+    except BrowserUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    started = time.monotonic()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    create_store(workdir)  # before the trainer and the server both open it
+    with ThreadPoolExecutor(1) as pool, start_server(store_uri(workdir), tmp_path / "mlartifacts") as server:
+        # The training runs while the server and Chromium start (both take seconds).
+        training = pool.submit(run_train, workdir, cache_dir, *QUICK)
+        try:
+            driver = make_driver(tmp_path / "chromium-profile")
+        except BrowserUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            done = training.result()
+            assert done.returncode == 0, done.stderr[-3000:]
+            trained = time.monotonic()
+            client = MlflowClient(store_uri(workdir))
+            (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+            assert run.info.run_name == RUN_NAME
+            # Logged straight to SQLite: the artifacts are files on local disk, which the server reads from there.
+            local_image = Path(run.info.artifact_uri) / IMAGE
+            assert local_image.is_file(), f"artifact_uri={run.info.artifact_uri}"
+
+            ui = MlflowUi(driver, server.uri, debug_dir=tmp_path / "ui-failures")
+            ui.open_experiments()
+            ui.open_experiment(EXPERIMENT)
+            ui.open_run(RUN_NAME)
+            assert f"/runs/{run.info.run_id}" in driver.current_url, driver.current_url
+
+            # Model metrics: one section per prefix (train, val, ...), one chart per metric, the run in its legend.
+            ui.open_tab("Model metrics")
+            section = '//*[@data-testid="experiment-view-compare-runs-section-header"]//*[normalize-space(text())="{}"]'
+            ui.find(section.format("train"), 'a "train" section of metric charts')
+            ui.find(section.format("val"), 'a "val" section of metric charts')
+            search = ui.find('//input[@placeholder="Search metric charts"]', "the metric charts' search box")
+            search.send_keys("val/loss")
+            ui.find(f'//*[normalize-space(text())="{RUN_NAME} (val/loss)"]',
+                    f'a val/loss chart with "{RUN_NAME} (val/loss)" in its legend')
+            ui.wait_for_charts()
+
+            # Artifacts: the reliability diagram, listed in the tree and previewed as an image.
+            ui.open_tab("Artifacts")
+            ui.open_artifact(IMAGE)
+            width = ui.image_preview(IMAGE)
+            assert width == png_width(local_image), (
+                f"the preview of {IMAGE} is {width} px wide, the logged file {png_width(local_image)} px"
+            )
+        finally:
+            driver.quit()
+    print(f"training (server and browser starting alongside) {trained - started:.1f} s, "
+          f"UI walk {time.monotonic() - trained:.1f} s")
