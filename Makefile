@@ -42,15 +42,16 @@ study: $(STAMP)  ## run a whole study and write its report: make study STUDY=mni
 	$(PY) -m xent_lab.train experiment=$(STUDY) $(ARGS)
 
 # MLflow has no authentication by default: keep HOST=127.0.0.1 unless the network is trusted.
+# Job execution off: MLflow's GenAI job runner starts seven worker processes that tracking never uses.
 HOST ?= 127.0.0.1
 PORT ?= 5000
 BACKEND ?= sqlite:///mlflow.db
 
 ui: $(STAMP)  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri $(BACKEND) --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(BACKEND) --host $(HOST) --port $(PORT)
 
 server: $(STAMP)  ## MLflow tracking server (BACKEND=postgresql://... for PostgreSQL), serving artifacts
-	$(VENV)/bin/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts --artifacts-destination ./mlartifacts --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts --artifacts-destination ./mlartifacts --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
