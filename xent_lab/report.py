@@ -687,16 +687,9 @@ def _n_bins(jobs: Iterable[Job]) -> int:
 
 def _reliability_panel(ax: Axes, probs: np.ndarray, labels: np.ndarray, n_bins: int, title: str) -> None:
     bins = calibration.reliability_bins(probs, labels, n_bins)
-    filled = bins.counts > 0
-    centers = ((bins.edges[:-1] + bins.edges[1:]) / 2)[filled]
-    widths = np.diff(bins.edges)[filled]
-    ax.bar(centers, bins.accuracy[filled], widths, color="tab:blue", edgecolor="black", label="accuracy")
-    ax.bar(centers, (bins.confidence - bins.accuracy)[filled], widths, bottom=bins.accuracy[filled],
-           color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red", label="gap")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+    calibration.draw_reliability(ax, bins)
+    ax.set_xlabel("Confidence")
     ax.set_title(f"{title} n={len(labels)}, ECE={bins.ece:.4f}", fontsize=9)
-    ax.legend(loc="upper left")
 
 
 def reliability_figure(client: MlflowClient, groups: Groups, jobs: Sequence[Job]) -> Figure | None:
