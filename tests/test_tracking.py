@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from xent_lab import tracking
+from xent_lab import runner, tracking
 from xent_lab.errors import TrackingError
 
 
@@ -89,7 +89,7 @@ def test_epoch_logger_logs_each_epoch_with_its_step(store):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     with tracker.run("fit") as run:
-        logger = tracking.EpochMetricsLogger(run)
+        logger = runner.EpochMetricsLogger(run)
         model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[logger])
     client = MlflowClient(store)
     for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "perf/epoch_seconds"):

@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
 
 from xent_lab.errors import TrackingError
+from xent_lab.tracking import scrub
 
 # How long to wait for a new server's /health, and for it to stop after SIGTERM.
 START_TIMEOUT = 180.0
@@ -37,11 +37,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _hide_password(text: str, uri: str) -> str:
-    password = urlsplit(uri).password
-    return text.replace(password, "***") if password else text
 
 
 @dataclass
@@ -60,7 +55,7 @@ class Server:
         self.log.seek(0, os.SEEK_END)
         size = self.log.tell()
         self.log.seek(max(0, size - chars))
-        return _hide_password(self.log.read().decode(errors="replace"), self.backend_uri)
+        return scrub(self.log.read().decode(errors="replace"), self.backend_uri)
 
 
 def server_command(host: str, port: int, artifacts_dir: Path, workers: int = 1) -> list[str]:
@@ -112,13 +107,13 @@ def _launch(backend_uri: str, artifacts_dir: Path, host: str, port: int, workers
         while not _healthy(server.uri):
             if process.poll() is not None:
                 raise TrackingError(
-                    f"mlflow server (backend {_hide_password(backend_uri, backend_uri)}, port {port}) exited "
+                    f"mlflow server (backend {scrub(backend_uri, backend_uri)}, port {port}) exited "
                     f"with code {process.returncode} before answering /health; its output ends with:\n"
                     f"{server.log_tail()}"
                 )
             if time.monotonic() > deadline:
                 raise TrackingError(
-                    f"mlflow server (backend {_hide_password(backend_uri, backend_uri)}) did not answer "
+                    f"mlflow server (backend {scrub(backend_uri, backend_uri)}) did not answer "
                     f"{server.uri}/health within {timeout:.0f} s; its output ends with:\n{server.log_tail()}"
                 )
             time.sleep(0.25)

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from xent_lab import record, tracking
@@ -42,9 +42,10 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
     if info.run_id:
         tags["xent.replaces"] = info.run_id
     client = tracker.client
-    run_id = client.create_run(tracker.experiment_id(), run_name=info.run_name, tags=tags).info.run_id
+    experiment_id = tracker.experiment_id()
+    run_id = client.create_run(experiment_id, run_name=info.run_name, tags=tags).info.run_id
     try:
-        _log_contents(client, run_id, recorded)
+        _log_contents(client, run_id, experiment_id, recorded)
     except Exception as exc:
         # Leave no RUNNING half-copy behind; the record is untouched, so the command can simply be rerun.
         try:
@@ -59,10 +60,8 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
     return run_id
 
 
-def _log_contents(client, run_id: str, recorded: record.RecordedRun) -> None:
-    params = [Param(key, value) for key, value in recorded.info.params.items()]
-    for start in range(0, len(params), tracking.PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=params[start : start + tracking.PARAMS_PER_BATCH])
+def _log_contents(client, run_id: str, experiment_id: str, recorded: record.RecordedRun) -> None:
+    tracking.RunLogger(client, run_id, experiment_id).log_params(recorded.info.params)
     metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in recorded.metrics]
     for start in range(0, len(metrics), _METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])

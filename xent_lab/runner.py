@@ -7,6 +7,7 @@ determinism only take effect then.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import keras
@@ -14,6 +15,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from xent_lab import tracking
 from xent_lab.errors import ConfigError, NonFiniteLossError
 from xent_lab.objectives import Objective
 
@@ -123,3 +125,31 @@ def fit(
         callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
         verbose=trainer.verbose,
     )
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch.
+
+    Place it last among the callbacks, so it sees the metrics the others write into `logs`.
+    """
+
+    def __init__(self, run: tracking.RunLogger) -> None:
+        super().__init__()
+        self.run = run
+        self.epoch_seconds: list[float] = []
+        self.first_step_at = math.nan  # perf_counter() when the first training batch ended
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if math.isnan(self.first_step_at):
+            self.first_step_at = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        self.epoch_seconds.append(seconds)
+        metrics = {tracking.metric_name(key): value for key, value in (logs or {}).items()}
+        metrics["perf/epoch_seconds"] = seconds
+        self.run.log_metrics(metrics, step=epoch)

@@ -1,4 +1,4 @@
-"""MLflow tracking: where runs go, one run's lifecycle, and the per-epoch metrics callback.
+"""MLflow tracking: where runs go and one run's lifecycle (the per-epoch callback is runner.EpochMetricsLogger).
 
 Everything goes through `MlflowClient` with an explicit run id (no global "active run"), so a
 run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import keras
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -270,31 +268,3 @@ class Tracker:
         """Where the run is in the MLflow UI (the server's own address when tracking over HTTP)."""
         base = redact(self.uri).rstrip("/") if self.uri.startswith("http") else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
-
-
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch.
-
-    Place it last among the callbacks, so it sees the metrics the others write into `logs`.
-    """
-
-    def __init__(self, run: RunLogger) -> None:
-        super().__init__()
-        self.run = run
-        self.epoch_seconds: list[float] = []
-        self.first_step_at = math.nan  # perf_counter() when the first training batch ended
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if math.isnan(self.first_step_at):
-            self.first_step_at = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self._started
-        self.epoch_seconds.append(seconds)
-        metrics = {metric_name(key): value for key, value in (logs or {}).items()}
-        metrics["perf/epoch_seconds"] = seconds
-        self.run.log_metrics(metrics, step=epoch)

@@ -159,7 +159,7 @@ def train(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict[str, 
         if cfg.trainer.checkpoint:
             # In the output folder, not MLflow: it survives a lost tracking server (relog uploads it).
             callbacks.append(keras.callbacks.ModelCheckpoint(str(output_dir / record.CHECKPOINT)))
-        epochs = tracking.EpochMetricsLogger(run)
+        epochs = runner.EpochMetricsLogger(run)
         started = time.perf_counter()
         history = runner.fit(
             model,
