@@ -7,6 +7,7 @@ download tests talk to an http.server on 127.0.0.1. The integration tests at the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from xent_lab.data import DataError, Dataset, load_dataset, resolve_data_dir
+from xent_lab.data import DataError, Dataset, DataSettings, load_dataset
 from xent_lab.data import fetch, imdb, mnist
 from xent_lab.data.fetch import RemoteFile
 from xent_lab.data.splits import long_tail_indices
@@ -108,15 +111,33 @@ def write_tar_gz(path: Path, members: dict[str, str], *, order_seed: int = 0) ->
             tar.addfile(info, io.BytesIO(data))
 
 
-def load_tiny_imdb(data_dir: Path, cache_dir: Path, **overrides) -> Dataset:
-    settings = dict(val_size=TINY_VAL, val_seed=0, vocab_size=100, sequence_length=6, verify_checksums=False,
-                    download=False, progress=False)
-    return load_dataset("imdb", data_dir, cache_dir, **(settings | overrides))
+def tiny_imdb_settings(data_dir: Path, cache_dir: Path, **overrides) -> DataSettings:
+    settings = DataSettings("imdb", data_dir, cache_dir, val_size=TINY_VAL, val_seed=0, vocab_size=100,
+                            sequence_length=6, verify_checksums=False, download=False)
+    return dataclasses.replace(settings, **overrides)
+
+
+def load_tiny_imdb(data_dir: Path, cache_dir: Path, progress: bool = False, **overrides) -> Dataset:
+    return load_dataset(tiny_imdb_settings(data_dir, cache_dir, **overrides), progress)
 
 
 def load_tiny_mnist(data_dir: Path, **overrides) -> Dataset:
-    settings = dict(val_size=5, val_seed=0, verify_checksums=False, download=False, progress=False)
-    return load_dataset("mnist", data_dir, data_dir / "unused-cache", **(settings | overrides))
+    settings = DataSettings("mnist", data_dir, data_dir / "unused-cache", val_size=5, val_seed=0,
+                            verify_checksums=False, download=False)
+    return load_dataset(dataclasses.replace(settings, **overrides), progress=False)
+
+
+def load_real_mnist(data_dir: Path, cache_dir: Path, **overrides) -> Dataset:
+    return load_dataset(DataSettings("mnist", data_dir, cache_dir, val_size=5000, val_seed=0, **overrides), False)
+
+
+def assert_same_arrays(a: Dataset, b: Dataset) -> None:
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, split), getattr(b, split))
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 def files_under(folder: Path) -> dict[str, int]:
@@ -181,9 +202,7 @@ def test_mnist_shapes_dtypes_range_and_labels(tiny_mnist: Path) -> None:
     np.testing.assert_array_equal(ds.y_train, sample_ids(ds.x_train) % 10)
     np.testing.assert_array_equal(ds.y_val, sample_ids(ds.x_val) % 10)
     np.testing.assert_array_equal(ds.y_test, (sample_ids(ds.x_test) + 3) % 10)
-    assert sorted(ds.checksums) == sorted(mnist.SHA256)
-    labels_file = tiny_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz"
-    assert ds.checksums["t10k-labels-idx1-ubyte.gz"] == fetch.sha256_of(labels_file)
+    assert ds.checksums == {name: sha256_bytes((tiny_mnist / "mnist" / name).read_bytes()) for name in mnist.SHA256}
 
 
 def test_validation_split_is_deterministic_disjoint_and_seeded(tiny_mnist: Path) -> None:
@@ -228,7 +247,7 @@ def test_invalid_split_settings_are_data_errors(tiny_mnist: Path, overrides: dic
 
 def test_unknown_dataset_lists_known_names(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"'cifar'.*known datasets: imdb, mnist"):
-        load_dataset("cifar", tmp_path, tmp_path, val_size=1, val_seed=0)
+        load_dataset(DataSettings("cifar", tmp_path, tmp_path, val_size=1, val_seed=0))
 
 
 def _truncated_images(path: Path) -> None:
@@ -324,6 +343,7 @@ def test_missing_mnist_is_downloaded_from_the_next_mirror(
     empty = tmp_path / "empty"
     downloaded = load_tiny_mnist(empty, download=True)
     assert sorted(files_under(empty / "mnist")) == sorted(mnist.SHA256)
+    assert {file_mode(p) for p in (empty / "mnist").iterdir()} == {0o644}  # readable to all in a shared folder
     reference = load_tiny_mnist(tiny_mnist)
     np.testing.assert_array_equal(downloaded.x_train, reference.x_train)
     assert downloaded.checksums == reference.checksums
@@ -343,6 +363,7 @@ def test_download_verifies_the_checksum_and_reports_progress(
     assert path == tmp_path / "data" / "sub" / "blob.bin" and path.read_bytes() == payload
     assert digest == sha256_bytes(payload)
     assert list((tmp_path / "data" / "sub").iterdir()) == [path]  # no temp file left behind
+    assert file_mode(path) == 0o644
     assert f"downloading {base_url}blob.bin" in capsys.readouterr().err
 
 
@@ -364,6 +385,15 @@ def test_download_with_wrong_checksum_is_rejected_and_leaves_nothing(
     assert list(data_dir.iterdir()) == []
 
 
+def test_download_into_an_unusable_folder_says_so(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("")
+    spec = RemoteFile("sub/blob.bin", (closed_port_url(),), {})
+    with pytest.raises(DataError, match=r"blob.bin is not in .* and cannot be downloaded there \("):
+        fetch.ensure_file(spec, not_a_folder, download=True, verify=True, progress=False)
+    assert not_a_folder.read_text() == ""
+
+
 def test_known_variants_are_accepted_and_hashing_is_memoized(tmp_path: Path) -> None:
     path = tmp_path / "file.bin"
     path.write_bytes(b"variant b")
@@ -378,14 +408,91 @@ def test_known_variants_are_accepted_and_hashing_is_memoized(tmp_path: Path) -> 
     assert fetch.sha256_of(path) == sha256_bytes(b"variant c, longer")
 
 
-def test_resolve_data_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# ---------------------------------------------------------------------------------------------- settings
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REQUIRED = {"name": "mnist", "cache_dir": "/cache", "val_size": 10, "val_seed": 3}
+# One change of each setting that shapes the cached IMDB arrays (all of DataSettings.shaping but two).
+KEY_CHANGES = {"val_size": 3, "val_seed": 1, "limit_train": 5, "limit_test": 4, "vocab_size": 50, "sequence_length": 8}
+
+
+def harness_settings(*overrides: str) -> DataSettings:
+    """What the harness builds from the composed config."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True))
+
+
+def test_config_files_map_onto_the_settings_and_their_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XENT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XENT_CACHE_DIR", str(tmp_path / "cache"))
+    # conf/dataset/imdb.yaml spells out vocab_size and sequence_length: they must be DataSettings' defaults.
+    for name in ("mnist", "imdb"):
+        expected = DataSettings(name, tmp_path / "data", tmp_path / "cache", val_size=5000, val_seed=0)
+        assert harness_settings(f"dataset={name}") == expected
+    assert harness_settings("experiment=mnist_imbalance").imbalance == 100
+    imdb_study = harness_settings("experiment=imdb_losses", "dataset.limit.test=7", "dataset.data_dir='~/d'")
+    assert (imdb_study.name, imdb_study.limit_test, imdb_study.data_dir) == ("imdb", 7, Path("~/d").expanduser())
+
+
+def test_from_mapping_defaults_and_nested_limits() -> None:
+    settings = DataSettings.from_mapping({**REQUIRED, "data_dir": "/raw"})
+    assert settings == DataSettings("mnist", Path("/raw"), Path("/cache"), val_size=10, val_seed=3, limit_train=None,
+                                    limit_test=None, imbalance=None, vocab_size=20000, sequence_length=256,
+                                    download=True, verify_checksums=True)
+    limited = DataSettings.from_mapping({**REQUIRED, "limit": {"train": 5, "test": None}, "imbalance": 10})
+    assert (limited.limit_train, limited.limit_test, limited.imbalance) == (5, None, 10)
+
+
+def test_from_mapping_resolves_data_dir_and_expands_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XENT_DATA_DIR", str(tmp_path / "from-env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert resolve_data_dir(str(tmp_path / "configured")) == tmp_path / "configured"
-    assert resolve_data_dir("~/data") == tmp_path / "home" / "data"
-    assert resolve_data_dir(None) == tmp_path / "from-env"
+
+    def data_dir(**configured: str | None) -> Path:
+        return DataSettings.from_mapping(REQUIRED | configured).data_dir
+
+    assert data_dir(data_dir=str(tmp_path / "configured")) == tmp_path / "configured"
+    assert data_dir(data_dir="~/data") == tmp_path / "home" / "data"
+    assert data_dir(data_dir=None) == data_dir() == tmp_path / "from-env"
     monkeypatch.delenv("XENT_DATA_DIR")
-    assert resolve_data_dir(None) == tmp_path / "home" / ".cache" / "xent_lab" / "data"
+    assert data_dir(data_dir=None) == tmp_path / "home" / ".cache" / "xent_lab" / "data"
+    assert DataSettings.from_mapping(REQUIRED | {"cache_dir": "~/c"}).cache_dir == tmp_path / "home" / "c"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "named"),
+    [
+        (REQUIRED | {"limt": {"train": 5}}, "dataset.limt.train"),
+        (REQUIRED | {"limit": {"tain": 5}}, "dataset.limit.tain"),
+        (REQUIRED | {"limit_train": 5}, "dataset.limit_train"),  # the field's name is not a config key
+        (REQUIRED | {"vocab": 5, "seed": 1}, "dataset.seed, dataset.vocab"),
+        ({key: value for key, value in REQUIRED.items() if key != "val_seed"}, "dataset.val_seed missing"),
+        (REQUIRED | {"cache_dir": None}, "dataset.cache_dir missing or null"),
+    ],
+)
+def test_from_mapping_rejects_unknown_and_missing_keys(mapping: dict, named: str) -> None:
+    with pytest.raises(DataError, match=named):
+        DataSettings.from_mapping(mapping)
+
+
+def test_shaping_settings_are_all_but_where_and_how_to_fetch(tmp_path: Path) -> None:
+    settings = tiny_imdb_settings(tmp_path, tmp_path)
+    assert settings.shaping() == {"name": "imdb", "val_size": TINY_VAL, "val_seed": 0, "limit_train": None,
+                                  "limit_test": None, "imbalance": None, "vocab_size": 100, "sequence_length": 6}
+    assert set(KEY_CHANGES) == set(settings.shaping()) - {"name", "imbalance"}
+
+
+def test_imdb_cache_key_changes_with_each_shaping_setting_only(tmp_path: Path) -> None:
+    base = tiny_imdb_settings(tmp_path / "data", tmp_path / "cache")
+    key = imdb.cache_key(base, "digest")
+    changed = {imdb.cache_key(dataclasses.replace(base, **{f: v}), "digest") for f, v in KEY_CHANGES.items()}
+    assert len(changed) == len(KEY_CHANGES) and key not in changed
+    assert imdb.cache_key(base, "other digest") != key  # a replaced archive is a cache miss
+    # Where the files are, how they are fetched and the imbalance (applied after the cache) leave it alone.
+    same = dict(data_dir=tmp_path / "x", cache_dir=tmp_path / "y", download=True, verify_checksums=True, imbalance=5)
+    assert imdb.cache_key(dataclasses.replace(base, **same), "digest") == key
 
 
 # ------------------------------------------------------------------------------------------- IMDB (tiny)
@@ -407,7 +514,7 @@ def test_imdb_tiny_archive_vectorized_on_train_only(tiny_imdb: Path, tmp_path: P
     assert (ds.x_test[:, 1] > 1).all()  # "great"/"awful" were seen in training
     # Padding, OOV, one own word per training review and great/film/awful/boring/plot.
     assert ds.vocab_size == 2 + n_train + 5
-    assert ds.checksums == {imdb.ARCHIVE: fetch.sha256_of(tiny_imdb / imdb.ARCHIVE)}
+    assert ds.checksums == {imdb.ARCHIVE: sha256_bytes((tiny_imdb / imdb.ARCHIVE).read_bytes())}
     assert files_under(tiny_imdb) == before  # the data folder was only read
 
 
@@ -417,8 +524,7 @@ def test_imdb_order_of_archive_members_does_not_matter(tmp_path: Path) -> None:
         write_tar_gz(tmp_path / f"d{seed}" / imdb.ARCHIVE, tiny_imdb_members(), order_seed=seed)
         loaded.append(load_tiny_imdb(tmp_path / f"d{seed}", tmp_path / "cache"))
     assert loaded[0].checksums != loaded[1].checksums  # different archives...
-    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):  # ...same data
-        np.testing.assert_array_equal(getattr(loaded[0], split), getattr(loaded[1], split))
+    assert_same_arrays(*loaded)  # ...same data
 
 
 def test_imdb_cache_hit_skips_vectorizing(
@@ -429,26 +535,41 @@ def test_imdb_cache_hit_skips_vectorizing(
     first = load_tiny_imdb(tiny_imdb, cache)
     assert imdb.build_count() == builds + 1
     written = files_under(cache)
-    assert len(written) == 1 and next(iter(written)).startswith("imdb-")
+    key = imdb.cache_key(tiny_imdb_settings(tiny_imdb, cache), first.checksums[imdb.ARCHIVE])
+    assert list(written) == [f"imdb-{key[:24]}.npz"]
+    assert file_mode(cache / f"imdb-{key[:24]}.npz") == 0o644
     second = load_tiny_imdb(tiny_imdb, cache, progress=True)
     assert imdb.build_count() == builds + 1 and files_under(cache) == written
     assert "using cached arrays" in capsys.readouterr().err
-    np.testing.assert_array_equal(first.x_train, second.x_train)
+    assert_same_arrays(first, second)
     assert second.vocab_size == first.vocab_size and second.checksums == first.checksums
 
 
-@pytest.mark.parametrize(
-    "change", [{"sequence_length": 8}, {"vocab_size": 50}, {"val_seed": 1}, {"val_size": 3}, {"limit_train": 5},
-               {"limit_test": 4}]
-)
-def test_imdb_cache_key_follows_the_settings(tiny_imdb: Path, tmp_path: Path, change: dict) -> None:
+@pytest.mark.parametrize(("field", "value"), KEY_CHANGES.items())
+def test_imdb_cache_key_follows_the_settings(tiny_imdb: Path, tmp_path: Path, field: str, value: int) -> None:
     cache = tmp_path / "cache"
     load_tiny_imdb(tiny_imdb, cache)
     builds = imdb.build_count()
-    changed = load_tiny_imdb(tiny_imdb, cache, **change)
+    changed = load_tiny_imdb(tiny_imdb, cache, **{field: value})
     assert imdb.build_count() == builds + 1 and len(files_under(cache)) == 2
-    if "sequence_length" in change:
-        assert changed.x_train.shape[1] == 8
+    # The arrays are those of the new settings, not the old cache file's.
+    settings = tiny_imdb_settings(tiny_imdb, cache, **{field: value})
+    n_train = TRAIN_POS + TRAIN_NEG - settings.val_size
+    assert changed.x_train.shape == (min(n_train, settings.limit_train or n_train), settings.sequence_length)
+    assert (len(changed.x_val), len(changed.x_test)) == (settings.val_size, settings.limit_test or TEST_POS + TEST_NEG)
+
+
+def test_imdb_cache_is_shared_across_folders_and_imbalance_ratios(tiny_imdb: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    balanced = load_tiny_imdb(tiny_imdb, cache)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    os.replace(tiny_imdb / imdb.ARCHIVE, moved / imdb.ARCHIVE)
+    builds, written = imdb.build_count(), files_under(cache)
+    assert_same_arrays(load_tiny_imdb(moved, cache, download=True), balanced)
+    thinned = load_tiny_imdb(moved, cache, imbalance=2)
+    assert imdb.build_count() == builds and files_under(cache) == written
+    assert np.bincount(thinned.y_train).tolist() == [np.sum(balanced.y_train == 0), round(balanced.y_train.sum() / 2)]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong arrays", "other settings"])
@@ -469,7 +590,7 @@ def test_imdb_corrupt_cache_is_rebuilt(tiny_imdb: Path, tmp_path: Path, damage: 
     builds = imdb.build_count()
     rebuilt = load_tiny_imdb(tiny_imdb, cache)
     assert imdb.build_count() == builds + 1
-    np.testing.assert_array_equal(rebuilt.x_test, good.x_test)
+    assert_same_arrays(rebuilt, good)
     load_tiny_imdb(tiny_imdb, cache)  # the rewritten file is a valid cache again
     assert imdb.build_count() == builds + 1
 
@@ -539,7 +660,7 @@ def test_checksum_tables_match_the_shared_sha256sums(real_data_dir: Path) -> Non
 
 
 def test_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
-    ds = load_dataset("mnist", real_data_dir, tmp_path, val_size=5000, val_seed=0, progress=False)
+    ds = load_real_mnist(real_data_dir, tmp_path)
     assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_val.shape == (5000, 28, 28, 1)
     assert ds.x_test.shape == (10000, 28, 28, 1) and ds.x_train.dtype == np.float32
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
@@ -548,14 +669,18 @@ def test_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
     assert ds.checksums == mnist.SHA256
     for name, md5 in MNIST_PUBLISHED_MD5.items():
         assert hashlib.md5((real_data_dir / "mnist" / name).read_bytes()).hexdigest() == md5
-    assert not (tmp_path / "mnist").exists()  # MNIST needs no cache
+    assert list(tmp_path.iterdir()) == []  # MNIST needs no cache
 
 
 @pytest.fixture(scope="module")
 def real_imdb(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    # Reading the whole archive takes seconds: once per test session.
-    return load_dataset("imdb", real_data_dir, tmp_path_factory.mktemp("imdb-cache"), val_size=500, val_seed=0,
-                        limit_train=2000, limit_test=1000, vocab_size=5000, sequence_length=128, progress=False)
+    # Reading the whole archive takes seconds: once per test session. Settings as the config group gives them.
+    settings = DataSettings.from_mapping({
+        "name": "imdb", "data_dir": str(real_data_dir), "cache_dir": str(tmp_path_factory.mktemp("imdb-cache")),
+        "val_size": 500, "val_seed": 0, "limit": {"train": 2000, "test": 1000}, "vocab_size": 5000,
+        "sequence_length": 128,
+    })
+    return load_dataset(settings, progress=False)
 
 
 def test_real_imdb_with_limits(real_imdb: Dataset) -> None:
@@ -594,8 +719,8 @@ def test_long_tail_rejects_bad_ratios(ratio) -> None:
 
 
 def test_real_imbalanced_mnist_keeps_test_balanced(real_data_dir: Path, tmp_path: Path) -> None:
-    balanced = load_dataset("mnist", real_data_dir, tmp_path, val_size=5000, val_seed=0, progress=False)
-    ds = load_dataset("mnist", real_data_dir, tmp_path, val_size=5000, val_seed=0, imbalance=100, progress=False)
+    balanced = load_real_mnist(real_data_dir, tmp_path)
+    ds = load_real_mnist(real_data_dir, tmp_path, imbalance=100)
     train = np.bincount(ds.y_train, minlength=10)
     assert train[0] == np.sum(balanced.y_train == 0) and train[9] == round(np.sum(balanced.y_train == 9) / 100)
     assert np.all(np.diff(train / np.bincount(balanced.y_train)) < 0)  # fractions fall class by class

@@ -1,11 +1,11 @@
-"""xent_lab.runner: the parts that do not need a training run (those are in test_train.py)."""
+"""xent_lab.training.fit: the parts that do not need a training run (those are in test_train.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xent_lab.runner import class_weights
+from xent_lab.training.fit import class_weights
 
 
 def test_no_class_weight_by_default():

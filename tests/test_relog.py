@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e import QUICK, train_command, train_env
-from xent_lab import record, tracking
+from tests.helpers.e2e import QUICK, train_command, train_env
+from xent_lab import tracking
+from xent_lab.tracking import record
 from xent_lab.errors import XentError
-from xent_lab.mlflow_server import start_server
-from xent_lab.relog import relog
+from xent_lab.tracking.relog import relog
+from xent_lab.tracking.server import start_server
 
 
 def write_record(output_dir: Path, uri: str, status: str = "FINISHED") -> None:
@@ -108,7 +109,7 @@ def test_server_lost_mid_training_then_relogged_as_one_complete_run(tmp_path, ca
     epochs = 6
     with start_server(backend, tmp_path / "artifacts") as server:
         trainer = subprocess.Popen(
-            train_command(*QUICK, f"trainer.epochs={epochs}", f"tracking.uri={server.uri}",
+            train_command(QUICK, f"trainer.epochs={epochs}", f"tracking.uri={server.uri}",
                           f"hydra.run.dir={output_dir}"),
             cwd=workdir, env=train_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

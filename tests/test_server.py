@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e import QUICK, run_train, train_env
-from tests.servers import (  # noqa: F401  (mlflow_server and postgres_uri are fixtures)
-    Server,
+from tests.helpers.e2e import QUICK, run_train, train_env
+from tests.helpers.servers import (  # noqa: F401  (postgres_uri and tracking_server are fixtures)
     artifact_files,
     download_artifact,
-    free_port,
-    mlflow_server,
     postgres_uri,
     rest_get,
     rest_post,
+    tracking_server,
 )
 from tests.test_train import EXPECTED_ARTIFACTS
+from xent_lab.tracking import tags as T
+from xent_lab.tracking.server import Server, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -70,9 +70,9 @@ def assert_not_recorded(secret: str, tracking_uri: str, run_id: str, workdir: Pa
     assert not leaked, f"the password is recorded in: {', '.join(leaked)}"
 
 
-def test_training_logs_everything_through_the_server(mlflow_server: Server, tmp_path, cache_dir):
-    server = mlflow_server
-    done = run_train(tmp_path, cache_dir, *QUICK, f"tracking.uri={server.uri}", timeout=600)
+def test_training_logs_everything_through_the_server(tracking_server: Server, tmp_path, cache_dir):
+    server = tracking_server
+    done = run_train(tmp_path, cache_dir, QUICK, "trainer.epochs=2", f"tracking.uri={server.uri}", timeout=600)
     run_id = trained_run_id(done)
     assert_nothing_stored_locally(tmp_path)
     assert f"{server.uri}/#/experiments/" in done.stdout and run_id in done.stdout
@@ -87,22 +87,23 @@ def test_training_logs_everything_through_the_server(mlflow_server: Server, tmp_
     params = {p["key"]: p["value"] for p in data["params"]}
     assert (params["trainer.epochs"], params["dataset.limit.train"], params["loss.name"]) == ("2", "2000", "cce")
     tags = {t["key"]: t["value"] for t in data["tags"]}
-    assert (tags["dataset"], tags["model"], tags["loss"]) == ("mnist", "mlp", "cce")
+    assert (tags[T.DATASET], tags[T.MODEL], tags[T.LOSS]) == ("mnist", "mlp", "cce")
     metrics = {m["key"]: m["value"] for m in data["metrics"]}
-    assert metrics["test/accuracy"] > 0.7 and np.isfinite(metrics["test/ece"])
+    assert metrics[T.TEST_ACCURACY] > 0.7 and np.isfinite(metrics[T.TEST_ECE])
 
     # One point per epoch for each per-epoch metric.
-    for key in ("train/loss", "val/loss", "val/accuracy", "val/ece", "perf/epoch_seconds"):
+    for key in (T.TRAIN_LOSS, T.VAL_LOSS, T.val_metric("accuracy"), T.val_metric("ece"), T.EPOCH_SECONDS):
         points = rest_get(server.uri, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
         assert sorted(int(p.get("step", 0)) for p in points) == [0, 1], key
 
     # Artifacts: listed by the tracking API, downloadable through the proxy, stored in the server's folder.
     listed = artifact_files(server.uri, run_id)
     assert EXPECTED_ARTIFACTS <= set(listed), sorted(listed)
-    png = download_artifact(server.uri, info["artifact_uri"], "plots/reliability_test.png")
-    assert png.startswith(b"\x89PNG") and len(png) == listed["plots/reliability_test.png"]
-    with np.load(io.BytesIO(download_artifact(server.uri, info["artifact_uri"],
-                                              "predictions/test_predictions.npz"))) as predictions:
+    reliability = T.RELIABILITY_ARTIFACT.format(split="test")
+    png = download_artifact(server.uri, info["artifact_uri"], reliability)
+    assert png.startswith(b"\x89PNG") and len(png) == listed[reliability]
+    predictions_npz = download_artifact(server.uri, info["artifact_uri"], T.PREDICTIONS_ARTIFACT)
+    with np.load(io.BytesIO(predictions_npz)) as predictions:
         assert predictions["logits"].shape == (1000, 10) and predictions["labels"].shape == (1000,)
     stored = server.artifacts_dir / info["artifact_uri"].removeprefix("mlflow-artifacts:").strip("/")
     for path in EXPECTED_ARTIFACTS:
@@ -116,22 +117,22 @@ def test_training_logs_everything_through_the_server(mlflow_server: Server, tmp_
                             stderr=done.stderr)
 
 
-@pytest.mark.parametrize("mlflow_server", ["sqlite"], indirect=True)
-def test_password_in_an_http_tracking_uri_is_never_recorded(mlflow_server: Server, tmp_path, cache_dir):
+@pytest.mark.parametrize("tracking_server", ["sqlite"], indirect=True)
+def test_password_in_an_http_tracking_uri_is_never_recorded(tracking_server: Server, tmp_path, cache_dir):
     """`http://user:password@host:port`: MLflow sends it as basic auth (this server ignores it); nothing records it."""
-    with_credentials = mlflow_server.uri.replace("http://", f"http://alice:{PASSWORD}@")
-    done = run_train(tmp_path, cache_dir, *QUICK, "trainer.epochs=1", f"tracking.uri={with_credentials}",
+    with_credentials = tracking_server.uri.replace("http://", f"http://alice:{PASSWORD}@")
+    done = run_train(tmp_path, cache_dir, QUICK, f"tracking.uri={with_credentials}",
                      timeout=600)
     run_id = trained_run_id(done)
     assert_nothing_stored_locally(tmp_path)
-    assert_not_recorded(PASSWORD, mlflow_server.uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
+    assert_not_recorded(PASSWORD, tracking_server.uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
     assert "alice:***@" in done.stdout  # the summary still says where the run is
 
 
 def test_password_in_a_postgresql_tracking_uri_is_never_recorded(postgres_uri: str, tmp_path, cache_dir):
     """The trainer writing straight to PostgreSQL: its password is in no param, tag, artifact or output."""
     password = re.match(r"postgresql://[^:]+:([^@]+)@", postgres_uri).group(1)
-    done = run_train(tmp_path, cache_dir, *QUICK, "trainer.epochs=1", f"tracking.uri={postgres_uri}",
+    done = run_train(tmp_path, cache_dir, QUICK, f"tracking.uri={postgres_uri}",
                      "tracking.experiment=direct-postgres", timeout=600)
     run_id = trained_run_id(done)
     assert_not_recorded(password, postgres_uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)

@@ -1,7 +1,7 @@
 """Studies: the experiment files compose, runs are grouped under a parent, relaunches skip, reports list failures.
 
 The end-to-end tests launch `python -m xent_lab.train experiment=mnist_losses` (a real Hydra multirun,
-in a subprocess, on real MNIST) shrunk from the command line to a few one-epoch jobs.
+in a subprocess, on real MNIST) shrunk by `debug=quick` to a few one-epoch jobs.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tests.e2e import ROOT, run_train, store_uri
+from tests.helpers.e2e import QUICK, ROOT, run_train, store_uri
 from xent_lab import config, study
-from xent_lab.train import CONF_DIR
+from tests.helpers.e2e import CONF_DIR
 
-TINY = ["dataset.limit.train=1000", "dataset.limit.test=500", "dataset.val_size=500", "trainer.epochs=1"]
-STUDIES = sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml"))
+# Files whose name starts with "_" are shared bases (experiments/_study.yaml), not studies.
+STUDIES = sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml") if not path.stem.startswith("_"))
 
 
 def compose_config(*overrides: str, hydra: bool = True):
@@ -44,7 +44,7 @@ def study_runs(workdir: Path, experiment: str = "mnist_losses"):
 
 def launch(workdir: Path, cache_dir: Path, *overrides: str, report_dir: Path | None = None):
     report = [f"study.report_dir={report_dir}"] if report_dir else ["study.report=false"]
-    return run_train(workdir, cache_dir, "experiment=mnist_losses", *TINY, *report, *overrides)
+    return run_train(workdir, cache_dir, "experiment=mnist_losses", QUICK, *report, *overrides)
 
 
 # --------------------------------------------------------------------------- composition
@@ -58,7 +58,7 @@ def test_every_study_composes_validates_and_names_its_sweep(name):
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     params = cfg.hydra.sweeper.params
     assert params.seed == "0,1,2" and len(params) >= 3
-    assert cfg.hydra.callbacks.study._target_ == "xent_lab.study.StudyCallback"
+    assert cfg.hydra.callbacks.study._target_ == "xent_lab.study.callback.StudyCallback"
 
 
 def test_the_shipped_studies_cover_the_issue():
@@ -106,6 +106,21 @@ def test_config_hash_ignores_where_files_live_but_not_what_is_trained():
     assert study.config_hash(moved) == digest
     for changed in ("seed=1", "loss=focal", "loss.impl=custom", "trainer.epochs=3", "dataset.imbalance=10"):
         assert study.config_hash(compose_config(changed, hydra=False)) != digest, changed
+
+
+@pytest.mark.parametrize(
+    "overrides,digest",
+    [
+        ((), "a3f4c44bdda4a208"),
+        (("loss=focal_flsd53", "seed=2"), "0d9039bed7900761"),
+        (("experiment=mnist_losses", "loss=cce_smoothed", "loss.impl=custom", "seed=1"), "8651775083b6a08e"),
+        (("experiment=imdb_losses", "loss=bce"), "491c8318d343f4c2"),
+    ],
+)
+def test_config_hashes_of_existing_stores_still_match(overrides, digest):
+    """Computed before the configs were restructured (shared loss keys and study settings in base files): a
+    relaunch of a study recorded in an older store must still find its finished runs."""
+    assert study.config_hash(compose_config(*overrides, hydra=False)) == digest
 
 
 def test_sweep_of_merges_sweeper_params_and_command_line_sweeps():
@@ -223,7 +238,7 @@ def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir)
     before = published.read_bytes() if published.exists() else None
     # With the report on and no report_dir: a launch with command-line changes must not touch the
     # committed report; its report goes into the sweep folder.
-    done = run_train(tmp_path, cache_dir, "experiment=mnist_losses", *TINY, "loss=focal_flsd53",
+    done = run_train(tmp_path, cache_dir, "experiment=mnist_losses", QUICK, "loss=focal_flsd53",
                      "loss.impl=custom,builtin", "seed=0")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (published.read_bytes() if published.exists() else None) == before

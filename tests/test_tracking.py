@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from xent_lab import runner, tracking
+from xent_lab import tracking
+from xent_lab.tracking import tags as T
+from xent_lab.training.callbacks import EpochMetricsLogger
 from xent_lab.errors import TrackingError
 
 
@@ -41,7 +43,7 @@ def test_redact_hides_the_password_only():
 @pytest.mark.parametrize("key,name", [("loss", "train/loss"), ("val_accuracy", "val/accuracy"),
                                       ("val/ece", "val/ece"), ("accuracy", "train/accuracy")])
 def test_metric_names(key, name):
-    assert tracking.metric_name(key) == name
+    assert T.metric_name(key) == name
 
 
 def test_unreachable_server_fails_fast_naming_the_uri():
@@ -78,7 +80,7 @@ def test_interrupted_run_is_ended_with_the_reason(store, error, status):
     got = MlflowClient(store).get_run(run.run_id)
     assert got.info.status == status
     assert got.data.metrics["train/loss"] == 1.0  # what was logged before stays
-    reason = got.data.tags[tracking.FAILURE_TAG]
+    reason = got.data.tags[T.FAILURE_REASON]
     assert ("boom" in reason) if status == "FAILED" else ("interrupted" in reason)
 
 
@@ -89,7 +91,7 @@ def test_epoch_logger_logs_each_epoch_with_its_step(store):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     with tracker.run("fit") as run:
-        logger = runner.EpochMetricsLogger(run)
+        logger = EpochMetricsLogger(run)
         model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[logger])
     client = MlflowClient(store)
     for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "perf/epoch_seconds"):

@@ -1,4 +1,8 @@
-"""End to end: `python -m xent_lab.train` as a subprocess on the real datasets, checked through MLflow."""
+"""End to end on the real datasets, checked through MLflow.
+
+The trainings run in this process on the composed config (`train_here`); the command line is tested
+where the process is what matters: exit codes and messages, Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,25 @@ import time
 
 import pytest
 
-from tests.e2e import QUICK, QUICK_IMDB, artifact_paths, create_store, history, run_train, runs, train_command, train_env
+from tests.helpers.e2e import (
+    EXPECTED_ARTIFACTS,
+    QUICK,
+    ROOT,
+    artifact_paths,
+    create_store,
+    data_dir,
+    history,
+    run_train,
+    runs,
+    train_command,
+    train_env,
+    train_here,
+)
+from xent_lab.data import DataError
+from xent_lab.errors import ConfigError, NonFiniteLossError, TrackingError
+from xent_lab.tracking import tags as T
 
 pytestmark = pytest.mark.slow
-
-EXPECTED_ARTIFACTS = {
-    "config/config.yaml",
-    "config/overrides.yaml",
-    "model_summary.txt",
-    "plots/loss_curves.png",
-    "plots/reliability_val.png",
-    "plots/reliability_test.png",
-    "predictions/test_predictions.npz",
-}
 
 
 def only_run(workdir):
@@ -31,62 +41,71 @@ def only_run(workdir):
     return found[0]
 
 
-def test_default_run_reaches_97_percent_and_logs_everything(tmp_path, cache_dir):
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_default_run_reaches_97_percent_and_logs_everything(tmp_path, cache_dir, capsys):
     """The README's main job: full MNIST, MLP, categorical cross-entropy, 10 epochs."""
-    done = run_train(tmp_path, cache_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run(tmp_path)
+    trained = train_here(tmp_path, cache_dir)
+    run = trained.run
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mnist-mlp-cce-builtin-s0"
     metrics = run.data.metrics
-    assert metrics["test/accuracy"] >= 0.97
+    assert metrics[T.TEST_ACCURACY] >= 0.97
+    assert metrics[T.TEST_ACCURACY] == pytest.approx(trained.results[T.TEST_ACCURACY])
     per_epoch = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/ece", "val/mce", "val/adaece",
-                 "val/classwise_ece", "val/brier", "val/nll", "val/cross_entropy", "val/kl", "perf/epoch_seconds")
+                 "val/classwise_ece", "val/brier", "val/nll", "val/cross_entropy", "val/kl", T.EPOCH_SECONDS)
     for name in per_epoch:
         steps = [step for step, _ in history(tmp_path, run.info.run_id, name)]
         assert steps == list(range(10)), name
-    for name in ("test/loss", "test/ece", "test/ece_ts", "test/temperature", "perf/mean_epoch_seconds"):
+    for name in (T.TEST_LOSS, T.TEST_ECE, T.TEST_ECE_TS, T.TEST_TEMPERATURE, T.MEAN_EPOCH_SECONDS):
         assert math.isfinite(metrics[name]), name
     params = run.data.params
     assert params["loss.name"] == "cce" and params["trainer.epochs"] == "10" and params["seed"] == "0"
     assert params["trainer.optimizer._target_"] == "keras.optimizers.Adam"
     tags = run.data.tags
-    assert (tags["dataset"], tags["model"], tags["loss"], tags["impl"]) == ("mnist", "mlp", "cce", "builtin")
-    assert tags["device"] == "CPU" and len(tags["git_commit"]) >= 7
+    assert (tags[T.DATASET], tags[T.MODEL], tags[T.LOSS], tags[T.IMPL]) == ("mnist", "mlp", "cce", "builtin")
+    assert tags[T.DEVICE] == "CPU"
+    assert tags[T.GIT_COMMIT].removesuffix("-dirty") == head_commit()
     assert EXPECTED_ARTIFACTS <= artifact_paths(tmp_path, run.info.run_id)
     # The summary tells the user the result and how to open the run.
-    assert run.info.run_id in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
-    assert f"test accuracy {metrics['test/accuracy']:.4f}" in done.stdout
+    out = capsys.readouterr().out
+    assert run.info.run_id in out and "mlflow ui --backend-store-uri" in out
+    assert f"test accuracy {metrics[T.TEST_ACCURACY]:.4f}" in out
 
 
 def test_imdb_bce_trains_on_raw_reviews(tmp_path, cache_dir):
-    done = run_train(tmp_path, cache_dir, *QUICK_IMDB, "loss=bce", "trainer.epochs=3")
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run(tmp_path)
+    trained = train_here(tmp_path, cache_dir, QUICK, "dataset=imdb", "loss=bce", "trainer.epochs=3")
+    run = trained.run
     assert run.info.status == "FINISHED"
-    assert run.data.tags["model"] == "embedding_avg"
-    assert run.data.metrics["test/accuracy"] > 0.6  # chance is 0.5
+    assert run.data.tags[T.MODEL] == "embedding_avg"
+    assert run.data.metrics[T.TEST_ACCURACY] > 0.6  # chance is 0.5
     assert [s for s, _ in history(tmp_path, run.info.run_id, "val/loss")] == [0, 1, 2]
-    assert any(key.startswith("data_sha256.") for key in run.data.tags)
+    # The digest of the archive actually read, as SHA256SUMS of the shared data lists it.
+    listed = {name: digest for digest, name in (line.split() for line in (data_dir() / "SHA256SUMS").read_text().splitlines())}
+    assert run.data.tags[f"{T.DATA_SHA256_PREFIX}aclImdb_v1.tar.gz"] == listed["aclImdb_v1.tar.gz"]
 
 
 def test_focal_builtin_cnn_on_cpu_with_model_logged(tmp_path, cache_dir):
-    done = run_train(
-        tmp_path, cache_dir, *QUICK, "loss=focal", "loss.impl=builtin", "model=cnn", "trainer.device=cpu",
-        "trainer.epochs=1", "tracking.log_model=true",
+    trained = train_here(
+        tmp_path, cache_dir, QUICK, "loss=focal", "loss.impl=builtin", "model=cnn", "trainer.device=cpu",
+        "tracking.log_model=true",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run(tmp_path)
+    run = trained.run
     assert run.info.status == "FINISHED" and run.info.run_name == "mnist-cnn-focal-builtin-s0"
     assert "model/model.keras" in artifact_paths(tmp_path, run.info.run_id)
+    # The checkpoint written after every epoch loads back as the trained model.
+    assert (trained.output_dir / "checkpoint.keras").stat().st_size > 0
 
 
 def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_path, cache_dir):
-    done = run_train(tmp_path, cache_dir, *QUICK, "loss.from_logits=false", "loss.label_smoothing=0.1")
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run(tmp_path)
+    trained = train_here(
+        tmp_path, cache_dir, QUICK, "trainer.epochs=2", "loss.from_logits=false", "loss.label_smoothing=0.1"
+    )
+    run = trained.run
     assert run.data.params["loss.from_logits"] == "False"
-    assert run.data.metrics["test/accuracy"] > 0.8
+    assert run.data.metrics[T.TEST_ACCURACY] > 0.8
     run_id = run.info.run_id
     # H(p, q) = H(p) + KL(p || q) per epoch; with smoothing the targets have entropy > 0.
     for (step, xent), (_, target_entropy), (_, kl) in zip(
@@ -107,25 +126,31 @@ def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_pat
         ("loss.label_smoothing=1.5", "loss.label_smoothing"),
         ("loss=focal loss.gamma=-1", "loss.gamma"),
         ("trainer.device=tpu", "trainer.device"),
+        ("loss=_common", "loss.name"),
     ],
 )
 def test_invalid_config_fails_before_any_run(tmp_path, cache_dir, override, key):
-    done = run_train(tmp_path, cache_dir, *override.split(), timeout=120)
+    with pytest.raises(ConfigError, match=f"invalid config value {key}="):
+        train_here(tmp_path, cache_dir, *override.split())
+    assert not (tmp_path / "mlflow.db").exists()  # no run created, no store written
+
+
+def test_invalid_config_on_the_command_line_exits_2_with_one_line(tmp_path, cache_dir):
+    done = run_train(tmp_path, cache_dir, "trainer.epochs=-1", timeout=120)
     assert done.returncode == 2
-    assert f"invalid config value {key}=" in done.stderr
+    assert "error: invalid config value trainer.epochs=-1: expected a positive integer" in done.stderr
     assert "Traceback" not in done.stderr
-    assert runs(tmp_path) == []  # no run created, no store written
+    assert runs(tmp_path) == []
 
 
 def test_missing_data_names_the_file_and_how_to_fix_it(tmp_path, cache_dir):
     empty = tmp_path / "nodata"
     empty.mkdir()
-    done = run_train(
-        tmp_path, cache_dir, "dataset.download=false", env=train_env(cache_dir, XENT_DATA_DIR=str(empty)), timeout=120
-    )
-    assert done.returncode == 2
-    assert "train-images-idx3-ubyte.gz" in done.stderr and str(empty) in done.stderr
-    assert "XENT_DATA_DIR" in done.stderr
+    with pytest.raises(DataError) as raised:
+        train_here(tmp_path, cache_dir, "dataset.download=false", f"dataset.data_dir={empty}")
+    message = str(raised.value)
+    assert "train-images-idx3-ubyte.gz" in message and str(empty) in message
+    assert "XENT_DATA_DIR" in message
     assert runs(tmp_path) == []
 
 
@@ -134,23 +159,21 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, cache_dir):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     started = time.monotonic()
-    done = run_train(tmp_path, cache_dir, f"tracking.uri=http://127.0.0.1:{port}", "tracking.connect_timeout=2",
-                     timeout=120)
-    assert done.returncode == 2
-    assert f"http://127.0.0.1:{port}" in done.stderr and "make server" in done.stderr
-    assert time.monotonic() - started < 30  # interpreter + TensorFlow import, then a 2 s probe
+    with pytest.raises(TrackingError) as raised:
+        train_here(tmp_path, cache_dir, f"tracking.uri=http://127.0.0.1:{port}", "tracking.connect_timeout=2")
+    assert f"http://127.0.0.1:{port}" in str(raised.value) and "make server" in str(raised.value)
+    assert time.monotonic() - started < 10  # a 2 s probe, before any data is loaded
 
 
 def test_nan_loss_stops_training_and_fails_the_run(tmp_path, cache_dir):
-    done = run_train(
-        tmp_path, cache_dir, *QUICK, "trainer.optimizer._target_=keras.optimizers.SGD",
-        "trainer.optimizer.learning_rate=1e30",
-    )
-    assert done.returncode == 2
-    assert "loss became" in done.stderr
+    with pytest.raises(NonFiniteLossError, match="loss became"):
+        train_here(
+            tmp_path, cache_dir, QUICK, "trainer.optimizer._target_=keras.optimizers.SGD",
+            "trainer.optimizer.learning_rate=1e30",
+        )
     run = only_run(tmp_path)
     assert run.info.status == "FAILED"
-    assert "NonFiniteLossError" in run.data.tags["failure_reason"]
+    assert "NonFiniteLossError" in run.data.tags[T.FAILURE_REASON]
 
 
 def test_ctrl_c_ends_the_run_as_killed(tmp_path, cache_dir):
@@ -166,7 +189,7 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path, cache_dir):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             found = runs(tmp_path)
-            if found and history(tmp_path, found[0].info.run_id, "train/loss"):
+            if found and history(tmp_path, found[0].info.run_id, T.TRAIN_LOSS):
                 break  # training is under way
             time.sleep(1)
         else:
@@ -178,5 +201,5 @@ def test_ctrl_c_ends_the_run_as_killed(tmp_path, cache_dir):
     assert process.returncode == 130, output[-2000:]
     run = only_run(tmp_path)
     assert run.info.status == "KILLED"
-    assert "interrupted" in run.data.tags["failure_reason"]
-    assert history(tmp_path, run.info.run_id, "train/loss")  # what was logged stays
+    assert "interrupted" in run.data.tags[T.FAILURE_REASON]
+    assert history(tmp_path, run.info.run_id, T.TRAIN_LOSS)  # what was logged stays

@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e import QUICK, create_store, run_train, store_uri
-from xent_lab.mlflow_server import start_server
-from xent_lab.screenshots import BrowserUnavailable, MlflowUi, make_driver, require_browser
+from tests.helpers.e2e import QUICK, create_store, run_train, store_uri
+from tests.helpers.browser import BrowserUnavailable, MlflowUi, make_driver, require_browser
+from xent_lab.tracking import tags as T
+from xent_lab.tracking.server import start_server
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 EXPERIMENT = "xent-lab"
 RUN_NAME = "mnist-mlp-cce-builtin-s0"
-IMAGE = "plots/reliability_test.png"
+IMAGE = T.RELIABILITY_ARTIFACT.format(split="test")
 
 
 def png_width(path: Path) -> int:
@@ -48,7 +49,7 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
     create_store(workdir)  # before the trainer and the server both open it
     with ThreadPoolExecutor(1) as pool, start_server(store_uri(workdir), tmp_path / "mlartifacts") as server:
         # The training runs while the server and Chromium start (both take seconds).
-        training = pool.submit(run_train, workdir, cache_dir, *QUICK)
+        training = pool.submit(run_train, workdir, cache_dir, QUICK)
         try:
             driver = make_driver(tmp_path / "chromium-profile")
         except BrowserUnavailable as exc:
@@ -73,12 +74,12 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
             # Model metrics: one section per prefix (train, val, ...), one chart per metric, the run in its legend.
             ui.open_tab("Model metrics")
             section = '//*[@data-testid="experiment-view-compare-runs-section-header"]//*[normalize-space(text())="{}"]'
-            ui.find(section.format("train"), 'a "train" section of metric charts')
-            ui.find(section.format("val"), 'a "val" section of metric charts')
+            for name in (T.TRAIN_PREFIX.rstrip("/"), T.VAL_PREFIX.rstrip("/")):
+                ui.find(section.format(name), f'a "{name}" section of metric charts')
             search = ui.find('//input[@placeholder="Search metric charts"]', "the metric charts' search box")
-            search.send_keys("val/loss")
-            ui.find(f'//*[normalize-space(text())="{RUN_NAME} (val/loss)"]',
-                    f'a val/loss chart with "{RUN_NAME} (val/loss)" in its legend')
+            search.send_keys(T.VAL_LOSS)
+            ui.find(f'//*[normalize-space(text())="{RUN_NAME} ({T.VAL_LOSS})"]',
+                    f'a {T.VAL_LOSS} chart with "{RUN_NAME} ({T.VAL_LOSS})" in its legend')
             ui.wait_for_charts()
 
             # Artifacts: the reliability diagram, listed in the tree and previewed as an image.

@@ -28,7 +28,11 @@ from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from xent_lab import calibration, losses, mlflow_server, models, objectives, runner, tracking, train
+from xent_lab import calibration, losses, models, objectives, tracking
+from xent_lab.train import CONF_DIR
+from xent_lab.tracking import tags as T
+from xent_lab.tracking.server import start_server
+from xent_lab.training import fit, pipeline
 from xent_lab.data import Dataset
 
 RESULTS = "bench-results.json"
@@ -47,7 +51,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def _config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -63,7 +67,7 @@ def _train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) -
     if not uri.startswith("http") and client.get_experiment_by_name(experiment) is None:
         # A local store's artifacts go in workdir, not in ./mlruns of the folder the bench was started from.
         client.create_experiment(experiment, artifact_location=(workdir / "mlruns").as_uri())
-    train.train(_config(*overrides), overrides, workdir)
+    pipeline.train(_config(*overrides), overrides, workdir)
     run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                              order_by=["attribute.start_time DESC"], max_results=1)[0]
     return client, run
@@ -89,7 +93,7 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
     def plain() -> float:
         objective = objectives.build_objective(cfg.loss, dataset.num_classes)
         model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
-        runner.compile_model(model, cfg.trainer, objective)
+        fit.compile_model(model, cfg.trainer, objective)
         timer = EpochTimer()
         model.fit(dataset.x_train, objective.encode_labels(dataset.y_train),
                   validation_data=(dataset.x_val, objective.encode_labels(dataset.y_val)),
@@ -99,10 +103,10 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
     def harness(per_epoch_calibration: bool) -> float:
         client, run = _train_run([*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
                                  workdir, f"sqlite:///{workdir / 'bench.db'}", "bench")
-        epochs = [m.value for m in _history(client, run, "perf/epoch_seconds")]
+        epochs = [m.value for m in _history(client, run, T.EPOCH_SECONDS)]
         if per_epoch_calibration:
             # The callback times itself inside each epoch: its share needs no second run to subtract.
-            costs = [m.value for m in _history(client, run, "perf/calibration_seconds")]
+            costs = [m.value for m in _history(client, run, T.CALIBRATION_SECONDS)]
             fractions.extend(c / e for c, e in zip(costs[1:], epochs[1:], strict=True))
         return _steady(epochs)
 
@@ -138,12 +142,12 @@ def tracking_server_overhead(dataset: Dataset, epochs: int, rounds: int, workdir
         timings = {}
         for name in sorted(stores, reverse=turn % 2 == 1):
             client, run = _train_run(overrides, workdir, stores[name], "bench-store")
-            stamps = [m.timestamp for m in _history(client, run, "train/loss")]
+            stamps = [m.timestamp for m in _history(client, run, T.TRAIN_LOSS)]
             timings[name] = float(np.median(np.diff(stamps))) / 1000
         measured.append(timings)
     # One epoch's metrics (the last run's), sent as training sends them, in one log_batch, timed alone.
     epoch_metrics = {key: value for key, value in run.data.metrics.items()
-                     if key.startswith(("train/", "val/")) or key in ("perf/epoch_seconds", "perf/calibration_seconds")}
+                     if key.startswith((T.TRAIN_PREFIX, T.VAL_PREFIX)) or key in (T.EPOCH_SECONDS, T.CALIBRATION_SECONDS)}
     round_trip = {}
     for name, uri in stores.items():
         with tracking.Tracker(uri, "bench-log-batch").run("log-batch") as logger:
@@ -159,13 +163,13 @@ def startup(workdir: Path) -> dict[str, Any]:
     """Seconds from `python -m xent_lab.train` starting to its first training step (a real subprocess)."""
     store = f"sqlite:///{workdir / 'startup.db'}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "xent_lab.train", "trainer.epochs=1", "dataset.limit.train=2000",
+    subprocess.run([sys.executable, "-m", "xent_lab.train", "debug=quick",
                     f"tracking.uri={store}", "tracking.experiment=startup", "trainer.verbose=0"],
                    check=True, capture_output=True, cwd=workdir)
     wall = time.perf_counter() - started
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("startup").experiment_id])[0]
-    return {"seconds_from_module_start": run.data.metrics["perf/startup_seconds"],
+    return {"seconds_from_module_start": run.data.metrics[T.STARTUP_SECONDS],
             "process_wall_seconds": wall}
 
 
@@ -201,7 +205,7 @@ def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str,
                 keras.utils.set_random_seed(0)
                 objective = objectives.build_objective(cfg.loss, dataset.num_classes)
                 model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
-                runner.compile_model(model, cfg.trainer, objective)
+                fit.compile_model(model, cfg.trainer, objective)
                 timer = EpochTimer()
                 model.fit(dataset.x_train, objective.encode_labels(dataset.y_train), epochs=epochs,
                           batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
@@ -265,11 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         print("bench: harness vs plain model.fit (MNIST MLP) ...", file=sys.stderr, flush=True)
-        dataset = train.load_data(_config(f"dataset.limit.train={2000 if quick else 'null'}"))
+        dataset = pipeline.load_data(_config("debug=quick" if quick else "dataset.limit.train=null"))
         figures.update(harness_overhead(dataset, epochs=2 if quick else 4, rounds=1 if quick else args.rounds,
                                         workdir=workdir))
         print("bench: HTTP tracking server vs local SQLite ...", file=sys.stderr, flush=True)
-        with mlflow_server.start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
+        with start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
             figures.update(tracking_server_overhead(dataset, epochs=2 if quick else 4,
                                                     rounds=1 if quick else args.rounds, workdir=workdir,
                                                     server_uri=server.uri))

@@ -1,10 +1,13 @@
 """Datasets for the experiments: MNIST and IMDB, from their original files, split, checked and cached.
 
-    ds = load_dataset("mnist", resolve_data_dir(None), "~/.cache/xent_lab/cache", val_size=5000, val_seed=0)
+    settings = DataSettings.from_mapping({"name": "mnist", "cache_dir": "~/.cache/xent_lab/cache",
+                                          "val_size": 5000, "val_seed": 0})
+    ds = load_dataset(settings)
 """
 
 from xent_lab.data.dataset import Dataset
 from xent_lab.data.errors import DataError
-from xent_lab.data.loader import DATASETS, load_dataset, resolve_data_dir
+from xent_lab.data.loader import load_dataset
+from xent_lab.data.settings import DataSettings
 
-__all__ = ["DATASETS", "DataError", "Dataset", "load_dataset", "resolve_data_dir"]
+__all__ = ["DataError", "DataSettings", "Dataset", "load_dataset"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from xent_lab.atomic import replacing
 
 
 class CacheUnreadable(Exception):
@@ -16,20 +16,10 @@ class CacheUnreadable(Exception):
 
 
 def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write `arrays` to `path` as an uncompressed .npz, atomically.
-
-    The temp file lives beside the target and is moved into place with os.replace, so a crash or a
-    concurrent run never leaves a half-written cache file under the real name.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write `arrays` to `path` as an uncompressed .npz, atomically (see `xent_lab.atomic.replacing`)."""
+    # A file object, not the temp path: np.savez would append ".npz" to a name that lacks it.
+    with replacing(path) as temporary, open(temporary, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
-import os
-import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from xent_lab.atomic import replacing
 from xent_lab.data.errors import DataError
 from xent_lab.data.progress import note
 
@@ -89,36 +88,41 @@ def _download(spec: RemoteFile, path: Path, *, verify: bool, progress: bool) -> 
     # Folders this call creates, removed again if the download fails, so a failure leaves no trace.
     new_dirs = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A temp file beside the target, so that the final os.replace is atomic and a failed or rejected
-        # download never leaves a partial file under the real name.
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
+        # The temp file moves onto `path` only if the block ends normally; raising discards it.
+        with replacing(path, suffix=".part") as part:
+            failures = []
+            for url in spec.urls:
+                failure = _attempt(spec, url, part, verify=verify, progress=progress)
+                if failure is None:
+                    return
+                failures.append(f"{url} ({failure})")
+            raise DataError(_missing_message(spec, path, "downloading it failed: " + "; ".join(failures)))
+    except DataError:
+        _remove_empty(new_dirs)
+        raise
+    except OSError as exc:  # each URL's errors are caught above: this one is making or moving the temp file
+        _remove_empty(new_dirs)
         raise DataError(_missing_message(spec, path, f"cannot be downloaded there ({exc})")) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    failures = []
-    try:
-        for url in spec.urls:
-            try:
-                digest = _fetch(url, tmp, progress)
-            except (OSError, http.client.HTTPException) as exc:  # URLError and timeouts are OSErrors
-                failures.append(f"{url} ({exc})")
-                continue
-            if verify and digest not in spec.known_sha256:
-                failures.append(f"{url} (checksum mismatch: expected one of {spec.expected()}, got {digest})")
-                continue
-            tmp.chmod(0o644)  # mkstemp makes it private; a shared data folder should stay readable to all
-            os.replace(tmp, path)
-            return
-    finally:
-        tmp.unlink(missing_ok=True)
-    for folder in new_dirs:  # innermost first
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders`, innermost first, up to the first that is not empty (another download uses it)."""
+    for folder in folders:
         try:
             folder.rmdir()
-        except OSError:  # no longer empty: another download is using it
+        except OSError:
             break
-    raise DataError(_missing_message(spec, path, "downloading it failed: " + "; ".join(failures)))
+
+
+def _attempt(spec: RemoteFile, url: str, dest: Path, *, verify: bool, progress: bool) -> str | None:
+    """Fill `dest` from `url`; None if it now holds acceptable content, else why not."""
+    try:
+        digest = _fetch(url, dest, progress)
+    except (OSError, http.client.HTTPException) as exc:  # URLError and timeouts are OSErrors
+        return str(exc)
+    if verify and digest not in spec.known_sha256:
+        return f"checksum mismatch: expected one of {spec.expected()}, got {digest}"
+    return None
 
 
 def _fetch(url: str, dest: Path, progress: bool) -> str:

@@ -18,6 +18,7 @@ from xent_lab.data.dataset import Dataset
 from xent_lab.data.errors import DataError
 from xent_lab.data.fetch import RemoteFile, ensure_file
 from xent_lab.data.progress import note
+from xent_lab.data.settings import DataSettings
 from xent_lab.data.splits import split_indices
 
 ARCHIVE = "aclImdb_v1.tar.gz"
@@ -111,8 +112,13 @@ def _vectorize(
     return encoded, int(layer.vocabulary_size())
 
 
-def _cache_key(settings: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+def cache_key(settings: DataSettings, archive_sha256: str) -> str:
+    """The key of the cached arrays: the archive's digest and every setting that shapes them."""
+    # The name is always imdb, and the imbalance thins the arrays after they leave the cache (see
+    # loader.long_tailed); leaving both out keeps one cache file for all ratios and the keys of older files.
+    shaping = {key: value for key, value in settings.shaping().items() if key not in ("name", "imbalance")}
+    payload = {"format": CACHE_FORMAT, "archive_sha256": archive_sha256, **shaping}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _read_cache(path: Path, key: str, sequence_length: int, progress: bool) -> dict[str, np.ndarray] | None:
@@ -147,36 +153,19 @@ def _well_formed(arrays: dict[str, np.ndarray], key: str, sequence_length: int) 
     )
 
 
-def _build(
-    archive: Path,
-    *,
-    val_size: int,
-    val_seed: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    vocab_size: int,
-    sequence_length: int,
-    progress: bool,
-) -> dict[str, np.ndarray]:
+def _build(archive: Path, settings: DataSettings, progress: bool) -> dict[str, np.ndarray]:
     """Read, split and vectorize the archive; returns the arrays to cache (without the key)."""
     global _build_count
     _build_count += 1
     reviews = read_reviews(archive, progress)
     (train_texts, train_labels), (test_texts, test_labels) = reviews["train"], reviews["test"]
-    idx = split_indices(
-        len(train_labels),
-        len(test_labels),
-        val_size=val_size,
-        val_seed=val_seed,
-        limit_train=limit_train,
-        limit_test=limit_test,
-    )
+    idx = split_indices(len(train_labels), len(test_labels), settings)
     texts = {
         "train": [train_texts[i] for i in idx.train],
         "val": [train_texts[i] for i in idx.val],
         "test": [test_texts[i] for i in idx.test],
     }
-    encoded, actual_vocab_size = _vectorize(texts, vocab_size, sequence_length, progress)
+    encoded, actual_vocab_size = _vectorize(texts, settings.vocab_size, settings.sequence_length, progress)
     return {
         **{f"x_{split}": x for split, x in encoded.items()},
         "y_train": train_labels[idx.train],
@@ -186,43 +175,26 @@ def _build(
     }
 
 
-def load(
-    data_dir: Path,
-    cache_dir: Path,
-    *,
-    val_size: int,
-    val_seed: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    vocab_size: int,
-    sequence_length: int,
-    download: bool,
-    verify_checksums: bool,
-    progress: bool,
-) -> Dataset:
-    """Load IMDB from `data_dir` (downloading a missing archive), using or filling the cache in `cache_dir`."""
-    if vocab_size < 3 or sequence_length < 1:
+def load(settings: DataSettings, progress: bool) -> Dataset:
+    """Load IMDB from `settings.data_dir` (downloading a missing archive), cached in `settings.cache_dir`."""
+    if settings.vocab_size < 3 or settings.sequence_length < 1:
         raise DataError(
-            f"dataset.vocab_size={vocab_size} / dataset.sequence_length={sequence_length} are invalid: the "
-            "vocabulary needs at least 3 entries (padding, OOV and one word) and sequences at least 1 token"
+            f"dataset.vocab_size={settings.vocab_size} / dataset.sequence_length={settings.sequence_length} are "
+            "invalid: the vocabulary needs at least 3 entries (padding, OOV and one word) and sequences at least "
+            "1 token"
         )
     archive, digest = ensure_file(
-        remote_file(), data_dir, download=download, verify=verify_checksums, progress=progress
+        remote_file(),
+        settings.data_dir,
+        download=settings.download,
+        verify=settings.verify_checksums,
+        progress=progress,
     )
-    # Everything that shapes the arrays; the archive's digest makes a replaced archive a cache miss.
-    shaping = dict(
-        val_size=val_size,
-        val_seed=val_seed,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        vocab_size=vocab_size,
-        sequence_length=sequence_length,
-    )
-    key = _cache_key({"format": CACHE_FORMAT, "archive_sha256": digest, **shaping})
-    cache_file = cache_dir / f"imdb-{key[:24]}.npz"
-    arrays = _read_cache(cache_file, key, sequence_length, progress)
+    key = cache_key(settings, digest)
+    cache_file = settings.cache_dir / f"imdb-{key[:24]}.npz"
+    arrays = _read_cache(cache_file, key, settings.sequence_length, progress)
     if arrays is None:
-        arrays = _build(archive, **shaping, progress=progress)
+        arrays = _build(archive, settings, progress)
         note(progress, f"imdb: writing the cache file {cache_file}")
         try:
             write_arrays(cache_file, {**arrays, "key": np.array(key)})

@@ -12,6 +12,7 @@ from xent_lab.data.dataset import Dataset
 from xent_lab.data.errors import DataError
 from xent_lab.data.fetch import RemoteFile, ensure_file
 from xent_lab.data.progress import note
+from xent_lab.data.settings import DataSettings
 from xent_lab.data.splits import split_indices
 
 # Tried in order; read when loading (not at import), so tests can point it at a local server.
@@ -86,34 +87,21 @@ def _scale(images: np.ndarray) -> np.ndarray:
     return scaled
 
 
-def load(
-    data_dir: Path,
-    *,
-    val_size: int,
-    val_seed: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    download: bool,
-    verify_checksums: bool,
-    progress: bool,
-) -> Dataset:
-    """Load MNIST from `data_dir`/mnist (downloading missing files), split and scaled; see `load_dataset`."""
+def load(settings: DataSettings, progress: bool) -> Dataset:
+    """Load MNIST from `settings.data_dir`/mnist (downloading missing files), split and scaled; see `load_dataset`."""
     paths, checksums = {}, {}
     for name in SHA256:
         paths[name], checksums[name] = ensure_file(
-            remote_file(name), data_dir, download=download, verify=verify_checksums, progress=progress
+            remote_file(name),
+            settings.data_dir,
+            download=settings.download,
+            verify=settings.verify_checksums,
+            progress=progress,
         )
-    note(progress, f"mnist: reading the IDX files in {data_dir / 'mnist'}")
+    note(progress, f"mnist: reading the IDX files in {settings.data_dir / 'mnist'}")
     x_train, y_train = _read_pair(paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"])
     x_test, y_test = _read_pair(paths["t10k-images-idx3-ubyte.gz"], paths["t10k-labels-idx1-ubyte.gz"])
-    idx = split_indices(
-        len(y_train),
-        len(y_test),
-        val_size=val_size,
-        val_seed=val_seed,
-        limit_train=limit_train,
-        limit_test=limit_test,
-    )
+    idx = split_indices(len(y_train), len(y_test), settings)
     return Dataset(
         name="mnist",
         x_train=_scale(x_train[idx.train]),

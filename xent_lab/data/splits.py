@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xent_lab.data.errors import DataError
+from xent_lab.data.settings import DataSettings
 
 
 @dataclass(frozen=True)
@@ -18,16 +19,8 @@ class SplitIndices:
     test: np.ndarray
 
 
-def split_indices(
-    n_train: int,
-    n_test: int,
-    *,
-    val_size: int,
-    val_seed: int,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-) -> SplitIndices:
-    """Carve `val_size` validation samples out of the training set, then apply the limits.
+def split_indices(n_train: int, n_test: int, settings: DataSettings) -> SplitIndices:
+    """Carve `settings.val_size` validation samples out of the training set, then apply the limits.
 
     The validation set is the first `val_size` entries of `default_rng(val_seed).permutation(n_train)` and
     training keeps the rest in that permuted order, so `limit_train` takes a seeded random subset and a
@@ -35,6 +28,8 @@ def split_indices(
     files are sorted by class, so the first N would be one class), kept in file order. Limits larger than
     what is available keep everything.
     """
+    val_size, val_seed = settings.val_size, settings.val_seed
+    limit_train, limit_test = settings.limit_train, settings.limit_test
     if not _is_count(val_size) or not 0 <= val_size < n_train:
         raise DataError(
             f"dataset.val_size={val_size!r} is invalid: it must be an integer from 0 to {n_train - 1}, "

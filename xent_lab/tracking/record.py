@@ -13,7 +13,6 @@ and `OUTPUT_DIR/checkpoint.keras`, the model saved after every epoch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from xent_lab import atomic
 from xent_lab.errors import XentError
 
 FOLDER = "mlflow_run"
@@ -93,9 +93,7 @@ class LocalRecord:
 
 def save_info(folder: Path, info: RunInfo) -> None:
     """Write run.json; replaced, not rewritten in place, so a crash never leaves it truncated."""
-    tmp = folder / "run.json.tmp"
-    tmp.write_text(json.dumps(asdict(info), indent=2))
-    os.replace(tmp, folder / "run.json")
+    atomic.write_text(folder / "run.json", json.dumps(asdict(info), indent=2))
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Real servers for the tracking-server tests: a throwaway PostgreSQL cluster and `mlflow server` over it or SQLite.
 
 Nothing here is mocked. `postgres_cluster()` runs initdb/pg_ctl in a temporary folder on a free port and
-yields a `postgresql://user:password@127.0.0.1:PORT/db` URI; `xent_lab.mlflow_server.start_server` (shared
+yields a `postgresql://user:password@127.0.0.1:PORT/db` URI; `xent_lab.tracking.server.start_server` (shared
 with the benchmark) runs the tracking server. Where PostgreSQL cannot be started the fixture FAILS with the
 reason and the fix (`bash .ci/system-packages`): a suite that silently skipped its PostgreSQL tests would
 claim a coverage it does not have.
 
-Import the fixtures into a test module: `from tests.servers import mlflow_server, postgres_uri`.
+Import the fixtures into a test module: `from tests.helpers.servers import postgres_uri, tracking_server`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,7 @@ from typing import Any
 import pytest
 
 from xent_lab.errors import TrackingError
-from xent_lab.mlflow_server import Server, free_port, start_server
-
-__all__ = ["free_port", "start_server", "Server", "postgres_cluster", "postgres_uri", "mlflow_server",
-           "rest_get", "rest_post", "artifact_files", "download_artifact"]
+from xent_lab.tracking.server import Server, free_port, start_server
 
 PG_USER = "xent"
 PG_DATABASE = "mlflow"
@@ -158,7 +155,7 @@ def _driver_hint(message: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def mlflow_server(request, tmp_path_factory) -> Iterator[Server]:
+def tracking_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real tracking server over SQLite or PostgreSQL (the param), serving artifacts; `.uri` is its address."""
     folder = tmp_path_factory.mktemp(f"server-{request.param}")
     if request.param == "sqlite":

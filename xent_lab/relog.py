@@ -1,0 +1,34 @@
+"""`python -m xent_lab.relog OUTPUT_DIR [--tracking-uri URI] [--force]` (also `xent-relog`).
+
+Logs a job's local record as one complete MLflow run, for a run whose tracking server went away
+mid-training (the trainer says so and prints this command); see `xent_lab.tracking.relog`.
+Exit codes: 0 done, 2 a problem the message explains (no record, server unreachable, already re-logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xent_lab.errors import XentError
+from xent_lab.tracking.relog import relog
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xent_lab.relog", description="Log a job's local record as one complete MLflow run.")
+    parser.add_argument("output_dir", type=Path, help="the job's output folder (outputs/DATE/TIME or multirun/.../N)")
+    parser.add_argument("--tracking-uri", help="where to log it (default: $MLFLOW_TRACKING_URI, else the job's)")
+    parser.add_argument("--force", action="store_true", help="log it again even if it was re-logged before")
+    args = parser.parse_args(argv)
+    try:
+        run_id = relog(args.output_dir, args.tracking_uri, args.force)
+    except XentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"re-logged {args.output_dir} as run {run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Studies: Hydra sweeps grouped in MLflow as one parent run with one child run per job.
+
+`callback.StudyCallback` runs in the launching process (registered in conf/config.yaml); `jobs` is
+what each job does, in whatever process a launcher put it.
+"""
+
+from xent_lab.study.callback import StudyCallback
+from xent_lab.study.jobs import (
+    STUDY_FILE,
+    JobContext,
+    StudyLaunch,
+    config_hash,
+    finished_run,
+    is_published,
+    job_context,
+    record_failure,
+    reuse_finished,
+    sweep_of,
+)
+
+__all__ = [
+    "STUDY_FILE",
+    "JobContext",
+    "StudyCallback",
+    "StudyLaunch",
+    "config_hash",
+    "finished_run",
+    "is_published",
+    "job_context",
+    "record_failure",
+    "reuse_finished",
+    "sweep_of",
+]

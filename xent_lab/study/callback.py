@@ -1,0 +1,134 @@
+"""The Hydra callback of every sweep: store set-up before the jobs; for a named study, the parent run,
+`study.json`, and the report when the sweep ends.
+
+The launching process prepares the tracking store before any job starts, so parallel jobs never race
+to create it. For a named study (`study.name`, set by the files in experiments/) it also opens the
+parent run and writes `study.json` into the sweep folder (see `xent_lab.study.jobs`). When the sweep
+ends it builds the report and ends the parent run; if the launch dies first, an exit hook ends it KILLED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import platform
+import shlex
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from xent_lab.errors import TrackingError, XentError
+from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, sweep_of
+from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
+from xent_lab.tracking import tags as T
+
+
+def _cpu_description() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class StudyCallback(Callback):
+    """Hydra callback: store set-up before a sweep; for a named study, the parent run and the report."""
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.launch: StudyLaunch | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exceptions into warnings and launches the jobs anyway; a sweep that
+        # cannot be tracked should stop here instead, with the reason.
+        try:
+            self._start(config)
+        except XentError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    def _start(self, config: DictConfig) -> None:
+        uri = resolve_uri(config.tracking.uri)
+        scrub_logs(uri)
+        check_reachable(uri, config.tracking.connect_timeout)
+        tracker = Tracker(uri, config.tracking.experiment)
+        try:
+            experiment_id = tracker.experiment_id()  # creates the store and experiment once, before the jobs
+            if config.study.name:
+                self._open_parent(config, tracker.client, experiment_id, uri)
+        except XentError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"cannot prepare the MLflow store {redact(uri)}: {exc}") from exc
+
+    def _open_parent(self, config: DictConfig, client: MlflowClient, experiment_id: str, uri: str) -> None:
+        sweep = sweep_of(config)
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"{config.study.name} (study)",
+            tags={
+                T.STUDY: config.study.name,
+                T.ROLE: T.ROLE_PARENT,
+                T.SWEEP: scrub(json.dumps(sweep, sort_keys=True), uri),
+                T.COMMAND: scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
+                T.PUBLISHED: str(is_published(config)).lower(),
+                T.LAUNCH_HOST: f"{socket.gethostname()}: {_cpu_description()}, {os.cpu_count()} CPU cores",
+                T.GIT_COMMIT: git_commit(),
+            },
+        )
+        self.client = client
+        self.launch = StudyLaunch(config.study.name, parent.info.run_id, uri, config.tracking.experiment, sweep)
+        atexit.register(self._end_parent, "KILLED", "the launch stopped before the sweep ended")
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STUDY_FILE).write_text(json.dumps(asdict(self.launch), indent=2))
+        client.set_tag(parent.info.run_id, T.SWEEP_DIR, str(sweep_dir.resolve()))
+        print(f"study {config.study.name}: parent run {parent.info.run_id} in {redact(uri)}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.launch is None or self.client is None:
+            return
+        from xent_lab import report  # matplotlib and report code are needed only here
+
+        children = self.client.search_runs(
+            [self.client.get_run(self.launch.parent_run_id).info.experiment_id],
+            filter_string=f"tags.`{T.PARENT_RUN_ID}` = '{self.launch.parent_run_id}'",
+            max_results=10000,
+        )
+        failed = [run for run in children if run.info.status != "FINISHED"]
+        reused = [k for k in self.client.get_run(self.launch.parent_run_id).data.tags if k.startswith(T.REUSED_PREFIX)]
+        self.client.set_tag(self.launch.parent_run_id, T.FAILED_JOBS, str(len(failed)))
+        lines = [f"study {self.launch.study}: {len(children)} jobs run ({len(failed)} failed), {len(reused)} reused from earlier launches"]
+        if config.study.report:
+            try:
+                path = report.build_report(
+                    self.launch.study, self.launch.tracking_uri, self.launch.experiment, self.launch.parent_run_id,
+                    Path(config.study.report_dir) if config.study.report_dir else None,
+                )
+            except Exception as exc:
+                self._end_parent("FAILED", f"the report could not be built: {type(exc).__name__}: {exc}")
+                raise
+            lines.append(f"report: {path}")
+        self._end_parent("FINISHED", None)
+        print("\n".join(lines), flush=True)
+        if failed:
+            print(f"{len(failed)} job(s) failed; the report lists why", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    def _end_parent(self, status: str, reason: str | None) -> None:
+        """End the parent run once; later calls (the exit hook after a normal end) do nothing."""
+        if self.launch is None or self.client is None:
+            return
+        run_id, self.launch = self.launch.parent_run_id, None
+        if reason is not None:
+            self.client.set_tag(run_id, T.FAILURE_REASON, reason)
+        self.client.set_terminated(run_id, status)

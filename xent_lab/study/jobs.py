@@ -1,0 +1,172 @@
+"""A study's jobs: what the launch tells them (study.json), the config hash, reuse of finished runs, and
+the FAILED record of a job that failed before its run existed.
+
+Each job, in whatever process a launcher put it, reads the launch's `study.json` from the sweep
+folder (`job_context`), skips itself when a finished run of the study has the same config hash (so a
+re-launched study resumes), and otherwise tags its run as a child of the launch's parent run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from xent_lab.tracking import tags as T
+
+STUDY_FILE = "study.json"
+# Keys that do not change what is trained: where files live, how much is printed, where it is logged.
+_UNHASHED = ("tracking", "study", "dataset.data_dir", "dataset.cache_dir", "dataset.download", "trainer.verbose")
+
+
+@dataclass(frozen=True)
+class StudyLaunch:
+    """What the launching process tells its jobs (the contents of study.json)."""
+
+    study: str
+    parent_run_id: str
+    tracking_uri: str
+    experiment: str
+    sweep: dict[str, str]  # swept key -> its values as written, e.g. {"loss": "cce,bce"}
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """One job of a study launch."""
+
+    launch: StudyLaunch
+    config_hash: str
+    overrides: dict[str, str]  # this job's value of each swept key
+
+    def run_name(self, dataset: str, seed: int) -> str:
+        """E.g. `mnist-focal_flsd53-custom-s0`, `mnist-cce-class_weight=balanced-s1`: the swept values, in order."""
+        parts = [
+            value if key in ("loss", "loss.impl") else f"{key.rsplit('.', 1)[-1]}={value}"
+            for key, value in self.overrides.items()
+            if key != "seed"
+        ]
+        return "-".join([dataset, *parts, f"s{seed}"])
+
+    def tags(self) -> dict[str, str]:
+        return {
+            T.PARENT_RUN_ID: self.launch.parent_run_id,
+            T.STUDY: self.launch.study,
+            T.ROLE: T.ROLE_CHILD,
+            T.CONFIG_HASH: self.config_hash,
+            T.JOB_OVERRIDES: json.dumps(self.overrides, sort_keys=True),
+        }
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 of the resolved config minus the keys that do not change the result (`_UNHASHED`)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _UNHASHED:
+        *parents, leaf = dotted.split(".")
+        node = container
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parse(overrides: list[str]) -> list[Any]:
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def sweep_of(config: DictConfig) -> dict[str, str]:
+    """The swept keys of a multirun: `hydra.sweeper.params` plus command-line overrides with several values."""
+    sweep = {str(key): str(value) for key, value in (config.hydra.sweeper.get("params") or {}).items()}
+    for override in _parse(list(config.hydra.overrides.task)):
+        # A command-line value replaces the study's for that key, a single value included.
+        if override.is_sweep_override() or override.get_key_element() in sweep:
+            sweep[override.get_key_element()] = override.get_value_string()
+    return sweep
+
+
+def is_published(config: DictConfig) -> bool:
+    """Whether the launch is the study exactly as its file defines it (no command-line changes).
+
+    Only such a launch writes the committed report in experiments/; see `report.default_out_dir`.
+    """
+    return all(override.startswith("experiment=") for override in config.hydra.overrides.task)
+
+
+def job_context(cfg: DictConfig) -> JobContext | None:
+    """The study launch this job belongs to, or None for a single run or an unnamed sweep."""
+    if not cfg.study.name or not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.sweep.dir) / STUDY_FILE
+    if hydra_cfg.mode != RunMode.MULTIRUN or not path.exists():
+        return None
+    launch = StudyLaunch(**json.loads(path.read_text()))
+    overrides = {
+        override.get_key_element(): override.get_value_string()
+        for override in _parse(list(hydra_cfg.overrides.task))
+        if override.get_key_element() in launch.sweep
+    }
+    return JobContext(launch, config_hash(cfg), overrides)
+
+
+def finished_run(client: MlflowClient, experiment_id: str, study: str, digest: str) -> Run | None:
+    """The latest FINISHED run of `study` whose config hash is `digest`, if any."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{T.STUDY}` = '{study}' and tags.`{T.CONFIG_HASH}` = '{digest}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def reuse_finished(client: MlflowClient, experiment_id: str, job: JobContext) -> Run | None:
+    """If an earlier finished run has this job's config, record it on the parent run and return it."""
+    earlier = finished_run(client, experiment_id, job.launch.study, job.config_hash)
+    if earlier is not None:
+        client.set_tag(job.launch.parent_run_id, f"{T.REUSED_PREFIX}{job.config_hash}", earlier.info.run_id)
+    return earlier
+
+
+def record_failure(cfg: DictConfig, reason: str) -> None:
+    """Give a study job that failed before its run existed (bad data, bad config) a FAILED child run.
+
+    So that the report lists it like any other failed job. Does nothing outside a study, or when the
+    job already has a run under this launch (that run was ended FAILED with the reason already).
+    """
+    try:
+        job = job_context(cfg)
+    except Exception:  # an unresolvable config: no hash to file it under
+        return
+    if job is None:
+        return
+    client = MlflowClient(job.launch.tracking_uri)
+    parent = client.get_run(job.launch.parent_run_id)
+    existing = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.`{T.PARENT_RUN_ID}` = '{job.launch.parent_run_id}' "
+            f"and tags.`{T.CONFIG_HASH}` = '{job.config_hash}'"
+        ),
+        max_results=1,
+    )
+    if existing:
+        return
+    run = client.create_run(
+        parent.info.experiment_id, run_name=f"{job.run_name(cfg.dataset.name, cfg.seed)} (failed before training)",
+        tags={**job.tags(), T.FAILURE_REASON: reason[:5000]},
+    )
+    client.set_terminated(run.info.run_id, "FAILED")
+
+

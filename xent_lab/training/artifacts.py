@@ -1,0 +1,54 @@
+"""What a finished run leaves in MLflow besides metrics: config, plots, predictions and the model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from xent_lab import calibration, heads
+from xent_lab.data import Dataset
+from xent_lab.objectives import Objective
+from xent_lab.tracking import RunLogger, scrub
+from xent_lab.tracking import tags as T
+from xent_lab.training import plots
+from xent_lab.training.summary import model_summary
+
+
+def log_config(run: RunLogger, cfg: DictConfig, overrides: list[str], model: keras.Model, uri: str) -> None:
+    """The resolved config and the command-line overrides (passwords hidden), and the model's layers."""
+    run.log_text(scrub(OmegaConf.to_yaml(cfg, resolve=True), uri), T.CONFIG_ARTIFACT)
+    run.log_text(scrub(OmegaConf.to_yaml(OmegaConf.create(overrides)), uri), T.OVERRIDES_ARTIFACT)
+    run.log_text(model_summary(model), T.MODEL_SUMMARY_ARTIFACT)
+
+
+def log_outputs(
+    run: RunLogger,
+    cfg: DictConfig,
+    title: str,
+    model: keras.Model,
+    dataset: Dataset,
+    objective: Objective,
+    logits: dict[str, np.ndarray],
+    history: dict[str, list[float]],
+) -> None:
+    """Loss curves, reliability diagrams (validation and test), test predictions and, if asked, the model."""
+    run.log_figure(plots.loss_curves(history, title), T.LOSS_CURVES_ARTIFACT)
+    for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
+        figure = calibration.reliability_diagram(
+            heads.probabilities(logits[split], objective.head), labels, cfg.calibration.n_bins,
+            title=f"{title} ({split})",
+        )
+        run.log_figure(figure, T.RELIABILITY_ARTIFACT.format(split=split))
+    predictions_dir = str(Path(T.PREDICTIONS_ARTIFACT).parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = Path(tmp) / Path(T.PREDICTIONS_ARTIFACT).name
+        calibration.save_predictions(predictions, logits["test"], dataset.y_test, objective.head)
+        run.log_artifact(predictions, predictions_dir)
+        if cfg.tracking.log_model:
+            model_path = Path(tmp) / "model.keras"
+            model.save(model_path)
+            run.log_artifact(model_path, "model")

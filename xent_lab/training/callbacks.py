@@ -1,0 +1,128 @@
+"""The Keras callbacks of a training run: the NaN stop, validation calibration, and per-epoch logging.
+
+Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochMetricsLogger`, placed
+last, logs everything the callbacks before it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from xent_lab import calibration, heads
+from xent_lab.errors import NonFiniteLossError
+from xent_lab.tracking import RunLogger
+from xent_lab.tracking import tags as T
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise as soon as a batch's loss is NaN or infinite (Keras' TerminateOnNaN only stops quietly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at epoch {self._epoch} batch {batch}; "
+                "lower trainer.optimizer.learning_rate, or use loss.from_logits=true for a stable loss"
+            )
+
+
+class CalibrationCallback(keras.callbacks.Callback):
+    """Adds validation calibration metrics to the epoch logs, for the callbacks that follow it.
+
+    At each epoch end: validation logits from `logits_model` (default: the trained model), then
+    `calibration_metrics` of `probabilities(logits, head)` written into `logs` as "val/ece",
+    "val/mce", "val/adaece", "val/classwise_ece", "val/brier", "val/nll", then each `extra(logits,
+    labels)` dict under a "val/" prefix, and the callback's own cost as "perf/calibration_seconds"
+    (so its share of the epoch is measured inside the same epoch). `last_logits` keeps the latest logits.
+
+    The logits come from `predict_on_batch` over slices of `batch_size` samples: the same compiled
+    predict function as `predict`, without its per-call dataset and progress set-up. Measured on
+    2 CPU cores, 5000 MNIST images through a 784-256-128-10 MLP: predict 0.12 s, this 0.04 s, the
+    metrics 0.006 s, against a 3-5 s training epoch.
+    """
+
+    def __init__(
+        self,
+        x_val: Any,
+        y_val: np.ndarray,
+        head: str,
+        logits_model: keras.Model | None = None,
+        n_bins: int = 15,
+        batch_size: int = 1024,
+        extra: Sequence[Callable[[np.ndarray, np.ndarray], dict[str, float]]] = (),
+    ) -> None:
+        super().__init__()
+        heads.check_head(head)
+        calibration.check_n_bins(n_bins)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(keras.tree.flatten(x_val)[0])
+        self.x_val = x_val
+        self.y_val = calibration.check_labels(y_val, n, None)
+        self.head = head
+        self.logits_model = logits_model
+        self.n_bins = n_bins
+        self.batch_size = batch_size
+        self.extra = tuple(extra)
+        self.last_logits: np.ndarray | None = None
+
+    def _validation_logits(self) -> np.ndarray:
+        model = self.model if self.logits_model is None else self.logits_model
+        batches = [
+            model.predict_on_batch(keras.tree.map_structure(lambda a: a[start : start + self.batch_size], self.x_val))
+            for start in range(0, len(self.y_val), self.batch_size)
+        ]
+        return np.concatenate(batches)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        started = time.perf_counter()
+        logits = self._validation_logits()
+        self.last_logits = logits
+        if logs is None:
+            return
+        metrics = calibration.calibration_metrics(heads.probabilities(logits, self.head), self.y_val, self.n_bins)
+        logs.update({T.val_metric(key): value for key, value in metrics.items() if key != "accuracy"})
+        for function in self.extra:
+            logs.update({T.val_metric(key): float(value) for key, value in function(logits, self.y_val).items()})
+        logs[T.CALIBRATION_SECONDS] = time.perf_counter() - started
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch.
+
+    Place it last among the callbacks, so it sees the metrics the others write into `logs`.
+    """
+
+    def __init__(self, run: RunLogger) -> None:
+        super().__init__()
+        self.run = run
+        self.epoch_seconds: list[float] = []
+        self.first_step_at = math.nan  # perf_counter() when the first training batch ended
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if math.isnan(self.first_step_at):
+            self.first_step_at = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        self.epoch_seconds.append(seconds)
+        metrics = {T.metric_name(key): value for key, value in (logs or {}).items()}
+        metrics[T.EPOCH_SECONDS] = seconds
+        self.run.log_metrics(metrics, step=epoch)

@@ -1,0 +1,45 @@
+"""The final evaluation: test loss and accuracy, test calibration, and temperature scaling on val."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from xent_lab import calibration, heads
+from xent_lab.data import Dataset
+from xent_lab.objectives import Objective
+from xent_lab.tracking import tags as T
+
+PREDICT_BATCH = 1024
+
+
+def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.ndarray]:
+    """Validation and test logits, computed once and shared by the metrics, plots and predictions."""
+    return {
+        split: logits_model.predict(getattr(dataset, f"x_{split}"), batch_size=PREDICT_BATCH, verbose=0)
+        for split in ("val", "test")
+    }
+
+
+def evaluate(
+    model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
+) -> dict[str, float]:
+    """Test metrics under their MLflow names; with `calibration.temperature_scaling`, also after it."""
+    test_loss, test_accuracy = model.evaluate(
+        dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
+    )
+    results = {T.TEST_LOSS: test_loss, T.TEST_ACCURACY: test_accuracy}
+    probs = heads.probabilities(logits["test"], objective.head)
+    metrics = calibration.calibration_metrics(probs, dataset.y_test, calib.n_bins)
+    results.update({T.test_metric(k): v for k, v in metrics.items() if k != "accuracy"})
+    recall = calibration.per_class_recall(probs, dataset.y_test)
+    results.update({f"{T.TEST_RECALL_PREFIX}{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
+    if calib.temperature_scaling:
+        scaled = calibration.temperature_scaling_report(
+            logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, calib.n_bins
+        )
+        results.update(
+            {T.test_metric(k): v for k, v in scaled.items() if k.endswith(T.TS_SUFFIX) or k == "temperature"}
+        )
+    return results

@@ -1,0 +1,58 @@
+"""Compile and fit: the optimizer from the config, the loss and accuracy of the objective, the callbacks."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from xent_lab.objectives import Objective
+from xent_lab.training.callbacks import StopOnNonFiniteLoss
+
+
+def compile_model(model: keras.Model, trainer: DictConfig, objective: Objective) -> None:
+    model.compile(
+        optimizer=instantiate(trainer.optimizer),
+        loss=objective.loss,
+        metrics=[objective.accuracy_metric()],
+    )
+
+
+def early_stopping(trainer: DictConfig) -> list[keras.callbacks.Callback]:
+    stop = trainer.early_stopping
+    if not stop.enabled:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights
+        )
+    ]
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str | None) -> dict[int, float] | None:
+    """Keras `class_weight` for `loss.class_weight`: None, or "balanced" = n / (K n_k) from the training labels."""
+    if mode is None:
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    return {k: len(labels) / (num_classes * max(int(n), 1)) for k, n in enumerate(counts)}
+
+
+def fit(
+    model: keras.Model,
+    trainer: DictConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    callbacks: list[keras.callbacks.Callback],
+    class_weight: dict[int, float] | None = None,
+) -> keras.callbacks.History:
+    """Train; `callbacks` run after the NaN check and early stopping, in the order given."""
+    return model.fit(
+        *train,
+        validation_data=val,
+        class_weight=class_weight,
+        epochs=trainer.epochs,
+        batch_size=trainer.batch_size,
+        callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
+        verbose=trainer.verbose,
+    )

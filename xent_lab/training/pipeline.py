@@ -1,0 +1,188 @@
+"""One training job, top to bottom: `train(cfg, ...)` -> the final metrics.
+
+validate the config -> check the tracking store -> (in a study) skip a job already finished ->
+device, precision and seeds -> load the data -> build the objective and the model -> open an MLflow
+run -> fit (metrics logged per epoch) -> evaluate and calibrate on the test split -> log artifacts.
+
+The entry point `xent_lab.train` adds Hydra, signals and exit codes; tests and the bench call
+`train` directly on a composed config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from xent_lab import config, data, models, objectives, study
+from xent_lab.errors import TrackingError
+from xent_lab.losses import loss_decomposition
+from xent_lab.study import JobContext
+from xent_lab.tracking import RunLogger, Tracker, check_reachable, git_commit, resolve_uri, scrub, scrub_logs
+from xent_lab.tracking import tags as T
+from xent_lab.tracking.record import CHECKPOINT
+from xent_lab.training import artifacts, fit, summary
+from xent_lab.training.callbacks import CalibrationCallback, EpochMetricsLogger
+from xent_lab.training.evaluate import evaluate, split_logits
+from xent_lab.training.runtime import Runtime, configure_runtime
+
+
+@dataclass
+class Built:
+    """What a job trains: the data, the loss choice and the compiled model."""
+
+    dataset: data.Dataset
+    objective: objectives.Objective
+    model: keras.Model
+    logits_model: keras.Model
+
+
+def train(
+    cfg: DictConfig, overrides: Sequence[str] = (), output_dir: Path | None = None, launched_at: float | None = None
+) -> dict[str, float]:
+    """Run one training job as configured; returns the final test metrics.
+
+    `overrides` (the command-line overrides) and `output_dir` (the job's folder: the local run record and
+    the checkpoint go there) are recorded as tags; `launched_at` (a `perf_counter()` taken at process
+    start) gives `perf/startup_seconds`.
+    """
+    config.validate(cfg)
+    tracker = open_tracker(cfg)
+    job = study.job_context(cfg)
+    earlier = _finished_earlier(tracker, job) if job is not None and cfg.study.skip_finished else None
+    if earlier is not None:
+        return earlier
+    runtime = configure_runtime(cfg.trainer, cfg.seed)
+    built = build(cfg)
+    name = summary.run_name(cfg, job)
+    tags = run_tags(cfg, runtime, built.dataset, list(overrides), output_dir, job, tracker.uri)
+    with tracker.run(name, tags=tags, record_dir=output_dir) as run:
+        run.log_params({key: scrub(value, tracker.uri) for key, value in config.flatten(cfg).items()})
+        artifacts.log_config(run, cfg, list(overrides), built.model, tracker.uri)
+        results, history = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
+        run.log_metrics(results, step=int(results[T.EPOCHS_RUN]))
+        run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime)})
+        artifacts.log_outputs(run, cfg, name, built.model, built.dataset, built.objective, *history)
+    print(summary.console_summary(results, tracker, run), flush=True)
+    if run.lost is not None:
+        raise TrackingError(
+            f"the run could not be finished in MLflow ({run.lost}). Training completed and nothing is lost: "
+            f"metrics, config, artifacts and the model checkpoint are in {output_dir}. When the tracking "
+            f"server is back, log them as one complete run with: python -m xent_lab.relog {output_dir}"
+        )
+    return results
+
+
+def open_tracker(cfg: DictConfig) -> Tracker:
+    """The configured store, its password kept out of log lines; an HTTP server must answer first."""
+    uri = resolve_uri(cfg.tracking.uri)
+    scrub_logs(uri)
+    check_reachable(uri, cfg.tracking.connect_timeout)
+    return Tracker(uri, cfg.tracking.experiment)
+
+
+def _finished_earlier(tracker: Tracker, job: JobContext) -> dict[str, float] | None:
+    earlier = study.reuse_finished(tracker.client, tracker.experiment_id(), job)
+    if earlier is None:
+        return None
+    print(
+        f"skipped: finished run {earlier.info.run_id} of study {job.launch.study} has the same config "
+        f"(hash {job.config_hash}); set study.skip_finished=false to train again",
+        flush=True,
+    )
+    return dict(earlier.data.metrics)
+
+
+def load_data(cfg: DictConfig) -> data.Dataset:
+    return data.load_dataset(data.DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True)))
+
+
+def build(cfg: DictConfig) -> Built:
+    """Load the data, then build the loss, the model with the head it asks for, and compile."""
+    dataset = load_data(cfg)
+    objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+    model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective, dataset.vocab_size)
+    fit.compile_model(model, cfg.trainer, objective)
+    return Built(dataset, objective, model, models.logits_model(model))
+
+
+def run_tags(
+    cfg: DictConfig,
+    runtime: Runtime,
+    dataset: data.Dataset,
+    overrides: list[str],
+    output_dir: Path | None,
+    job: JobContext | None,
+    uri: str,
+) -> dict[str, str]:
+    return {
+        T.DATASET: cfg.dataset.name,
+        T.MODEL: cfg.model.name,
+        T.LOSS: cfg.loss.name,
+        T.IMPL: cfg.loss.impl,
+        T.SEED: str(cfg.seed),
+        T.DEVICE: runtime.device_name,
+        T.PRECISION: runtime.precision,
+        T.GIT_COMMIT: git_commit(),
+        T.OVERRIDES: scrub(" ".join(overrides), uri),
+        **({T.OUTPUT_DIR: str(output_dir)} if output_dir is not None else {}),
+        **{f"{T.DATA_SHA256_PREFIX}{name}": digest for name, digest in dataset.checksums.items()},
+        **(job.tags() if job is not None else {}),
+    }
+
+
+def fit_and_evaluate(
+    cfg: DictConfig, built: Built, run: RunLogger, output_dir: Path | None, launched_at: float | None
+) -> tuple[dict[str, float], tuple[dict[str, np.ndarray], dict[str, list[float]]]]:
+    """Fit with the per-epoch callbacks, then evaluate; returns the results and (logits, history) for the plots."""
+    dataset, objective = built.dataset, built.objective
+    epochs = EpochMetricsLogger(run)
+    started = time.perf_counter()
+    history = fit.fit(
+        built.model,
+        cfg.trainer,
+        (dataset.x_train, objective.encode_labels(dataset.y_train)),
+        (dataset.x_val, objective.encode_labels(dataset.y_val)),
+        [*_callbacks(cfg, built, output_dir), epochs],
+        fit.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
+    )
+    train_seconds = time.perf_counter() - started
+    # Taken after training: early stopping may have restored earlier weights.
+    logits = split_logits(built.logits_model, dataset)
+    results = evaluate(built.model, dataset, objective, logits, cfg.calibration)
+    steady = epochs.epoch_seconds[1:] or epochs.epoch_seconds  # epoch 0 includes tracing
+    results.update(
+        {
+            T.TRAIN_SECONDS: train_seconds,
+            T.MEAN_EPOCH_SECONDS: float(np.mean(steady)),
+            T.EPOCHS_RUN: len(epochs.epoch_seconds),
+        }
+    )
+    if launched_at is not None:
+        results[T.STARTUP_SECONDS] = epochs.first_step_at - launched_at
+    return results, (logits, history.history)
+
+
+def _callbacks(cfg: DictConfig, built: Built, output_dir: Path | None) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = []
+    if cfg.calibration.per_epoch:
+        objective = built.objective
+        callbacks.append(
+            CalibrationCallback(
+                built.dataset.x_val,
+                built.dataset.y_val,
+                objective.head,
+                logits_model=built.logits_model,
+                n_bins=cfg.calibration.n_bins,
+                extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
+            )
+        )
+    if cfg.trainer.checkpoint and output_dir is not None:
+        # In the output folder, not MLflow: it survives a lost tracking server (relog uploads it).
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(Path(output_dir) / CHECKPOINT)))
+    return callbacks

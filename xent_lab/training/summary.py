@@ -1,0 +1,72 @@
+"""What a run says about itself: its name, its MLflow note and the console summary."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from omegaconf import DictConfig
+
+from xent_lab.study import JobContext
+from xent_lab.tracking import RunLogger, Tracker, redact
+from xent_lab.tracking import tags as T
+from xent_lab.training.runtime import Runtime
+
+
+def run_name(cfg: DictConfig, job: JobContext | None) -> str:
+    """The configured name; else, in a study, the swept values (presets like focal_flsd53 stay apart);
+    else dataset-model-loss-impl-seed, e.g. `mnist-mlp-cce-builtin-s0`."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    if job is not None:
+        return job.run_name(cfg.dataset.name, cfg.seed)
+    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
+
+
+def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime) -> str:
+    """The run's note in the MLflow UI (Markdown): what was trained and how it came out."""
+    loss = cfg.loss
+    details = [f"from_logits={loss.from_logits}"]
+    if loss.label_smoothing:
+        details.append(f"label_smoothing={loss.label_smoothing}")
+    if loss.name == "focal":
+        details.append(f"gamma={loss.gamma}")
+    if loss.class_weight:
+        details.append(f"class_weight={loss.class_weight}")
+    ece_ts = results.get(T.TEST_ECE_TS, math.nan)
+    temperature = results.get(T.TEST_TEMPERATURE, math.nan)
+    lines = [
+        f"**{cfg.dataset.name}** · model `{cfg.model.name}` · loss **{loss.name}** ({loss.impl}; {', '.join(details)})"
+        f" · seed {cfg.seed} · {cfg.trainer.epochs} epochs on {runtime.device_name}",
+        "",
+        # A list, not a table: MLflow's note renderer draws tables without cell padding.
+        f"- test accuracy **{results[T.TEST_ACCURACY]:.4f}**, test loss {results[T.TEST_LOSS]:.4f}",
+        f"- ECE {results[T.TEST_ECE]:.4f}; after temperature scaling {ece_ts:.4f} (T = {temperature:.3f})",
+    ]
+    return "\n".join(lines)
+
+
+def model_summary(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return "\n".join(lines)
+
+
+def console_summary(results: dict[str, float], tracker: Tracker, run: RunLogger) -> str:
+    """The lines printed when a run ends: the results, and where to find the run."""
+    scaled = (
+        f" (after temperature scaling {results[T.TEST_ECE_TS]:.4f}, T={results[T.TEST_TEMPERATURE]:.3f})"
+        if T.TEST_TEMPERATURE in results
+        else ""
+    )
+    lines = [
+        "",
+        f"test accuracy {results[T.TEST_ACCURACY]:.4f}   test loss {results[T.TEST_LOSS]:.4f}   "
+        f"ECE {results[T.TEST_ECE]:.4f}{scaled}",
+    ]
+    if run.lost is None:
+        lines.append(f"MLflow run {run.run_id} in {redact(tracker.uri)} (experiment '{tracker.experiment}')")
+        if not tracker.uri.startswith("http"):
+            lines.append(f"open it: mlflow ui --backend-store-uri {redact(tracker.uri)}   (or `make ui`), then")
+        lines.append(f"  {tracker.run_url(run)}")
+    return "\n".join(lines)
