@@ -1,5 +1,6 @@
 """Tests of xent_lab.calibration: hand-computed metric values, statistical properties, temperature
-scaling, input validation, the reliability diagram, the Keras callback and saved predictions."""
+scaling, input validation, the reliability diagram, saved predictions, and the per-epoch Keras callback
+(xent_lab.training.callbacks) that writes these metrics into the epoch logs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from scipy import special
 from sklearn.calibration import calibration_curve
 
 from xent_lab import calibration as cal
+from xent_lab.training.callbacks import CalibrationCallback
 
 # A 3-class example worked by hand with n_bins=4 (edges 0, .25, .5, .75, 1 are exact in binary).
 #   row  probs               label  conf  pred  correct  bin
@@ -339,7 +341,7 @@ def test_callback_writes_metrics_into_logs():
         assert len(labels) == len(logits) == 40
         return {"mean_max_logit": float(logits.max(axis=1).mean())}
 
-    callback = cal.CalibrationCallback(
+    callback = CalibrationCallback(
         x_val, y_val, "softmax", logits_model=logits_model, n_bins=5, batch_size=16, extra=[mean_max_logit]
     )
     recorder = _LogsRecorder()
@@ -364,7 +366,7 @@ def test_callback_defaults_to_trained_model_with_sigmoid_head():
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])  # one logit
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
-    callback = cal.CalibrationCallback(x, y, "sigmoid")
+    callback = CalibrationCallback(x, y, "sigmoid")
     recorder = _LogsRecorder()
     model.fit(x, y.astype("float32"), epochs=1, callbacks=[callback, recorder], verbose=0)
     assert callback.last_logits.shape == (64, 1)
@@ -375,11 +377,11 @@ def test_callback_defaults_to_trained_model_with_sigmoid_head():
 def test_callback_validates_arguments():
     x = np.zeros((4, 2), "float32")
     with pytest.raises(ValueError, match=r"unknown head 'tanh'"):
-        cal.CalibrationCallback(x, np.zeros(4, int), "tanh")
+        CalibrationCallback(x, np.zeros(4, int), "tanh")
     with pytest.raises(ValueError, match=r"labels must have shape \(4,\).*got shape \(3,\)"):
-        cal.CalibrationCallback(x, np.zeros(3, int), "softmax")
+        CalibrationCallback(x, np.zeros(3, int), "softmax")
     with pytest.raises(ValueError, match=r"n_bins must be an integer >= 1, got 0"):
-        cal.CalibrationCallback(x, np.zeros(4, int), "softmax", n_bins=0)
+        CalibrationCallback(x, np.zeros(4, int), "softmax", n_bins=0)
 
 
 def test_per_class_recall():

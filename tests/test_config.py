@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from tests.helpers.e2e import CONF_DIR
 from xent_lab import config
 from xent_lab.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -36,7 +34,11 @@ class TestCompose:
     @pytest.mark.parametrize("loss", ["bce", "cce", "sparse_cce", "focal"])
     @pytest.mark.parametrize("impl", ["builtin", "custom"])
     def test_every_combination_validates(self, dataset, model, loss, impl):
-        config.validate(compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}"))
+        cfg = compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}")
+        config.validate(cfg)
+        assert (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.loss.impl) == (dataset, model, loss, impl)
+        # Every loss file starts from loss/_common.yaml: the shared keys are there with their defaults.
+        assert (cfg.loss.from_logits, cfg.loss.label_smoothing, cfg.loss.class_weight) == (True, 0.0, None)
 
     def test_flatten_gives_dotted_string_params(self):
         flat = config.flatten(compose_config("loss=focal"))
@@ -79,8 +81,32 @@ def test_invalid_value_is_rejected_naming_the_key(overrides, key):
 
 
 def test_custom_sparse_loss_accepts_label_smoothing():
-    config.validate(compose_config("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1"))
+    cfg = compose_config("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1")
+    config.validate(cfg)
+    assert cfg.loss.label_smoothing == 0.1
+    # The same smoothing on Keras' built-in, which has none, is the rejected case.
+    with pytest.raises(ConfigError, match="loss.label_smoothing"):
+        config.validate(compose_config("loss=sparse_cce", "loss.impl=builtin", "loss.label_smoothing=0.1"))
 
 
 def test_per_class_alpha_of_the_right_length_is_accepted():
-    config.validate(compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]"))
+    cfg = compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]")
+    config.validate(cfg)
+    assert list(cfg.loss.alpha) == [1] * 9 + [2]
+    with pytest.raises(ConfigError, match="loss.alpha"):  # one weight short
+        config.validate(compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,2]"))
+
+
+def test_debug_quick_shrinks_any_run_and_experiment():
+    for overrides in ((), ("dataset=imdb",), ("experiment=mnist_losses",)):
+        cfg = compose_config(*overrides, "debug=quick")
+        config.validate(cfg)
+        assert (cfg.dataset.limit.train, cfg.dataset.limit.test, cfg.dataset.val_size) == (2000, 1000, 1000)
+        assert cfg.trainer.epochs == 1
+    # Without it, the study keeps its own sizes.
+    assert compose_config("experiment=mnist_losses").dataset.limit.train == 20000
+
+
+def test_a_base_file_is_not_a_loss():
+    with pytest.raises(ConfigError, match="loss.name"):
+        config.validate(compose_config("loss=_common"))

@@ -294,6 +294,70 @@ def test_plots_are_valid_pngs_linked_from_the_report(built):
     assert not list(path.parent.glob(".*.tmp"))  # no temporary file left behind
 
 
+# Fragments of the report the fixture's store renders, as report.py wrote them before it became a package:
+# the layout of REPORT.md is pinned, so committed reports never need regenerating for a refactor.
+EXPECTED_HEADER = (
+    "- **Sweep:** `{\"loss\": \"cce,focal\", \"loss.impl\": \"custom,builtin\", \"seed\": \"0,1\"}`\n"
+    "- **Commit:** `abc123` — **warning: some jobs ran at other commits:** `old999`\n"
+    "- **Date:** 2023-11-14T22:30:00+00:00 (start of the launch, UTC)\n"
+    "- **Machine:** lab-01 (Intel Xeon, 2 cores); devices: CPU\n"
+    "- **Wall time:** 117.00 s (0:01:57) from the launch to the last job's end; "
+    "77.00 s (0:01:17) summed over the 10 jobs run in this launch\n"
+    "- **Runs:** 11 jobs: 10 finished (1 reused from earlier launches), 1 failed; "
+    "parent run `PARENT` in experiment `mnist_losses`\n"
+)
+EXPECTED_IMDB = """## Results: imdb
+
+### Mean ± std over seeds
+
+Seeds: finished runs; a single seed shows its value alone. T: fitted temperature; (TS): after temperature scaling.
+
+| variant | impl | seeds | failed | accuracy | NLL | ECE | AdaECE | Brier | ECE (TS) | T | s/epoch |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| loss=bce | custom | 1 | 0 | 0.6693 | 0.5044 | 0.0458 | 0.7203 | 0.3589 | 0.1837 | 0.649 | 0.21 |
+
+### 95% confidence intervals (Student t)
+"""
+EXPECTED_TAIL = """## Custom vs built-in
+
+Largest difference between the custom and built-in implementation over the seeds run with both.
+
+| dataset | variant | paired seeds | max abs Δ test loss | max abs Δ test accuracy |
+|---|---|---|---|---|
+| imdb | loss=bce | only custom: nothing to compare | – | – |
+| mnist | loss=cce | 2 | 1.47e-01 | 0.6687 |
+| mnist | loss=focal | 2 | 8.29e-02 | 0.2113 |
+| mnist | loss=focal_flsd53 | only custom: nothing to compare | – | – |
+
+## Plots
+
+### Validation loss
+
+![Validation loss](val_loss.png)
+
+### Reliability diagrams
+
+![Reliability diagrams](reliability.png)
+
+### Per-class recall
+
+![Per-class recall](recall.png)
+
+## Failed runs
+
+- **focal-builtin-s2** (`FAILED_RUN`, FAILED), overrides `{"loss": "focal", "loss.impl": "builtin", "seed": "2"}`: \
+NonFiniteLossError: the training loss became NaN at epoch 3
+"""
+
+
+def test_markdown_is_unchanged(store, built):
+    path, text = built
+    assert EXPECTED_HEADER.replace("PARENT", store.parents["P2"]) in text
+    assert EXPECTED_IMDB in text
+    assert text.endswith(EXPECTED_TAIL.replace("FAILED_RUN", store.children["focal-builtin-s2"]))
+    assert (path.stat().st_mode & 0o777) == 0o644
+
+
 def test_report_is_logged_to_the_parent_run(store, built):
     logged = {item.path for item in store.client.list_artifacts(store.parents["P2"], "report")}
     assert logged == {"report/REPORT.md", "report/val_loss.png", "report/reliability.png", "report/recall.png"}

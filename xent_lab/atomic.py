@@ -36,7 +36,7 @@ def replacing(path: str | os.PathLike[str], mode: int | None = 0o644, suffix: st
         temporary.unlink(missing_ok=True)
 
 
-def write_text(path: str | os.PathLike[str], text: str, mode: int | None = 0o644) -> None:
-    """Replace `path` with `text` atomically."""
+def write_text(path: str | os.PathLike[str], text: str, mode: int | None = 0o644, encoding: str = "utf-8") -> None:
+    """Replace `path` with `text` atomically (UTF-8 unless told otherwise: reports hold ±, Δ and –)."""
     with replacing(path, mode) as temporary:
-        temporary.write_text(text)
+        temporary.write_text(text, encoding=encoding)

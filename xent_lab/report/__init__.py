@@ -1,0 +1,99 @@
+"""Study report: one launch of a study, read back from MLflow and summarised as REPORT.md with plots.
+
+`python -m xent_lab.report STUDY` (or `xent-report STUDY`) takes the latest parent run of the study
+(or `--parent-run-id`), its child runs and the earlier runs it reused, and writes `REPORT.md`,
+`val_loss.png`, `reliability.png` and `recall.png` to `experiments/<STUDY>/` (or `--out-dir`); it
+then logs them to the parent run under `report/`. Exit status 2 with a one-line `error: ...` for a
+user error.
+
+What it reads (written by the study callback, xent_lab.study, and by xent_lab.train; the names are
+those of `xent_lab.tracking.tags`):
+- parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `git_commit`,
+  `xent.launch_host`, and `xent.reused.<config_hash>` = run id of a finished run of an earlier
+  launch that this launch reused instead of training again;
+- child runs: tags `mlflow.parentRunId`, `xent.role=child`, `xent.job_overrides`, `dataset`, `loss`,
+  `impl`, `seed`, `device`, `git_commit`, `data_sha256.<file>`, `failure_reason`; params (the
+  flattened config); final `test/*` and `perf/*` metrics; the `val/loss` history; the artifact
+  `predictions/test_predictions.npz`.
+
+Layers: `load` (the runs of one launch), `stats` (summaries over seeds), `markdown` (REPORT.md),
+`figures` (the plots), `__main__` (the command line); `build_report` here ties them together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from xent_lab import atomic
+from xent_lab.report.figures import recall_figure, reliability_figure, val_loss_figure, write_figures
+from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
+from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table, render_report
+from xent_lab.report.stats import ImplComparison, Summary, compare_impls, summarize
+from xent_lab.tracking import tags
+
+__all__ = [
+    "COLUMNS",
+    "REPORT_FILE",
+    "SETTINGS",
+    "Column",
+    "Groups",
+    "ImplComparison",
+    "Job",
+    "Launch",
+    "ReportError",
+    "Summary",
+    "build_report",
+    "compare_impls",
+    "default_out_dir",
+    "group_jobs",
+    "load_launch",
+    "markdown_table",
+    "recall_figure",
+    "reliability_figure",
+    "render_report",
+    "summarize",
+    "val_loss_figure",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPORT_FILE = "REPORT.md"
+
+
+def default_out_dir(study: str, parent: Run) -> Path:
+    """experiments/<study> for a launch of the study as defined, else `report/` in its sweep folder."""
+    parent_tags = parent.data.tags
+    if parent_tags.get(tags.PUBLISHED, "true") == "true" or tags.SWEEP_DIR not in parent_tags:
+        return REPO_ROOT / "experiments" / study
+    return Path(parent_tags[tags.SWEEP_DIR]) / "report"
+
+
+def build_report(
+    study: str,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    out_dir: Path | None = None,
+) -> Path:
+    """Writes REPORT.md and the plots of a launch of `study` to `out_dir`, logs them to its parent run under `report/`.
+
+    The launch is the latest parent run of the study in the experiment (default: named after the
+    study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository for a
+    launch of the study as defined (parent tag `xent.published=true`), else to `report/` in the
+    launch's sweep folder, so that a trial run with command-line changes never overwrites the
+    published report.
+    Returns the path of REPORT.md. Raises ReportError or TrackingError (XentError) for user errors.
+    """
+    client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(study, launch.parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_jobs(launch.jobs)
+    # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
+    plots = write_figures(client, launch, groups, out_dir)
+    report = out_dir / REPORT_FILE
+    text = render_report(launch, groups, plots)
+    atomic.write_text(report, text)
+    for name in [*plots, REPORT_FILE]:
+        client.log_artifact(launch.parent.info.run_id, str(out_dir / name), tags.REPORT_ARTIFACT_DIR)
+    return report

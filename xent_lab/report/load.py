@@ -1,0 +1,204 @@
+"""The runs of one launch of a study, read back from MLflow: its parent run, its jobs and the runs it reused."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from xent_lab import tracking
+from xent_lab.errors import TrackingError, XentError
+from xent_lab.tracking import tags
+
+CUSTOM, BUILTIN = "custom", "builtin"  # values of the `impl` tag
+# Swept values that do not make a row: seeds are averaged over, implementations get a row each.
+NOT_VARIANT = ("seed", "loss.impl")
+PAGE_SIZE = 1000  # runs per search_runs request
+# A study name goes into a search filter and a folder name: no quotes, no path separators.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+class ReportError(XentError):
+    """The study, its experiment or its parent run cannot be found, or a run's tags are malformed."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run of the launch: trained by it, or reused from an earlier launch."""
+
+    run: Run
+    reused: bool
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        return self.run.data.tags
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def dataset(self) -> str:
+        return self.tags.get(tags.DATASET, "unknown")
+
+    @property
+    def impl(self) -> str:
+        return self.tags.get(tags.IMPL, "unknown")
+
+    @property
+    def seed(self) -> str:
+        return self.tags.get(tags.SEED, "?")
+
+    @property
+    def finished(self) -> bool:
+        return self.run.info.status == "FINISHED"
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        """This job's swept values (`xent.job_overrides`)."""
+        return _json_tag(self.run, tags.JOB_OVERRIDES)
+
+    @property
+    def variant(self) -> str:
+        """The swept values other than seed and implementation, e.g. `loss=focal_flsd53`."""
+        rest = {key: value for key, value in self.overrides.items() if key not in NOT_VARIANT}
+        if not rest:
+            rest = {"loss": self.tags.get(tags.LOSS, "unknown")}
+        return ", ".join(f"{key}={value}" for key, value in rest.items())
+
+    def metric(self, key: str) -> float | None:
+        return self.run.data.metrics.get(key)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The parent run of one launch of a study and the jobs the report describes."""
+
+    study: str
+    experiment: str
+    parent: Run
+    jobs: tuple[Job, ...]
+    missing_reused: tuple[str, ...]  # run ids named by xent.reused.* tags but not found
+
+
+# dataset -> variant -> impl -> jobs, each level in sorted order.
+Groups = dict[str, dict[str, dict[str, list[Job]]]]
+
+
+def _json_tag(run: Run, key: str) -> dict[str, str]:
+    text = run.data.tags.get(key, "{}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"run {run.info.run_id}: tag {key} is not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ReportError(f"run {run.info.run_id}: tag {key} must be a JSON object, got {text!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _how_to_run(study: str) -> str:
+    return f"run the study first: python -m xent_lab.train experiment={study}"
+
+
+def _client(uri: str) -> MlflowClient:
+    """A client of an existing store; a missing SQLite file is an error (opening it would create an empty store)."""
+    tracking.check_reachable(uri, timeout=5)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?")[0])  # absolute: resolve_uri made it so
+        if not path.exists():
+            raise TrackingError(f"no MLflow store at {path}; pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str, study: str) -> str:
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot read the MLflow store {tracking.redact(uri)}: {exc}") from None
+    if experiment is None or experiment.lifecycle_stage != "active":
+        raise ReportError(
+            f"no MLflow experiment named {name!r} in {tracking.redact(uri)} (searched for study {study!r}); "
+            f"{_how_to_run(study)}, or pass --experiment / --tracking-uri"
+        )
+    return experiment.experiment_id
+
+
+def _study_runs(client: MlflowClient, experiment_id: str, study: str) -> list[Run]:
+    """Every active run of the experiment tagged with the study, newest first, over all result pages."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            # Backticks: the tag key contains a dot.
+            filter_string=f"tags.`{tags.STUDY}` = '{study}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=PAGE_SIZE,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _select_parent(runs: Sequence[Run], parent_run_id: str | None, study: str, experiment: str) -> Run:
+    """The requested parent run, else the one that started last."""
+    parents = [run for run in runs if run.data.tags.get(tags.ROLE) == tags.ROLE_PARENT]
+    searched = f"searched runs tagged {tags.STUDY}={study}, {tags.ROLE}={tags.ROLE_PARENT}"
+    if parent_run_id is not None:
+        for run in parents:
+            if run.info.run_id == parent_run_id:
+                return run
+        raise ReportError(
+            f"run {parent_run_id} is not a parent run of study {study!r} in experiment {experiment!r} ({searched})"
+        )
+    if not parents:
+        raise ReportError(
+            f"no parent run of study {study!r} in experiment {experiment!r} ({searched}); {_how_to_run(study)}"
+        )
+    return max(parents, key=lambda run: run.info.start_time)
+
+
+def _launch_jobs(parent: Run, runs: Sequence[Run]) -> tuple[list[Job], list[str]]:
+    """The parent's own children and the runs its xent.reused.* tags name; also the reused ids not found."""
+    parent_id = parent.info.run_id
+    by_id = {run.info.run_id: run for run in runs}
+    jobs = [
+        Job(run, reused=False)
+        for run in runs
+        if run.data.tags.get(tags.PARENT_RUN_ID) == parent_id and run.data.tags.get(tags.ROLE) == tags.ROLE_CHILD
+    ]
+    reused_ids = [value for key, value in parent.data.tags.items() if key.startswith(tags.REUSED_PREFIX)]
+    jobs += [Job(by_id[run_id], reused=True) for run_id in reused_ids if run_id in by_id]
+    return jobs, sorted(run_id for run_id in reused_ids if run_id not in by_id)
+
+
+def load_launch(
+    study: str, tracking_uri: str | None = None, experiment: str | None = None, parent_run_id: str | None = None
+) -> tuple[MlflowClient, Launch]:
+    """The client and the launch the report describes (see the package docstring for the tags used)."""
+    if not STUDY_NAME.fullmatch(study):
+        raise ReportError(f"invalid study name {study!r}: use letters, digits, '_', '-' and '.' (not first)")
+    uri = tracking.resolve_uri(tracking_uri)
+    client = _client(uri)
+    name = experiment or study
+    runs = _study_runs(client, _experiment_id(client, uri, name, study), study)
+    parent = _select_parent(runs, parent_run_id, study, name)
+    jobs, missing = _launch_jobs(parent, runs)
+    return client, Launch(study, name, parent, tuple(jobs), tuple(missing))
+
+
+def group_jobs(jobs: Iterable[Job]) -> Groups:
+    """Jobs by dataset, variant and implementation (the rows of the results tables)."""
+    groups: Groups = {}
+    for job in sorted(jobs, key=lambda job: (job.dataset, job.variant, job.impl)):
+        groups.setdefault(job.dataset, {}).setdefault(job.variant, {}).setdefault(job.impl, []).append(job)
+    return groups
