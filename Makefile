@@ -15,7 +15,7 @@ export XENT_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install train test test-ui bench study ui server clean
+.PHONY: install train lint format test test-ui bench study ui server screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ install: $(STAMP)
 train: $(STAMP)  ## the main job: MNIST MLP with categorical cross-entropy, logged to ./mlflow.db
 	$(PY) -m xent_lab.train $(ARGS)
 
-test: $(STAMP)  ## the whole test suite (unit + real trainings on real data)
+lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff: fix what can be fixed, and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint  ## lint, then the whole test suite (unit + real trainings on real data)
 	$(PY) -m pytest $(ARGS)
 
 test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
@@ -52,6 +60,10 @@ ui: $(STAMP)  ## MLflow UI over ./mlflow.db on http://127.0.0.1:5000
 
 server: $(STAMP)  ## MLflow tracking server (BACKEND=postgresql://... for PostgreSQL), serving artifacts
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts --artifacts-destination ./mlartifacts --host $(HOST) --port $(PORT)
+
+screenshots: $(STAMP)  ## the README's UI screenshots: make screenshots STORE=sqlite:///PATH/mlflow.db (needs .ci/system-packages)
+	@test -n "$(STORE)" || { echo "usage: make screenshots STORE=sqlite:///PATH/mlflow.db"; exit 2; }
+	$(PY) -m tools.screenshots --store $(STORE) --out docs/screenshots $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e import QUICK, QUICK_IMDB, history, run_train, runs
+from tests.helpers.e2e import QUICK, QUICK_IMDB, history, run_train, runs
 
 pytestmark = pytest.mark.slow
 

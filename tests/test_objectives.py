@@ -7,7 +7,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from xent_lab import objectives
-from xent_lab.objectives import BINARY, ONEHOT, SIGMOID, SIGMOID_OVR, SOFTMAX, SPARSE, build_objective
+from xent_lab.heads import Head
+from xent_lab.objectives import BINARY, ONEHOT, SPARSE, build_objective
+
+SIGMOID, SIGMOID_OVR, SOFTMAX = Head.SIGMOID, Head.SIGMOID_OVR, Head.SOFTMAX
 
 
 def loss_cfg(name: str, impl: str = "builtin", **extra):
@@ -35,6 +38,7 @@ def loss_cfg(name: str, impl: str = "builtin", **extra):
 def test_registry(impl, module, name, num_classes, head, units, label_format, class_name):
     objective = build_objective(loss_cfg(name, impl), num_classes)
     assert (objective.head, objective.units, objective.label_format) == (head, units, label_format)
+    assert type(objective.head) is Head
     assert type(objective.loss).__name__ == class_name
     assert type(objective.loss).__module__.startswith(module)
     assert objective.loss.get_config().get("from_logits") is True

@@ -12,13 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.errors import ConfigError, NotApplicable
 
-# Facts about the datasets that the config can be checked against without loading them.
-DATASETS: dict[str, dict[str, Any]] = {
-    "mnist": {"num_classes": 10, "input": "image"},
-    "imdb": {"num_classes": 2, "input": "text"},
-}
 LOSSES = ("bce", "cce", "sparse_cce", "focal")
 IMPLS = ("custom", "builtin")
 DEVICES = ("auto", "cpu", "gpu")
@@ -59,8 +55,8 @@ def _boolean(cfg: Any, key: str) -> None:
         _fail(key, value, "true or false")
 
 
-def _validate_dataset(cfg: DictConfig) -> dict[str, Any]:
-    name = _choice(cfg, "dataset.name", tuple(DATASETS))
+def _validate_dataset(cfg: DictConfig) -> DatasetFacts:
+    name = _choice(cfg, "dataset.name", tuple(FACTS))
     _positive_int(cfg, "dataset.val_size")
     if not _is_int(cfg.dataset.val_seed):
         _fail("dataset.val_seed", cfg.dataset.val_seed, "an integer")
@@ -74,16 +70,16 @@ def _validate_dataset(cfg: DictConfig) -> dict[str, Any]:
     if name == "imdb":
         _positive_int(cfg, "dataset.vocab_size")
         _positive_int(cfg, "dataset.sequence_length")
-    return DATASETS[name]
+    return FACTS[name]
 
 
-def _validate_model(cfg: DictConfig, dataset: Mapping[str, Any]) -> None:
-    if cfg.model.input != dataset["input"]:
+def _validate_model(cfg: DictConfig, dataset: DatasetFacts) -> None:
+    if cfg.model.input != dataset.input_kind:
         _fail(
             "model.input",
             cfg.model.input,
-            f"'{dataset['input']}' for dataset={cfg.dataset.name}: model={cfg.model.name} takes "
-            f"{cfg.model.input} input; pick a {dataset['input']} model (see conf/model/)",
+            f"'{dataset.input_kind}' for dataset={cfg.dataset.name}: model={cfg.model.name} takes "
+            f"{cfg.model.input} input; pick a {dataset.input_kind} model (see conf/model/)",
         )
     dropout = OmegaConf.select(cfg, "model.dropout")
     if dropout is not None and (not _is_number(dropout) or not 0 <= dropout < 1):
@@ -178,7 +174,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"cannot resolve the config: {exc}") from exc
     dataset = _validate_dataset(cfg)
     _validate_model(cfg, dataset)
-    _validate_loss(cfg, dataset["num_classes"])
+    _validate_loss(cfg, dataset.num_classes)
     _validate_trainer(cfg)
     _validate_tracking(cfg)
     _validate_study(cfg)

@@ -54,6 +54,16 @@ def check_head(head: str) -> Head:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}") from None
 
 
+def check_finite(name: str, array: np.ndarray) -> None:
+    """Raise a ValueError naming `name` when `array` is empty or holds NaN or inf (the first one found)."""
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); need at least one sample")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains NaN or inf: {array[index]} at index {index} (shape {array.shape})")
+
+
 def check_logits(logits: Any, head: str) -> np.ndarray:
     """Validated float64 logits: (n,) for "sigmoid", (n, k) with k >= 2 for the other heads."""
     head = check_head(head)
@@ -65,12 +75,7 @@ def check_logits(logits: Any, head: str) -> np.ndarray:
             raise ValueError(f'head "sigmoid" takes one logit per sample, shape (n,) or (n, 1); got {logits.shape}')
     elif logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"head {head.value!r} takes logits of shape (n, k) with k >= 2, got {logits.shape}")
-    if logits.size == 0:
-        raise ValueError(f"logits is empty (shape {logits.shape}); need at least one sample")
-    bad = ~np.isfinite(logits)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"logits contains NaN or inf: {logits[index]} at index {index} (shape {logits.shape})")
+    check_finite("logits", logits)
     return logits
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import keras
 import numpy as np
-from scipy import special
 from omegaconf import DictConfig, OmegaConf
+from scipy import special
 
-# Head kinds, shared with xent_lab.calibration.
-SOFTMAX, SIGMOID, SIGMOID_OVR = "softmax", "sigmoid", "sigmoid_ovr"
+from xent_lab.heads import Head, binary_pair, smooth_labels
+
 # How integer labels are encoded for the loss.
 SPARSE, ONEHOT, BINARY = "sparse", "onehot", "binary"
 
@@ -36,7 +36,7 @@ IMPL_MODULES = {"builtin": "keras.losses", "custom": "xent_lab.losses"}
 class Objective:
     """What a loss choice asks of the model and the labels."""
 
-    head: str  # SOFTMAX | SIGMOID | SIGMOID_OVR
+    head: Head
     units: int  # width of the logits layer
     label_format: str  # SPARSE | ONEHOT | BINARY
     from_logits: bool
@@ -45,7 +45,7 @@ class Objective:
 
     @property
     def activation(self) -> str:
-        return "softmax" if self.head == SOFTMAX else "sigmoid"
+        return "softmax" if self.head == Head.SOFTMAX else "sigmoid"
 
     def encode_labels(self, labels: np.ndarray) -> np.ndarray:
         """Integer class labels (n,) -> the targets this loss expects."""
@@ -64,16 +64,13 @@ class Objective:
         """
         logits = np.asarray(logits, dtype="float64").reshape(len(labels), self.units)
         ls = self.label_smoothing
-        if self.head == SOFTMAX:
-            targets = np.eye(self.units)[labels] * (1 - ls) + ls / self.units
-            return targets, special.softmax(logits, axis=-1)
-        onehot = labels.reshape(-1, 1).astype("float64") if self.head == SIGMOID else np.eye(self.units)[labels]
-        targets = onehot * (1 - ls) + ls / 2
-        positive = special.expit(logits)
-        return np.stack([1 - targets, targets], axis=-1), np.stack([1 - positive, positive], axis=-1)
+        if self.head == Head.SOFTMAX:
+            return smooth_labels(np.eye(self.units)[labels], ls, self.units), special.softmax(logits, axis=-1)
+        onehot = labels.reshape(-1, 1).astype("float64") if self.head == Head.SIGMOID else np.eye(self.units)[labels]
+        return binary_pair(smooth_labels(onehot, ls, 2)), binary_pair(special.expit(logits))
 
     def accuracy_metric(self) -> keras.metrics.Metric:
-        if self.head == SIGMOID:
+        if self.head == Head.SIGMOID:
             # Logits are thresholded at 0, probabilities at 0.5: the same decision.
             return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if self.from_logits else 0.5)
         if self.label_format == SPARSE:
@@ -82,19 +79,19 @@ class Objective:
         return keras.metrics.CategoricalAccuracy(name="accuracy")
 
 
-def _head(name: str, num_classes: int) -> tuple[str, int, str, str]:
+def _head(name: str, num_classes: int) -> tuple[Head, int, str, str]:
     """(head, units, label format, Keras class name) for a loss on a task with num_classes classes."""
     binary = num_classes == 2
     if name == "bce":
-        return (SIGMOID, 1, BINARY, "BinaryCrossentropy") if binary else (
-            SIGMOID_OVR, num_classes, ONEHOT, "BinaryCrossentropy")
+        return (Head.SIGMOID, 1, BINARY, "BinaryCrossentropy") if binary else (
+            Head.SIGMOID_OVR, num_classes, ONEHOT, "BinaryCrossentropy")
     if name == "cce":
-        return SOFTMAX, num_classes, ONEHOT, "CategoricalCrossentropy"
+        return Head.SOFTMAX, num_classes, ONEHOT, "CategoricalCrossentropy"
     if name == "sparse_cce":
-        return SOFTMAX, num_classes, SPARSE, "SparseCategoricalCrossentropy"
+        return Head.SOFTMAX, num_classes, SPARSE, "SparseCategoricalCrossentropy"
     if name == "focal":
-        return (SIGMOID, 1, BINARY, "BinaryFocalCrossentropy") if binary else (
-            SOFTMAX, num_classes, ONEHOT, "CategoricalFocalCrossentropy")
+        return (Head.SIGMOID, 1, BINARY, "BinaryFocalCrossentropy") if binary else (
+            Head.SOFTMAX, num_classes, ONEHOT, "CategoricalFocalCrossentropy")
     raise ValueError(f"unknown loss {name!r}")
 
 

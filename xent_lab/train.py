@@ -10,21 +10,21 @@ import time
 # Taken before the heavy imports below, for `perf/startup_seconds` (launch to first training step).
 LAUNCHED = time.perf_counter()
 
-import signal  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import FrameType  # noqa: E402
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-from xent_lab import study  # noqa: E402
-from xent_lab.errors import NotApplicable, XentError  # noqa: E402
-from xent_lab.tracking import resolve_uri, scrub, tags  # noqa: E402
-from xent_lab.training import train  # noqa: E402
+from xent_lab import study
+from xent_lab.errors import NotApplicable, XentError
+from xent_lab.tracking import resolve_uri, scrub, tags
+from xent_lab.training import train
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from xent_lab.heads import check_finite
+
 SUM_TOLERANCE = 1e-3  # |row sum - 1| allowed for probabilities (float32 softmax rows are ~1e-7 off)
 
 
@@ -19,15 +21,6 @@ def check_n_bins(n_bins: int) -> None:
     """Raise unless n_bins is an integer >= 1 (a bool is not one)."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); need at least one sample")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} contains NaN or inf: {array[index]} at index {index} (shape {array.shape})")
 
 
 def check_labels(labels: Any, n: int, n_classes: int | None) -> np.ndarray:
@@ -59,7 +52,7 @@ def check_probs(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         probs = probs[:, 0]
     if probs.ndim not in (1, 2):
         raise ValueError(f"probs must have shape (n, k) or (n,) for a binary task, got shape {probs.shape}")
-    _check_finite("probs", probs)
+    check_finite("probs", probs)
     low, high = probs.min(), probs.max()
     if low < 0 or high > 1:
         raise ValueError(f"probs must lie in [0, 1], found values in [{low:.6g}, {high:.6g}] (shape {probs.shape})")

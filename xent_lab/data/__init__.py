@@ -7,7 +7,7 @@
 
 from xent_lab.data.dataset import Dataset
 from xent_lab.data.errors import DataError
-from xent_lab.data.loader import load_dataset
+from xent_lab.data.loader import FACTS, DatasetFacts, load_dataset
 from xent_lab.data.settings import DataSettings
 
-__all__ = ["DataError", "DataSettings", "Dataset", "load_dataset"]
+__all__ = ["FACTS", "DataError", "DataSettings", "Dataset", "DatasetFacts", "load_dataset"]

@@ -31,6 +31,7 @@ SHA256: dict[str, str] = {
     ),
 }
 NUM_CLASSES = 2
+INPUT_KIND = "text"
 # Bump when the preprocessing changes, so that old cache files are no longer used.
 CACHE_FORMAT = 1
 
@@ -214,7 +215,7 @@ def load(settings: DataSettings, progress: bool) -> Dataset:
         x_test=arrays["x_test"],
         y_test=arrays["y_test"],
         num_classes=NUM_CLASSES,
-        input_kind="text",
+        input_kind=INPUT_KIND,
         vocab_size=int(arrays["vocab_size"]),
         checksums={ARCHIVE: digest},
     )

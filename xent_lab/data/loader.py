@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 from xent_lab.data import imdb, mnist
 from xent_lab.data.dataset import Dataset
@@ -12,6 +13,19 @@ from xent_lab.data.settings import DataSettings
 from xent_lab.data.splits import long_tail_indices
 
 _LOADERS: dict[str, Callable[[DataSettings, bool], Dataset]] = {"imdb": imdb.load, "mnist": mnist.load}
+
+
+class DatasetFacts(NamedTuple):
+    """What is known of a dataset without loading it, for checking a config up front."""
+
+    num_classes: int
+    input_kind: str  # "image" | "text"
+
+
+FACTS: dict[str, DatasetFacts] = {
+    "imdb": DatasetFacts(imdb.NUM_CLASSES, imdb.INPUT_KIND),
+    "mnist": DatasetFacts(mnist.NUM_CLASSES, mnist.INPUT_KIND),
+}
 
 
 def load_dataset(settings: DataSettings, progress: bool = True) -> Dataset:

@@ -30,6 +30,7 @@ SHA256: dict[str, str] = {
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 NUM_CLASSES = 10
+INPUT_KIND = "image"
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # IDX: unsigned bytes, 3 resp. 1 dimensions
 IMAGE_SHAPE = (28, 28)
 _FIX = "delete it to re-download, or replace it with a good copy"
@@ -111,7 +112,7 @@ def load(settings: DataSettings, progress: bool) -> Dataset:
         x_test=_scale(x_test[idx.test]),
         y_test=y_test[idx.test],
         num_classes=NUM_CLASSES,
-        input_kind="image",
+        input_kind=INPUT_KIND,
         vocab_size=None,
         checksums=checksums,
     )
