@@ -41,7 +41,9 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
@@ -59,11 +61,16 @@ def test_library_layers_never_import_the_harness(path):
     assert not bad, f"{path.relative_to(ROOT)} (a library layer) imports the harness: {bad}"
 
 
-@pytest.mark.parametrize("path", modules("calibration", "heads", "report", "tracking", "relog"),
-                         ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path", modules("calibration", "heads", "report", "tracking", "relog"), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_analysis_and_tracking_code_names_no_keras(path):
-    bad = sorted(name for name in imported(path) if name.split(".")[0] in ("keras", "tensorflow")
-                 or name.startswith(("xent_lab.training", "xent_lab.losses", "xent_lab.objectives", "xent_lab.models")))
+    bad = sorted(
+        name
+        for name in imported(path)
+        if name.split(".")[0] in ("keras", "tensorflow")
+        or name.startswith(("xent_lab.training", "xent_lab.losses", "xent_lab.objectives", "xent_lab.models"))
+    )
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
@@ -98,7 +105,10 @@ def test_tag_names_have_one_home():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 value = node.value
-                if value.startswith(("xent.", "mlflow.parentRunId", "mlflow.note", "data_sha256.")) or value == "failure_reason":
+                if (
+                    value.startswith(("xent.", "mlflow.parentRunId", "mlflow.note", "data_sha256."))
+                    or value == "failure_reason"
+                ):
                     spelled.append(f"{path.relative_to(ROOT)}:{node.lineno}: {value!r}")
     assert not spelled, "tag names spelled outside tracking/tags.py:\n" + "\n".join(spelled)
 

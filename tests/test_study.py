@@ -17,9 +17,8 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tests.helpers.e2e import QUICK, ROOT, run_train, store_uri
+from tests.helpers.e2e import CONF_DIR, QUICK, ROOT, run_train, store_uri
 from xent_lab import config, study
-from tests.helpers.e2e import CONF_DIR
 
 # Files whose name starts with "_" are shared bases (experiments/_study.yaml), not studies.
 STUDIES = sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml") if not path.stem.startswith("_"))
@@ -92,7 +91,9 @@ def test_slurm_launcher_config_composes_to_submitit_settings():
 
 
 def test_joblib_launcher_is_available():
-    launcher = compose_config("experiment=mnist_losses", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2").hydra.launcher
+    launcher = compose_config(
+        "experiment=mnist_losses", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    ).hydra.launcher
     assert launcher._target_.endswith("JoblibLauncher") and launcher.n_jobs == 2
 
 
@@ -101,8 +102,9 @@ def test_joblib_launcher_is_available():
 
 def test_config_hash_ignores_where_files_live_but_not_what_is_trained():
     digest = study.config_hash(compose_config(hydra=False))
-    moved = compose_config("dataset.data_dir=/elsewhere", "tracking.experiment=x", "trainer.verbose=0",
-                           "study.name=other", hydra=False)
+    moved = compose_config(
+        "dataset.data_dir=/elsewhere", "tracking.experiment=x", "trainer.verbose=0", "study.name=other", hydra=False
+    )
     assert study.config_hash(moved) == digest
     for changed in ("seed=1", "loss=focal", "loss.impl=custom", "trainer.epochs=3", "dataset.imbalance=10"):
         assert study.config_hash(compose_config(changed, hydra=False)) != digest, changed
@@ -183,15 +185,24 @@ def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
     reused = {k: v for k, v in parents[1].data.tags.items() if k.startswith("xent.reused.")}
     assert sorted(reused.values()) == sorted(c.info.run_id for c in children)
     assert parents[1].info.status == "FINISHED"
-    assert f"{np.mean([c.data.metrics['test/accuracy'] for c in children if c.data.tags['loss'] == 'cce']):.4f}" \
+    assert (
+        f"{np.mean([c.data.metrics['test/accuracy'] for c in children if c.data.tags['loss'] == 'cce']):.4f}"
         in report_row((report_dir / "REPORT.md").read_text(), "loss=cce", "builtin")
+    )
 
 
 @pytest.mark.slow
 def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
     """4 jobs on 2 joblib worker processes, all writing to one SQLite file."""
-    done = launch(tmp_path, cache_dir, "loss=cce,focal", "seed=0,1", "loss.impl=builtin",
-                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    done = launch(
+        tmp_path,
+        cache_dir,
+        "loss=cce,focal",
+        "seed=0,1",
+        "loss.impl=builtin",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stdout + done.stderr
     parents, children = study_runs(tmp_path)
@@ -208,8 +219,15 @@ def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_a_failed_job_does_not_stop_the_study_and_is_reported(tmp_path, cache_dir):
     report_dir = tmp_path / "report"
-    done = launch(tmp_path, cache_dir, "loss=cce", "loss.impl=builtin", "seed=0",
-                  "trainer.optimizer.learning_rate=0.001,1e30", report_dir=report_dir)
+    done = launch(
+        tmp_path,
+        cache_dir,
+        "loss=cce",
+        "loss.impl=builtin",
+        "seed=0",
+        "trainer.optimizer.learning_rate=0.001,1e30",
+        report_dir=report_dir,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     assert "1 job(s) failed" in done.stderr
     parents, children = study_runs(tmp_path)
@@ -223,8 +241,15 @@ def test_a_failed_job_does_not_stop_the_study_and_is_reported(tmp_path, cache_di
 
 @pytest.mark.slow
 def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir):
-    done = launch(tmp_path, cache_dir, "loss=cce", "loss.impl=builtin", "seed=0,1", "dataset.data_dir=/nonexistent",
-                  "dataset.download=false")
+    done = launch(
+        tmp_path,
+        cache_dir,
+        "loss=cce",
+        "loss.impl=builtin",
+        "seed=0,1",
+        "dataset.data_dir=/nonexistent",
+        "dataset.download=false",
+    )
     assert done.returncode == 1
     parents, children = study_runs(tmp_path)
     assert parents[0].info.status == "FINISHED"
@@ -238,8 +263,9 @@ def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir)
     before = published.read_bytes() if published.exists() else None
     # With the report on and no report_dir: a launch with command-line changes must not touch the
     # committed report; its report goes into the sweep folder.
-    done = run_train(tmp_path, cache_dir, "experiment=mnist_losses", QUICK, "loss=focal_flsd53",
-                     "loss.impl=custom,builtin", "seed=0")
+    done = run_train(
+        tmp_path, cache_dir, "experiment=mnist_losses", QUICK, "loss=focal_flsd53", "loss.impl=custom,builtin", "seed=0"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (published.read_bytes() if published.exists() else None) == before
     assert len(list((tmp_path / "multirun" / "mnist_losses").glob("*/report/REPORT.md"))) == 1

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from xent_lab import calibration, losses, models, objectives, tracking
-from xent_lab.train import CONF_DIR
+from xent_lab.data import Dataset
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import start_server
+from xent_lab.train import CONF_DIR
 from xent_lab.training import fit, pipeline
-from xent_lab.data import Dataset
 
 RESULTS = "bench-results.json"
 
@@ -68,8 +68,9 @@ def _train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) -
         # A local store's artifacts go in workdir, not in ./mlruns of the folder the bench was started from.
         client.create_experiment(experiment, artifact_location=(workdir / "mlruns").as_uri())
     pipeline.train(_config(*overrides), overrides, workdir)
-    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                             order_by=["attribute.start_time DESC"], max_results=1)[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], order_by=["attribute.start_time DESC"], max_results=1
+    )[0]
     return client, run
 
 
@@ -95,14 +96,24 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
         model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
         fit.compile_model(model, cfg.trainer, objective)
         timer = EpochTimer()
-        model.fit(dataset.x_train, objective.encode_labels(dataset.y_train),
-                  validation_data=(dataset.x_val, objective.encode_labels(dataset.y_val)),
-                  epochs=epochs, batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
+        model.fit(
+            dataset.x_train,
+            objective.encode_labels(dataset.y_train),
+            validation_data=(dataset.x_val, objective.encode_labels(dataset.y_val)),
+            epochs=epochs,
+            batch_size=cfg.trainer.batch_size,
+            callbacks=[timer],
+            verbose=0,
+        )
         return _steady(timer.seconds)
 
     def harness(per_epoch_calibration: bool) -> float:
-        client, run = _train_run([*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
-                                 workdir, f"sqlite:///{workdir / 'bench.db'}", "bench")
+        client, run = _train_run(
+            [*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
+            workdir,
+            f"sqlite:///{workdir / 'bench.db'}",
+            "bench",
+        )
         epochs = [m.value for m in _history(client, run, T.EPOCH_SECONDS)]
         if per_epoch_calibration:
             # The callback times itself inside each epoch: its share needs no second run to subtract.
@@ -113,21 +124,26 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
     measured: list[dict[str, float]] = []
     fractions: list[float] = []
     for _ in range(rounds):
-        measured.append({"plain_fit": plain(), "harness_no_calibration": harness(False),
-                         "harness": harness(True)})
+        measured.append({"plain_fit": plain(), "harness_no_calibration": harness(False), "harness": harness(True)})
     return {
         "epoch_seconds_harness_over_plain_fit": _ratio_summary(
-            measured, "harness_no_calibration", "plain_fit", "<= 1.05"),
+            measured, "harness_no_calibration", "plain_fit", "<= 1.05"
+        ),
         "epoch_seconds_harness_with_calibration_over_plain_fit": _ratio_summary(
-            measured, "harness", "plain_fit", "informative"),
+            measured, "harness", "plain_fit", "informative"
+        ),
         "calibration_callback_fraction_of_epoch": {
-            "fraction": statistics.median(fractions), "fractions": fractions, "target": "< 0.03",
-            "how": "perf/calibration_seconds / perf/epoch_seconds within the same epochs (epoch 0 excluded)"},
+            "fraction": statistics.median(fractions),
+            "fractions": fractions,
+            "target": "< 0.03",
+            "how": "perf/calibration_seconds / perf/epoch_seconds within the same epochs (epoch 0 excluded)",
+        },
     }
 
 
-def tracking_server_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path, server_uri: str
-                             ) -> dict[str, Any]:
+def tracking_server_overhead(
+    dataset: Dataset, epochs: int, rounds: int, workdir: Path, server_uri: str
+) -> dict[str, Any]:
     """Seconds per epoch of `xent_lab.train` logging to an HTTP tracking server, over logging to a local SQLite file.
 
     The same training alternately against each store (which goes first swaps every round). The server runs
@@ -146,31 +162,47 @@ def tracking_server_overhead(dataset: Dataset, epochs: int, rounds: int, workdir
             timings[name] = float(np.median(np.diff(stamps))) / 1000
         measured.append(timings)
     # One epoch's metrics (the last run's), sent as training sends them, in one log_batch, timed alone.
-    epoch_metrics = {key: value for key, value in run.data.metrics.items()
-                     if key.startswith((T.TRAIN_PREFIX, T.VAL_PREFIX)) or key in (T.EPOCH_SECONDS, T.CALIBRATION_SECONDS)}
+    epoch_metrics = {
+        key: value
+        for key, value in run.data.metrics.items()
+        if key.startswith((T.TRAIN_PREFIX, T.VAL_PREFIX)) or key in (T.EPOCH_SECONDS, T.CALIBRATION_SECONDS)
+    }
     round_trip = {}
     for name, uri in stores.items():
         with tracking.Tracker(uri, "bench-log-batch").run("log-batch") as logger:
             round_trip[name] = _median_time(functools.partial(logger.log_metrics, epoch_metrics, step=0), 20)
-    return {"epoch_seconds_http_server_over_sqlite": {
-        **_ratio_summary(measured, "http_server", "local_sqlite", "<= 1.05"),
-        "log_batch_seconds": round_trip,
-        "how": "median interval between the timestamps of consecutive per-epoch log_batch calls "
-               "(an epoch plus its logging round trip); the server on 127.0.0.1 over SQLite, --workers 1"}}
+    return {
+        "epoch_seconds_http_server_over_sqlite": {
+            **_ratio_summary(measured, "http_server", "local_sqlite", "<= 1.05"),
+            "log_batch_seconds": round_trip,
+            "how": "median interval between the timestamps of consecutive per-epoch log_batch calls "
+            "(an epoch plus its logging round trip); the server on 127.0.0.1 over SQLite, --workers 1",
+        }
+    }
 
 
 def startup(workdir: Path) -> dict[str, Any]:
     """Seconds from `python -m xent_lab.train` starting to its first training step (a real subprocess)."""
     store = f"sqlite:///{workdir / 'startup.db'}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "xent_lab.train", "debug=quick",
-                    f"tracking.uri={store}", "tracking.experiment=startup", "trainer.verbose=0"],
-                   check=True, capture_output=True, cwd=workdir)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xent_lab.train",
+            "debug=quick",
+            f"tracking.uri={store}",
+            "tracking.experiment=startup",
+            "trainer.verbose=0",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+    )
     wall = time.perf_counter() - started
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("startup").experiment_id])[0]
-    return {"seconds_from_module_start": run.data.metrics[T.STARTUP_SECONDS],
-            "process_wall_seconds": wall}
+    return {"seconds_from_module_start": run.data.metrics[T.STARTUP_SECONDS], "process_wall_seconds": wall}
 
 
 def _median_time(fn: Callable[[], Any], repeat: int) -> float:
@@ -189,8 +221,13 @@ def calibration_speed(n: int, k: int, repeat: int) -> dict[str, Any]:
     labels = rng.integers(0, k, size=n)
     argmax = _median_time(lambda: probs.argmax(axis=1), repeat)
     metrics = _median_time(lambda: calibration.calibration_metrics(probs, labels), repeat)
-    return {"shape": [n, k], "argmax_seconds": argmax, "metrics_seconds": metrics,
-            "ratio": metrics / argmax, "target": "informative (how close to memory speed)"}
+    return {
+        "shape": [n, k],
+        "argmax_seconds": argmax,
+        "metrics_seconds": metrics,
+        "ratio": metrics / argmax,
+        "target": "informative (how close to memory speed)",
+    }
 
 
 def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str, Any]:
@@ -207,8 +244,14 @@ def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str,
                 model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
                 fit.compile_model(model, cfg.trainer, objective)
                 timer = EpochTimer()
-                model.fit(dataset.x_train, objective.encode_labels(dataset.y_train), epochs=epochs,
-                          batch_size=cfg.trainer.batch_size, callbacks=[timer], verbose=0)
+                model.fit(
+                    dataset.x_train,
+                    objective.encode_labels(dataset.y_train),
+                    epochs=epochs,
+                    batch_size=cfg.trainer.batch_size,
+                    callbacks=[timer],
+                    verbose=0,
+                )
                 timings[impl] = _steady(timer.seconds)
             measured.append(timings)
         results[name] = _ratio_summary(measured, "custom", "builtin", "<= 1.02")
@@ -228,8 +271,10 @@ def loss_forward_backward_ratio(batch: int, repeat: int) -> dict[str, Any]:
         "binary": tf.constant((labels[:, None] == np.arange(10)).astype("float32")),
     }
     cases = {
-        "BinaryCrossentropy": "binary", "CategoricalCrossentropy": "onehot",
-        "SparseCategoricalCrossentropy": "sparse", "BinaryFocalCrossentropy": "binary",
+        "BinaryCrossentropy": "binary",
+        "CategoricalCrossentropy": "onehot",
+        "SparseCategoricalCrossentropy": "sparse",
+        "BinaryFocalCrossentropy": "binary",
         "CategoricalFocalCrossentropy": "onehot",
     }
     results: dict[str, Any] = {}
@@ -247,8 +292,10 @@ def loss_forward_backward_ratio(batch: int, repeat: int) -> dict[str, Any]:
 
             step()  # trace
             steps[impl] = step
-        rounds = [{impl: _median_time(lambda s=s: [t.numpy() for t in s()], repeat) for impl, s in steps.items()}
-                  for _ in range(3)]
+        rounds = [
+            {impl: _median_time(lambda s=s: [t.numpy() for t in s()], repeat) for impl, s in steps.items()}
+            for _ in range(3)
+        ]
         results[class_name] = _ratio_summary(rounds, "custom", "builtin", "informative (target for training <= 1.02)")
     return {"batch": [batch, 10], "losses": results}
 
@@ -261,32 +308,46 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quick = args.quick
     figures: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "python": platform.python_version(), "keras": keras.__version__},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+        },
         "quick": quick,
     }
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         print("bench: harness vs plain model.fit (MNIST MLP) ...", file=sys.stderr, flush=True)
         dataset = pipeline.load_data(_config("debug=quick" if quick else "dataset.limit.train=null"))
-        figures.update(harness_overhead(dataset, epochs=2 if quick else 4, rounds=1 if quick else args.rounds,
-                                        workdir=workdir))
+        figures.update(
+            harness_overhead(dataset, epochs=2 if quick else 4, rounds=1 if quick else args.rounds, workdir=workdir)
+        )
         print("bench: HTTP tracking server vs local SQLite ...", file=sys.stderr, flush=True)
         with start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
-            figures.update(tracking_server_overhead(dataset, epochs=2 if quick else 4,
-                                                    rounds=1 if quick else args.rounds, workdir=workdir,
-                                                    server_uri=server.uri))
+            figures.update(
+                tracking_server_overhead(
+                    dataset,
+                    epochs=2 if quick else 4,
+                    rounds=1 if quick else args.rounds,
+                    workdir=workdir,
+                    server_uri=server.uri,
+                )
+            )
         print("bench: launch to first training step ...", file=sys.stderr, flush=True)
         figures["startup"] = startup(workdir)
     print("bench: calibration metrics speed ...", file=sys.stderr, flush=True)
     figures["calibration_metrics_over_argmax"] = calibration_speed(
-        n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5)
+        n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5
+    )
     print("bench: custom vs built-in losses ...", file=sys.stderr, flush=True)
     figures["training_step_custom_over_builtin"] = training_step_ratio(
-        dataset, epochs=2 if quick else 3, rounds=1 if quick else args.rounds)
+        dataset, epochs=2 if quick else 3, rounds=1 if quick else args.rounds
+    )
     figures["loss_forward_backward_custom_over_builtin"] = loss_forward_backward_ratio(
-        batch=4096 if quick else 65_536, repeat=3 if quick else 20)
+        batch=4096 if quick else 65_536, repeat=3 if quick else 20
+    )
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
     print(f"bench: wrote {args.out}", file=sys.stderr)

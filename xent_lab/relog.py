@@ -16,7 +16,9 @@ from xent_lab.tracking.relog import relog
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xent_lab.relog", description="Log a job's local record as one complete MLflow run.")
+    parser = argparse.ArgumentParser(
+        prog="python -m xent_lab.relog", description="Log a job's local record as one complete MLflow run."
+    )
     parser.add_argument("output_dir", type=Path, help="the job's output folder (outputs/DATE/TIME or multirun/.../N)")
     parser.add_argument("--tracking-uri", help="where to log it (default: $MLFLOW_TRACKING_URI, else the job's)")
     parser.add_argument("--force", action="store_true", help="log it again even if it was re-logged before")

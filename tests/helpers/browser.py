@@ -34,8 +34,15 @@ FIX = "install Chromium and its driver with `bash .ci/system-packages` (Debian p
 WIDTH, HEIGHT = 1600, 1000
 # Without the background-networking flags Chromium keeps calling home, and an offline machine refuses it.
 CHROMIUM_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--hide-scrollbars",
 )
 WORKFLOW_KEY = "mlflow.workflowType_v1"  # where the UI keeps its GenAI / Model training switch
@@ -103,8 +110,7 @@ class MlflowUi:
     A wait that times out raises UiError naming the screenshot and page source saved in `debug_dir`.
     """
 
-    def __init__(self, driver: Chrome, base_url: str, debug_dir: Path | str | None = None,
-                 timeout: float = 60) -> None:
+    def __init__(self, driver: Chrome, base_url: str, debug_dir: Path | str | None = None, timeout: float = 60) -> None:
         self.driver = driver
         self.base_url = base_url.rstrip("/")
         self.debug_dir = Path(debug_dir) if debug_dir else Path(tempfile.mkdtemp(prefix="xent-ui-debug-"))
@@ -164,14 +170,19 @@ class MlflowUi:
     def open_experiments(self) -> None:
         """The experiments list, in the "Model training" mode, with the assistant's side panel closed."""
         self.driver.get(f"{self.base_url}/#/experiments")
-        self.find('//h2[normalize-space()="Experiments"] | //*[@role="heading" and normalize-space()="Experiments"]',
-                  'the experiments list (a heading "Experiments")')
+        self.find(
+            '//h2[normalize-space()="Experiments"] | //*[@role="heading" and normalize-space()="Experiments"]',
+            'the experiments list (a heading "Experiments")',
+        )
         self.find('//*[@role="row" and .//a]', "the experiments table to list an experiment")
         self._close_assistant()
         if self.driver.execute_script(f"return localStorage.getItem('{WORKFLOW_KEY}')") != '"machine_learning"':
             self.click('//*[@role="button" and normalize-space()="Model training"]', 'the "Model training" switch')
-            self.wait(lambda d: d.execute_script(f"return localStorage.getItem('{WORKFLOW_KEY}')")
-                      == '"machine_learning"', 'the UI to switch to "Model training"', 10)
+            self.wait(
+                lambda d: d.execute_script(f"return localStorage.getItem('{WORKFLOW_KEY}')") == '"machine_learning"',
+                'the UI to switch to "Model training"',
+                10,
+            )
             self.find('//*[@role="row" and .//a]', "the experiments table after the switch to Model training")
 
     def _close_assistant(self, appear_within: float = 5) -> None:
@@ -179,8 +190,10 @@ class MlflowUi:
 
         Closed once, it stays closed (MLflow remembers it in the browser's local storage).
         """
-        close = ('//*[text()[normalize-space()="MLflow Assistant"]]/ancestor::*[.//button[@aria-label="Close"]][1]'
-                 '//button[@aria-label="Close"]')
+        close = (
+            '//*[text()[normalize-space()="MLflow Assistant"]]/ancestor::*[.//button[@aria-label="Close"]][1]'
+            '//button[@aria-label="Close"]'
+        )
 
         def shown(driver: Chrome) -> WebElement | None:
             return next((b for b in driver.find_elements(By.XPATH, close) if b.is_displayed()), None)
@@ -196,10 +209,14 @@ class MlflowUi:
 
     def open_experiment(self, name: str) -> None:
         """From the experiments list, the experiment's runs table."""
-        self.click(f'//*[@role="row"]//a[normalize-space()={xpath_literal(name)}]',
-                   f"a link to the experiment {name!r} in the experiments list")
-        self.find('//span[contains(normalize-space(), "matching run")]',
-                  f"the runs table of experiment {name!r} (its 'N matching runs' footer)")
+        self.click(
+            f'//*[@role="row"]//a[normalize-space()={xpath_literal(name)}]',
+            f"a link to the experiment {name!r} in the experiments list",
+        )
+        self.find(
+            '//span[contains(normalize-space(), "matching run")]',
+            f"the runs table of experiment {name!r} (its 'N matching runs' footer)",
+        )
         self.find('//*[@role="row" and @row-id]', f"a run in the runs table of experiment {name!r}")
 
     def filter_runs(self, query: str) -> None:
@@ -208,8 +225,11 @@ class MlflowUi:
         box.click()
         box.send_keys(query)
         box.send_keys(Keys.ENTER)
-        self.wait(lambda d: "searchFilter=" in d.current_url and "searchFilter=&" not in d.current_url,
-                  f"the runs filter {query!r} to apply", 20)
+        self.wait(
+            lambda d: "searchFilter=" in d.current_url and "searchFilter=&" not in d.current_url,
+            f"the runs filter {query!r} to apply",
+            20,
+        )
         self.find('//*[@role="row" and @row-id]', f"a run matching the filter {query!r}")
 
     def run_link(self, run_name: str) -> str:
@@ -219,25 +239,34 @@ class MlflowUi:
     def open_run(self, run_name: str) -> None:
         """From the runs table, the run's page (its Overview tab)."""
         self.click(self.run_link(run_name), f"the run {run_name!r} in the runs table")
-        self.find(f'//*[@data-testid="runs-header" and normalize-space()={xpath_literal(run_name)}]'
-                  f' | //h2[normalize-space()={xpath_literal(run_name)}]', f"the page of run {run_name!r}")
+        self.find(
+            f'//*[@data-testid="runs-header" and normalize-space()={xpath_literal(run_name)}]'
+            f" | //h2[normalize-space()={xpath_literal(run_name)}]",
+            f"the page of run {run_name!r}",
+        )
         self.find('//*[@role="tab" and normalize-space()="Overview"]', "the run page's tabs")
 
     def open_tab(self, label: str) -> None:
         """A tab of the run page: Overview, Model metrics, System metrics, Traces, Artifacts."""
         self.click(f'//*[@role="tab" and normalize-space()={xpath_literal(label)}]', f"the {label!r} tab")
-        self.find(f'//*[@role="tab" and @aria-selected="true" and normalize-space()={xpath_literal(label)}]',
-                  f"the {label!r} tab to be selected")
+        self.find(
+            f'//*[@role="tab" and @aria-selected="true" and normalize-space()={xpath_literal(label)}]',
+            f"the {label!r} tab to be selected",
+        )
 
     def open_artifact(self, path: str) -> None:
         """In the Artifacts tab, open each folder of `path` in the tree and select the file."""
         parts = path.split("/")
         for depth, part in enumerate(parts):
             kind = "file" if depth == len(parts) - 1 else "folder"
-            self.click(f'//*[@data-testid="artifact-tree-node" and normalize-space()={xpath_literal(part)}]',
-                       f"the artifact {kind} {'/'.join(parts[: depth + 1])!r} in the artifact tree")
-        self.find(f'//*[normalize-space()={xpath_literal(path)} and @title={xpath_literal(path)}]',
-                  f"the preview header of artifact {path!r}")
+            self.click(
+                f'//*[@data-testid="artifact-tree-node" and normalize-space()={xpath_literal(part)}]',
+                f"the artifact {kind} {'/'.join(parts[: depth + 1])!r} in the artifact tree",
+            )
+        self.find(
+            f"//*[normalize-space()={xpath_literal(path)} and @title={xpath_literal(path)}]",
+            f"the preview header of artifact {path!r}",
+        )
 
     def image_preview(self, path: str, timeout: float | None = None) -> int:
         """The natural width of the artifact image previewed for `path`: it downloaded and decoded."""

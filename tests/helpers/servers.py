@@ -102,18 +102,41 @@ def postgres_cluster(timeout: float = 60) -> Iterator[str]:
         pwfile.write_text(password + "\n")
         if user is not None:
             os.chown(pwfile, user.pw_uid, user.pw_gid)
-        done = run(str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}",
-                   "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync")
+        done = run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
         pwfile.unlink()
         if done.returncode != 0:
             who = f" as OS user {user.pw_name}" if user else ""
             raise PostgresUnavailable(f"initdb{who} failed in {base}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         for attempt in range(3):
             port = free_port()
-            options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off")
-            done = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
-                       "-t", str(int(timeout)), "start")
+            options = (
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off"
+            )
+            done = run(
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            )
             if done.returncode == 0:
                 started = True
                 break
@@ -150,8 +173,10 @@ def postgres_uri() -> Iterator[str]:
 def _driver_hint(message: str) -> str:
     if "No module named 'psycopg'" not in message:
         return ""
-    return ("\nSQLAlchemy 2.1 opens postgresql:// URIs with psycopg 3: the project needs `psycopg[binary]` "
-            "(psycopg2 serves only postgresql+psycopg2:// URIs)")
+    return (
+        "\nSQLAlchemy 2.1 opens postgresql:// URIs with psycopg 3: the project needs `psycopg[binary]` "
+        "(psycopg2 serves only postgresql+psycopg2:// URIs)"
+    )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -186,8 +211,10 @@ def rest_get(server: str, endpoint: str, **query: str) -> dict[str, Any]:
 
 def rest_post(server: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"{server}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"{server}/api/2.0/mlflow/{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())

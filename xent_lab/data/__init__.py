@@ -1,8 +1,8 @@
 """Datasets for the experiments: MNIST and IMDB, from their original files, split, checked and cached.
 
-    settings = DataSettings.from_mapping({"name": "mnist", "cache_dir": "~/.cache/xent_lab/cache",
-                                          "val_size": 5000, "val_seed": 0})
-    ds = load_dataset(settings)
+settings = DataSettings.from_mapping({"name": "mnist", "cache_dir": "~/.cache/xent_lab/cache",
+                                      "val_size": 5000, "val_seed": 0})
+ds = load_dataset(settings)
 """
 
 from xent_lab.data.dataset import Dataset

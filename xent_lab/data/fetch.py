@@ -46,15 +46,13 @@ def sha256_of(path: Path) -> str:
 
 
 # Size and mtime are part of the key so that a file replaced in place is hashed again.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sha256_memo(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def ensure_file(
-    spec: RemoteFile, data_dir: Path, *, download: bool, verify: bool, progress: bool
-) -> tuple[Path, str]:
+def ensure_file(spec: RemoteFile, data_dir: Path, *, download: bool, verify: bool, progress: bool) -> tuple[Path, str]:
     """Return the local path of `spec` under `data_dir` and its sha256, downloading it first if it is missing.
 
     With `verify`, a digest not in `spec.known_sha256` is a DataError; without it any content is accepted

@@ -64,8 +64,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     expected = header_size + int(np.prod(dims))
     if len(data) != expected:
         raise DataError(
-            f"{path} is truncated or damaged: its header {dims} promises {expected} bytes, "
-            f"it has {len(data)}; {_FIX}"
+            f"{path} is truncated or damaged: its header {dims} promises {expected} bytes, it has {len(data)}; {_FIX}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
 

@@ -53,8 +53,7 @@ class DataSettings:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise DataError(
-                f"unknown dataset setting(s) {_listed(unknown)}; the settings are {_listed(fields)} "
-                "(see conf/dataset/)"
+                f"unknown dataset setting(s) {_listed(unknown)}; the settings are {_listed(fields)} (see conf/dataset/)"
             )
         required = [key for key, f in fields.items() if f.default is dataclasses.MISSING and key != "data_dir"]
         missing = [key for key in required if values.get(key) is None]

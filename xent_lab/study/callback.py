@@ -107,11 +107,17 @@ class StudyCallback(Callback):
         failed = [run for run in children if run.info.status != "FINISHED"]
         reused = [k for k in self.client.get_run(self.launch.parent_run_id).data.tags if k.startswith(T.REUSED_PREFIX)]
         self.client.set_tag(self.launch.parent_run_id, T.FAILED_JOBS, str(len(failed)))
-        lines = [f"study {self.launch.study}: {len(children)} jobs run ({len(failed)} failed), {len(reused)} reused from earlier launches"]
+        lines = [
+            f"study {self.launch.study}: {len(children)} jobs run ({len(failed)} failed), "
+            f"{len(reused)} reused from earlier launches"
+        ]
         if config.study.report:
             try:
                 path = report.build_report(
-                    self.launch.study, self.launch.tracking_uri, self.launch.experiment, self.launch.parent_run_id,
+                    self.launch.study,
+                    self.launch.tracking_uri,
+                    self.launch.experiment,
+                    self.launch.parent_run_id,
                     Path(config.study.report_dir) if config.study.report_dir else None,
                 )
             except Exception as exc:

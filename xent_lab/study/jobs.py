@@ -122,8 +122,7 @@ def finished_run(client: MlflowClient, experiment_id: str, study: str, digest: s
     found = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{T.STUDY}` = '{study}' and tags.`{T.CONFIG_HASH}` = '{digest}' "
-            "and attributes.status = 'FINISHED'"
+            f"tags.`{T.STUDY}` = '{study}' and tags.`{T.CONFIG_HASH}` = '{digest}' and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
@@ -156,17 +155,15 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
     existing = client.search_runs(
         [parent.info.experiment_id],
         filter_string=(
-            f"tags.`{T.PARENT_RUN_ID}` = '{job.launch.parent_run_id}' "
-            f"and tags.`{T.CONFIG_HASH}` = '{job.config_hash}'"
+            f"tags.`{T.PARENT_RUN_ID}` = '{job.launch.parent_run_id}' and tags.`{T.CONFIG_HASH}` = '{job.config_hash}'"
         ),
         max_results=1,
     )
     if existing:
         return
     run = client.create_run(
-        parent.info.experiment_id, run_name=f"{job.run_name(cfg.dataset.name, cfg.seed)} (failed before training)",
+        parent.info.experiment_id,
+        run_name=f"{job.run_name(cfg.dataset.name, cfg.seed)} (failed before training)",
         tags={**job.tags(), T.FAILURE_REASON: reason[:5000]},
     )
     client.set_terminated(run.info.run_id, "FAILED")
-
-

@@ -15,11 +15,11 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from xent_lab.errors import XentError
 from xent_lab.tracking import record
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.runlog import RunLogger
 from xent_lab.tracking.store import Tracker, check_reachable, resolve_uri
-from xent_lab.errors import XentError
 
 # MLflow accepts at most 1000 metric values per log_batch call.
 _METRICS_PER_BATCH = 1000
@@ -53,7 +53,9 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
             client.set_terminated(run_id, "FAILED")
         except Exception:
             pass
-        raise XentError(f"re-logging {output_dir} stopped ({exc}); the record is unchanged, run the command again")
+        raise XentError(
+            f"re-logging {output_dir} stopped ({exc}); the record is unchanged, run the command again"
+        ) from exc
     client.set_terminated(run_id, info.status)
     _retire(client, info.run_id, run_id)
     info.relogged_as = run_id

@@ -26,7 +26,11 @@ class RunLogger:
     """
 
     def __init__(
-        self, client: MlflowClient, run_id: str, experiment_id: str, record: LocalRecord | None = None,
+        self,
+        client: MlflowClient,
+        run_id: str,
+        experiment_id: str,
+        record: LocalRecord | None = None,
         uri: str = "",
     ) -> None:
         self.uri = uri  # its password is kept out of messages
@@ -70,7 +74,9 @@ class RunLogger:
         now = int(time.time() * 1000)
         if self.record is not None:
             self.record.metrics(metrics, step, now)
-        self._send(self.client.log_batch, self.run_id, [Metric(key, float(value), now, step) for key, value in metrics.items()])
+        self._send(
+            self.client.log_batch, self.run_id, [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.record is not None:
@@ -86,5 +92,3 @@ class RunLogger:
         if self.record is not None:
             self.record.file(path, artifact_path)
         self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
-
-

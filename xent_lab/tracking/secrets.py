@@ -40,5 +40,3 @@ def scrub_logs(uri: str) -> None:
         return
     for handler in logging.getLogger().handlers:
         handler.addFilter(_ScrubPassword(uri))
-
-

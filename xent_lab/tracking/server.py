@@ -79,12 +79,26 @@ def _launch(backend_uri: str, artifacts_dir: Path, port: int, timeout: float) ->
     env["MLFLOW_BACKEND_STORE_URI"] = backend_uri
     # MLflow's job runner starts seven huey consumers; tracking needs none of them.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    command = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts", "--artifacts-destination",
-               str(artifacts_dir), "--host", HOST, "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # Append mode: the server shares this file's offset, and reading the tail must not move where it writes.
     log = tempfile.TemporaryFile(mode="a+b")
-    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     server = Server(f"http://{HOST}:{port}", backend_uri, artifacts_dir, process, log)
     shown = scrub(backend_uri, backend_uri)
     deadline = time.monotonic() + timeout

@@ -39,7 +39,9 @@ def log_outputs(
     run.log_figure(plots.loss_curves(history, title), T.LOSS_CURVES_ARTIFACT)
     for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
         figure = calibration.reliability_diagram(
-            heads.probabilities(logits[split], objective.head), labels, cfg.calibration.n_bins,
+            heads.probabilities(logits[split], objective.head),
+            labels,
+            cfg.calibration.n_bins,
             title=f"{title} ({split})",
         )
         run.log_figure(figure, T.RELIABILITY_ARTIFACT.format(split=split))

@@ -81,9 +81,10 @@ class CalibrationCallback(keras.callbacks.Callback):
 
     def _validation_logits(self) -> np.ndarray:
         model = self.model if self.logits_model is None else self.logits_model
+        step = self.batch_size
         batches = [
-            model.predict_on_batch(keras.tree.map_structure(lambda a: a[start : start + self.batch_size], self.x_val))
-            for start in range(0, len(self.y_val), self.batch_size)
+            model.predict_on_batch(keras.tree.map_structure(lambda a, start=start: a[start : start + step], self.x_val))
+            for start in range(0, len(self.y_val), step)
         ]
         return np.concatenate(batches)
 
