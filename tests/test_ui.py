@@ -49,7 +49,7 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
     create_store(workdir)  # before the trainer and the server both open it
     with ThreadPoolExecutor(1) as pool, start_server(store_uri(workdir), tmp_path / "mlartifacts") as server:
         # The training runs while the server and Chromium start (both take seconds).
-        training = pool.submit(run_train, workdir, cache_dir, QUICK)
+        training = pool.submit(run_train, workdir, cache_dir, QUICK, "trainer.epochs=2")  # a curve, not a point
         try:
             driver = make_driver(tmp_path / "chromium-profile")
         except BrowserUnavailable as exc:
