@@ -18,6 +18,7 @@ from xent_lab.losses import functional
 from xent_lab.losses._checks import check_axis, check_gamma, check_label_smoothing
 from xent_lab.losses._ops import Tensor
 
+
 class _LossFunctionWrapper(keras.losses.Loss):
     """A `Loss` computing `fn(y_true, y_pred, **arguments)`; the arguments are also its attributes
     and, with name, reduction and dtype, its config (so `from_config` is the constructor)."""
@@ -42,7 +43,12 @@ class _LossFunctionWrapper(keras.losses.Loss):
         # Checked here too, so that a bad argument fails at construction rather than at the first call.
         check_label_smoothing(label_smoothing)
         self.fn = fn
-        arguments = {"from_logits": from_logits, "label_smoothing": label_smoothing, "axis": check_axis(axis), **arguments}
+        arguments = {
+            "from_logits": from_logits,
+            "label_smoothing": label_smoothing,
+            "axis": check_axis(axis),
+            **arguments,
+        }
         self._argument_names = tuple(arguments)
         for key, value in arguments.items():
             setattr(self, key, value)
