@@ -47,6 +47,12 @@ def configure_runtime(trainer: DictConfig, seed: int) -> Runtime:
     keras.utils.set_random_seed(seed)
     if trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        # The setting is process-wide: a job after a deterministic one in the same process (a sweep, the
+        # in-process tests) must not inherit it. TensorFlow exports no public switch back.
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         device_name = f"GPU:0 {details.get('device_name', '')}".strip()
