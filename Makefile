@@ -15,7 +15,7 @@ export XENT_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install train lint format test test-ui bench study ui server screenshots clean
+.PHONY: install train lint format test test-ui bench study ui server screenshots cluster cluster-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,16 @@ server: $(STAMP)  ## MLflow tracking server (BACKEND=postgresql://... for Postgr
 screenshots: $(STAMP)  ## the README's UI screenshots: make screenshots STORE=sqlite:///PATH/mlflow.db (needs .ci/system-packages)
 	@test -n "$(STORE)" || { echo "usage: make screenshots STORE=sqlite:///PATH/mlflow.db"; exit 2; }
 	$(PY) -m tools.screenshots --store $(STORE) --out docs/screenshots $(ARGS)
+
+# A single-node SLURM cluster (munged, slurmctld, slurmd, as root) for trying hydra/launcher=slurm; not for production.
+CLUSTER_DIR ?= /tmp/xent-lab-cluster
+
+cluster: $(STAMP)  ## start a local single-node SLURM cluster (root); prints the SLURM_CONF to export
+	bash .ci/system-packages slurm-wlm munge
+	$(PY) -m tools.cluster start $(CLUSTER_DIR)
+
+cluster-stop: $(STAMP)  ## stop the local SLURM cluster and whatever its jobs left running
+	$(PY) -m tools.cluster stop $(CLUSTER_DIR)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,4 +1,4 @@
-"""The console scripts `xent-train`, `xent-report` and `xent-relog` run the same commands as `python -m`."""
+"""The console scripts `xent-train`, `xent-report`, `xent-relog` and `xent-calibrate` run the `python -m` commands."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
         ("xent-relog", ["/nonexistent/job"], 2, "no run record in /nonexistent/job"),
         ("xent-report", ["no_such_study", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], 2, "no MLflow store at"),
         ("xent-train", ["trainer.epochs=0"], 2, "invalid config value trainer.epochs=0"),
+        ("xent-calibrate", ["0123abcd", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], 2, "error:"),
     ],
 )
 def test_console_script_runs_its_command(tmp_path, script, args, code, expected):

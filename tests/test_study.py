@@ -160,6 +160,10 @@ def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["xent.study"] == "mnist_losses"
     assert json.loads(parent.data.tags["xent.sweep"])["loss"] == "cce,focal"
+    # One progress line per finished job; the parent run keeps the last.
+    assert "job 1/4 done (mnist-" in done.stdout and "left" in done.stdout
+    assert parent.data.tags["xent.progress"].startswith("job 4/4 done (mnist-")
+    assert parent.data.tags["xent.progress"].endswith("all done")
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

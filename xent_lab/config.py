@@ -6,12 +6,14 @@ Hydra already rejects unknown config groups and options; this module checks the 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xent_lab.calibration.recalibration import RECALIBRATORS
 from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.errors import ConfigError, NotApplicable
 
@@ -150,12 +152,37 @@ def _validate_tracking(cfg: DictConfig) -> None:
     if not isinstance(cfg.tracking.experiment, str) or not cfg.tracking.experiment:
         _fail("tracking.experiment", cfg.tracking.experiment, "a non-empty string")
     _boolean(cfg, "tracking.log_model")
+    register_as = cfg.tracking.register_as
+    if register_as is not None and (not isinstance(register_as, str) or not register_as.strip()):
+        _fail("tracking.register_as", register_as, "null or a registered model name")
+    _boolean(cfg, "tracking.system_metrics")
+    if cfg.tracking.system_metrics and importlib.util.find_spec("psutil") is None:
+        raise ConfigError(
+            "tracking.system_metrics=true needs psutil (MLflow samples the machine with it): pip install psutil"
+        )
     timeout = cfg.tracking.connect_timeout
     if not _is_number(timeout) or timeout <= 0:
         _fail("tracking.connect_timeout", timeout, "a number of seconds > 0")
     _positive_int(cfg, "calibration.n_bins")
     _boolean(cfg, "calibration.per_epoch")
     _boolean(cfg, "calibration.temperature_scaling")
+    _validate_calibration(cfg)
+
+
+def _validate_calibration(cfg: DictConfig) -> None:
+    resamples = cfg.calibration.bootstrap
+    if not _is_int(resamples) or resamples < 0:
+        _fail("calibration.bootstrap", resamples, "a number of bootstrap resamples >= 0 (0: no intervals)")
+    if not _is_int(cfg.calibration.bootstrap_seed):
+        _fail("calibration.bootstrap_seed", cfg.calibration.bootstrap_seed, "an integer")
+    methods = cfg.calibration.methods
+    if (
+        not isinstance(methods, ListConfig)
+        or any(m not in RECALIBRATORS for m in methods)
+        or len(set(methods)) != len(methods)
+    ):
+        _fail("calibration.methods", methods, "a list of distinct methods among " + ", ".join(RECALIBRATORS))
+    _choice(cfg, "calibration.temperature_objective", ("nll", "ece"))
 
 
 def _validate_study(cfg: DictConfig) -> None:

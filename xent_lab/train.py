@@ -10,6 +10,10 @@ import time
 # Taken before the heavy imports below, for `perf/startup_seconds` (launch to first training step).
 LAUNCHED = time.perf_counter()
 
+from xent_lab import console
+
+console.import_tensorflow()  # first: TensorFlow's C++ start-up lines are filtered (see xent_lab.console)
+
 import signal
 import sys
 import traceback
@@ -32,11 +36,26 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OK, USER_ERROR, INTERRUPTED = 0, 2, 130
 
 
+# SIGUSR2 is SLURM's warning, `hydra.launcher.signal_delay_s` before `timeout_min`, that submitit asks for; its own
+# handler would fail the run (or requeue the job to start it over), so a job nearing its time limit ends KILLED too.
+SCHEDULER_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM (a scheduler or `kill`) ends the run as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     # SIGINT is set explicitly too: a process started in the background by a non-interactive shell
     # inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
+    if signum in SCHEDULER_SIGNALS:
+        # Once: at the time limit SLURM sends SIGTERM twice (to the job step, then through srun), and a second
+        # KeyboardInterrupt would break off the ending of the run, leaving it RUNNING.
+        for other in SCHEDULER_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def _job_process(launcher: DictConfig) -> bool:
+    """Whether the launcher runs each job in a process of its own and waits for its result (submitit, SLURM)."""
+    return "submitit" in str(launcher.get("_target_", ""))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -48,13 +67,19 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     uri = resolve_uri(cfg.tracking.uri)  # only to keep its password out of messages
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, *SCHEDULER_SIGNALS):
         signal.signal(signum, _raise_keyboard_interrupt)
     try:
         results = train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir), LAUNCHED)
         return results[tags.TEST_ACCURACY]
     except KeyboardInterrupt:
         print("interrupted: training stopped; a run already started was ended as KILLED", file=sys.stderr, flush=True)
+        if sweeping and _job_process(hydra_cfg.launcher):
+            # submitit learns that a job ended from the result it writes when the job returns: without one the
+            # launch fails (or, without SLURM accounting, waits forever). Returned, the sweep goes on, the
+            # report lists the KILLED run, and a relaunch trains it again.
+            print(f"job {hydra_cfg.job.num} stopped; the sweep goes on", file=sys.stderr, flush=True)
+            return None
         sys.exit(INTERRUPTED)
     except NotApplicable as exc:
         if sweeping:  # e.g. loss.gamma=flsd53 crossed with loss.impl=builtin: nothing to run, nothing failed

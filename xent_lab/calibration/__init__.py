@@ -10,6 +10,10 @@ and its correctness a_i = 1[argmax_j P_ij == y_i].
 - `binning`: the equal-width bins and `reliability_bins`;
 - `metrics`: ECE, MCE, adaptive and classwise ECE, Brier, NLL, accuracy, per-class recall;
 - `temperature`: recalibration of logits (temperature scaling);
+- `estimators`: debiased ECE, ECE-sweep and smooth ECE;
+- `bootstrap`: percentile bootstrap intervals of the metrics, and the paired bootstrap of two models;
+- `recalibration`: the recalibration methods (fit / predict_proba), registered in `RECALIBRATORS`;
+- `scoring`: a run's test scores with intervals, before and after each recalibration method;
 - `plots`: reliability diagrams;
 - `predictions`: test logits, labels and head saved to and loaded from .npz.
 
@@ -17,6 +21,8 @@ Logits become probabilities in `xent_lab.heads` (`probabilities`, re-exported he
 """
 
 from xent_lab.calibration.binning import ReliabilityBins, reliability_bins
+from xent_lab.calibration.bootstrap import BOOTSTRAP_METRICS, PairedDifference, bootstrap_ci, paired_bootstrap
+from xent_lab.calibration.estimators import debiased_ece, ece_sweep, estimator_metrics, smooth_ece
 from xent_lab.calibration.metrics import (
     NLL_EPS,
     accuracy,
@@ -31,34 +37,53 @@ from xent_lab.calibration.metrics import (
 )
 from xent_lab.calibration.plots import draw_reliability, reliability_diagram
 from xent_lab.calibration.predictions import Predictions, load_predictions, save_predictions
+from xent_lab.calibration.recalibration import RECALIBRATORS, Recalibrator, methods_for, recalibrator
+from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature, temperature_scaling_report
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
 from xent_lab.heads import HEADS, probabilities
 
 __all__ = [
+    "BOOTSTRAP_METRICS",
     "HEADS",
     "NLL_EPS",
+    "RECALIBRATORS",
     "SUM_TOLERANCE",
     "TEMPERATURE_BOUNDS",
+    "PairedDifference",
     "Predictions",
+    "Recalibrated",
+    "Recalibrator",
     "ReliabilityBins",
+    "Scores",
     "accuracy",
     "adaptive_ece",
+    "bootstrap_ci",
     "brier_score",
     "calibration_metrics",
     "check_labels",
     "check_n_bins",
     "classwise_ece",
+    "debiased_ece",
     "draw_reliability",
     "ece",
+    "ece_sweep",
+    "estimator_metrics",
+    "fit_methods",
     "fit_temperature",
     "load_predictions",
     "mce",
+    "methods_for",
     "nll",
+    "paired_bootstrap",
     "per_class_recall",
     "probabilities",
+    "recalibrate",
+    "recalibrator",
     "reliability_bins",
     "reliability_diagram",
     "save_predictions",
+    "score",
+    "smooth_ece",
     "temperature_scaling_report",
 ]

@@ -26,6 +26,15 @@ def uniform_bin_ids(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges[1:-1], scores, side="left")
 
 
+def equal_mass_bin_ids(scores: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-mass bin of each score (Nixon et al. 2019): rank r' * M // n, r' the ascending rank of the first
+    sample holding the same score, so ties share a bin and the result does not depend on the sample order."""
+    order = np.argsort(scores)
+    bin_ids = np.empty(len(scores), dtype=np.int64)
+    bin_ids[order] = np.searchsorted(scores[order], scores[order], side="left") * n_bins // len(scores)
+    return bin_ids
+
+
 def bin_means(
     bin_ids: np.ndarray, scores: np.ndarray, outcomes: np.ndarray, n_bins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

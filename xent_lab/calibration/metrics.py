@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from xent_lab.calibration.binning import bin_means, expected_gap, reliability_bins, top_label, uniform_bin_ids
+from xent_lab.calibration.binning import (
+    bin_means,
+    equal_mass_bin_ids,
+    expected_gap,
+    reliability_bins,
+    top_label,
+    uniform_bin_ids,
+)
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
 NLL_EPS = 1e-12  # lower clip of the true-class probability in `nll`
@@ -47,12 +54,7 @@ def adaptive_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> flo
     check_n_bins(n_bins)
     probs, labels = check_probs(probs, labels)
     confidence, correct = top_label(probs, labels)
-    n = len(confidence)
-    order = np.argsort(confidence)
-    first_rank_of_value = np.searchsorted(confidence[order], confidence[order], side="left")
-    bin_ids = np.empty(n, dtype=np.int64)
-    bin_ids[order] = first_rank_of_value * n_bins // n
-    return float(expected_gap(*bin_means(bin_ids, confidence, correct, n_bins)))
+    return float(expected_gap(*bin_means(equal_mass_bin_ids(confidence, n_bins), confidence, correct, n_bins)))
 
 
 def classwise_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:

@@ -22,10 +22,11 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xent_lab.errors import TrackingError, XentError
-from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, sweep_of
+from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, job_context, sweep_of
+from xent_lab.study.progress import Progress, sweep_size
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
 from xent_lab.tracking import tags as T
 
@@ -46,6 +47,7 @@ class StudyCallback(Callback):
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.launch: StudyLaunch | None = None
+        self.progress: Progress | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings and launches the jobs anyway; a sweep that
@@ -87,12 +89,31 @@ class StudyCallback(Callback):
         )
         self.client = client
         self.launch = StudyLaunch(config.study.name, parent.info.run_id, uri, config.tracking.experiment, sweep)
+        self.progress = Progress(sweep_size(sweep))
         atexit.register(self._end_parent, "KILLED", "the launch stopped before the sweep ended")
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STUDY_FILE).write_text(json.dumps(asdict(self.launch), indent=2))
         client.set_tag(parent.info.run_id, T.SWEEP_DIR, str(sweep_dir.resolve()))
         print(f"study {config.study.name}: parent run {parent.info.run_id} in {redact(uri)}", flush=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.progress is not None and self.progress.reports_here():
+            self.progress.start_job()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Print the study's progress and keep it as the parent run's tag (see `xent_lab.study.progress`)."""
+        if self.progress is None or not self.progress.reports_here() or self.launch is None or self.client is None:
+            return
+        from xent_lab.training.summary import run_name  # the job's own name; Keras is loaded by the job already
+
+        job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])  # as the task saw it
+        line = self.progress.finish_job(run_name(job, job_context(job)))
+        print(line, flush=True)
+        try:
+            self.client.set_tag(self.launch.parent_run_id, T.PROGRESS, line)
+        except Exception as exc:  # a lost server: the jobs record their runs themselves, the tag is only a view
+            print(f"warning: the study's progress tag could not be set ({type(exc).__name__})", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.launch is None or self.client is None:

@@ -6,6 +6,7 @@ nothing is lost: `python -m xent_lab.relog OUTPUT_DIR` later turns the record in
 Layout of `OUTPUT_DIR/mlflow_run/`:
   run.json       experiment, run name, tags, params, status, the MLflow run id it was logged as
   metrics.jsonl  one line per metric value: {"key", "value", "step", "timestamp"}
+  inputs.json    the datasets the run read (xent_lab.tracking.lineage), as logged with log_inputs
   artifacts/     every artifact, at its artifact path
 and `OUTPUT_DIR/checkpoint.keras`, the model saved after every epoch.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from xent_lab.errors import XentError
 
 FOLDER = "mlflow_run"
 CHECKPOINT = "checkpoint.keras"  # the model, saved after every epoch beside the record
+INPUTS = "inputs.json"
 
 
 @dataclass
@@ -71,6 +73,9 @@ class LocalRecord:
         self.info.tags.update({key: str(value) for key, value in tags.items()})
         self._save()
 
+    def inputs(self, inputs: Sequence[Mapping[str, str]]) -> None:
+        atomic.write_text(self.folder / INPUTS, json.dumps([dict(entry) for entry in inputs], indent=2))
+
     def metrics(self, metrics: Mapping[str, float], step: int, timestamp: int) -> None:
         with open(self.folder / "metrics.jsonl", "a") as out:
             for key, value in metrics.items():
@@ -84,8 +89,11 @@ class LocalRecord:
     def text(self, text: str, artifact_file: str) -> None:
         self._target(artifact_file).write_text(text)
 
-    def figure(self, figure: Figure, artifact_file: str) -> None:
-        figure.savefig(self._target(artifact_file))
+    def figure(self, figure: Figure, artifact_file: str) -> Path:
+        """Render `figure` into the record; returns the file, which the MLflow upload then reuses."""
+        target = self._target(artifact_file)
+        figure.savefig(target)
+        return target
 
     def file(self, path: Path, artifact_path: str | None) -> None:
         shutil.copy2(path, self._target(f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name))
@@ -103,6 +111,7 @@ class RecordedRun:
     folder: Path
     info: RunInfo
     metrics: list[dict]
+    inputs: list[dict] = field(default_factory=list)  # none in records written before inputs were logged
 
     @property
     def artifacts(self) -> Path:
@@ -134,6 +143,7 @@ def load(output_dir: Path) -> RecordedRun:
         info = RunInfo(**json.loads((folder / "run.json").read_text()))
         lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
         metrics = _metric_lines(lines)
+        inputs = json.loads((folder / INPUTS).read_text()) if (folder / INPUTS).exists() else []
     except (ValueError, TypeError) as exc:
         raise XentError(f"the run record in {folder} is damaged ({exc}); it cannot be re-logged") from exc
-    return RecordedRun(folder, info, metrics)
+    return RecordedRun(folder, info, metrics, inputs)

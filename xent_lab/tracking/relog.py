@@ -64,7 +64,10 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
 
 
 def _log_contents(client, run_id: str, experiment_id: str, recorded: record.RecordedRun) -> None:
-    RunLogger(client, run_id, experiment_id).log_params(recorded.info.params)
+    logger = RunLogger(client, run_id, experiment_id)
+    logger.log_params(recorded.info.params)
+    if recorded.inputs:
+        logger.log_inputs(recorded.inputs)
     metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in recorded.metrics]
     for start in range(0, len(metrics), _METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])

@@ -6,6 +6,8 @@ The names are part of the stores users already have: renaming one breaks reading
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # --- tags of every training run
 DATASET = "dataset"
 MODEL = "model"
@@ -22,6 +24,11 @@ FAILURE_REASON = "failure_reason"  # why a run did not finish
 NOTE = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
 PARENT_RUN_ID = "mlflow.parentRunId"
 
+# --- the SLURM job a run ran in (xent_lab.tracking.cluster); absent outside SLURM
+SLURM_JOB_ID = "slurm_job_id"  # as squeue shows it, scancel takes it: <array job id>_<index> for an array task
+SLURM_ARRAY_JOB_ID = "slurm_array_job_id"  # the array of a study launch's jobs
+SLURM_ARRAY_TASK_ID = "slurm_array_task_id"  # the job's index in it
+
 # --- studies (xent_lab.study): a parent run per launch, a child run per job
 STUDY = "xent.study"
 ROLE = "xent.role"
@@ -34,6 +41,7 @@ COMMAND = "xent.command"
 PUBLISHED = "xent.published"  # "true" when launched exactly as the study file defines it
 LAUNCH_HOST = "xent.launch_host"
 FAILED_JOBS = "xent.failed_jobs"
+PROGRESS = "xent.progress"  # the last "job N/M done (...); about T left" line of a running study
 REUSED_PREFIX = "xent.reused."  # + config hash -> the earlier run a relaunch reused
 
 # --- relog (xent_lab.tracking.relog)
@@ -55,6 +63,8 @@ TEST_ECE_TS = "test/ece_ts"
 TEST_TEMPERATURE = "test/temperature"
 TEST_RECALL_PREFIX = "test/recall/"  # + class index
 TS_SUFFIX = "_ts"  # test/<metric>_ts: the metric after temperature scaling
+RECAL_PREFIX = "test/recal/"  # + <method>/<metric>: the test metric after a recalibration method
+CI_LOW, CI_HIGH = "ci_low", "ci_high"  # <metric>/ci_low, <metric>/ci_high: its 95% bootstrap interval
 TRAIN_SECONDS = "perf/train_seconds"
 MEAN_EPOCH_SECONDS = "perf/mean_epoch_seconds"
 EPOCHS_RUN = "perf/epochs_run"
@@ -67,7 +77,16 @@ MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
 LOSS_CURVES_ARTIFACT = "plots/loss_curves.png"
 RELIABILITY_ARTIFACT = "plots/reliability_{split}.png"
 PREDICTIONS_ARTIFACT = "predictions/test_predictions.npz"
+VAL_PREDICTIONS_ARTIFACT = "predictions/val_predictions.npz"  # what `xent_lab.calibrate` refits on
+RECAL_PARAMS_ARTIFACT = "recalibration/{method}.json"  # a recalibration method's fitted parameters
 REPORT_ARTIFACT_DIR = "report"  # a study's report among its parent run's artifacts
+MODEL_ARTIFACT = "model"  # the MLflow Model (tracking.log_model): runs:/<run id>/model
+
+# --- run inputs (xent_lab.tracking.lineage): one MLflow dataset per split, named <dataset>-<split>
+DATASET_INPUT_NAME = "{dataset}-{split}"  # e.g. mnist-train, mnist-val, mnist-test
+DATASET_CONTEXT = "mlflow.data.context"  # MLflow's input tag that the UI shows beside a dataset
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # split -> context
+SYSTEM_PREFIX = "system/"  # MLflow's system metrics (tracking.system_metrics), e.g. system/cpu_utilization_percentage
 
 
 def test_metric(name: str) -> str:
@@ -78,6 +97,21 @@ def test_metric(name: str) -> str:
 def val_metric(name: str) -> str:
     """`ece` -> `val/ece`."""
     return VAL_PREFIX + name
+
+
+def recal_metric(method: str, name: str) -> str:
+    """(`isotonic`, `ece`) -> `test/recal/isotonic/ece`."""
+    return f"{RECAL_PREFIX}{method}/{name}"
+
+
+def with_intervals(
+    values: dict[str, float], intervals: dict[str, tuple[float, float]], name_of: Callable[[str], str] = test_metric
+) -> dict[str, float]:
+    """{name_of(metric): value}, plus name_of(metric)/ci_low and /ci_high for each metric with an interval."""
+    named = {name_of(key): value for key, value in values.items()}
+    for key, (low, high) in intervals.items():
+        named.update({f"{name_of(key)}/{CI_LOW}": low, f"{name_of(key)}/{CI_HIGH}": high})
+    return named
 
 
 def metric_name(keras_key: str) -> str:

@@ -1,7 +1,8 @@
-"""What a finished run leaves in MLflow besides metrics: config, plots, predictions and the model."""
+"""What a finished run leaves in MLflow besides metrics: config, plots and predictions (the model: logged_model)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -29,13 +30,13 @@ def log_outputs(
     run: RunLogger,
     cfg: DictConfig,
     title: str,
-    model: keras.Model,
     dataset: Dataset,
     objective: Objective,
     logits: dict[str, np.ndarray],
     history: dict[str, list[float]],
 ) -> None:
-    """Loss curves, reliability diagrams (validation and test), test predictions and, if asked, the model."""
+    """Loss curves, reliability diagrams (validation and test), the validation and test predictions, and the
+    fitted parameters of each recalibration method (one JSON each)."""
     run.log_figure(plots.loss_curves(history, title), T.LOSS_CURVES_ARTIFACT)
     for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
         figure = calibration.reliability_diagram(
@@ -50,7 +51,13 @@ def log_outputs(
         predictions = Path(tmp) / Path(T.PREDICTIONS_ARTIFACT).name
         calibration.save_predictions(predictions, logits["test"], dataset.y_test, objective.head)
         run.log_artifact(predictions, predictions_dir)
-        if cfg.tracking.log_model:
-            model_path = Path(tmp) / "model.keras"
-            model.save(model_path)
-            run.log_artifact(model_path, "model")
+        # The validation logits too: `python -m xent_lab.calibrate RUN_ID` refits recalibration methods on them.
+        val_predictions = Path(tmp) / Path(T.VAL_PREDICTIONS_ARTIFACT).name
+        calibration.save_predictions(val_predictions, logits["val"], dataset.y_val, objective.head)
+        run.log_artifact(val_predictions, predictions_dir)
+    calib = cfg.calibration
+    fitted = calibration.fit_methods(
+        logits["val"], dataset.y_val, objective.head, list(calib.methods), calib.n_bins, calib.temperature_objective
+    )
+    for method, fit in fitted.items():  # refitted: deterministic, the same maps `evaluate` scored
+        run.log_text(json.dumps(fit.params, indent=2), T.RECAL_PARAMS_ARTIFACT.format(method=method))

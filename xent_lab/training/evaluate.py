@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import keras
 import numpy as np
 from omegaconf import DictConfig
@@ -25,14 +27,16 @@ def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.nd
 def evaluate(
     model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
 ) -> dict[str, float]:
-    """Test metrics under their MLflow names; with `calibration.temperature_scaling`, also after it."""
+    """Test metrics and their bootstrap intervals under their MLflow names; with `calibration.temperature_scaling`,
+    also after it (test/*_ts); then the test metrics after each of `calibration.methods` (test/recal/...)."""
     test_loss, test_accuracy = model.evaluate(
         dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
     )
     results = {T.TEST_LOSS: test_loss, T.TEST_ACCURACY: test_accuracy}
     probs = heads.probabilities(logits["test"], objective.head)
-    metrics = calibration.calibration_metrics(probs, dataset.y_test, calib.n_bins)
-    results.update({T.test_metric(k): v for k, v in metrics.items() if k != "accuracy"})
+    scores = calibration.score(probs, dataset.y_test, calib.n_bins, calib.bootstrap, calib.bootstrap_seed)
+    # test/accuracy is Keras' (the same argmax accuracy); its bootstrap interval comes from the scores.
+    results.update(T.with_intervals({k: v for k, v in scores.values.items() if k != "accuracy"}, scores.intervals))
     recall = calibration.per_class_recall(probs, dataset.y_test)
     results.update({f"{T.TEST_RECALL_PREFIX}{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
     if calib.temperature_scaling:
@@ -42,4 +46,13 @@ def evaluate(
         results.update(
             {T.test_metric(k): v for k, v in scaled.items() if k.endswith(T.TS_SUFFIX) or k == "temperature"}
         )
+    recalibrated = calibration.recalibrate(
+        *(logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, list(calib.methods)),
+        n_bins=calib.n_bins,
+        n_resamples=calib.bootstrap,
+        seed=calib.bootstrap_seed,
+        temperature_objective=calib.temperature_objective,
+    )
+    for method, fitted in recalibrated.items():
+        results.update(T.with_intervals(fitted.scores.values, fitted.scores.intervals, partial(T.recal_metric, method)))
     return results

@@ -23,10 +23,21 @@ from xent_lab import config, data, models, objectives, study
 from xent_lab.errors import TrackingError
 from xent_lab.losses import loss_decomposition
 from xent_lab.study import JobContext
-from xent_lab.tracking import RunLogger, Tracker, check_reachable, git_commit, resolve_uri, scrub, scrub_logs
+from xent_lab.tracking import (
+    RunLogger,
+    Tracker,
+    check_reachable,
+    git_commit,
+    lineage,
+    resolve_uri,
+    scrub,
+    scrub_logs,
+    system_metrics,
+)
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.record import CHECKPOINT
-from xent_lab.training import artifacts, fit, summary
+from xent_lab.training import artifacts, fit, logged_model, summary
 from xent_lab.training.callbacks import CalibrationCallback, EpochMetricsLogger
 from xent_lab.training.evaluate import evaluate, split_logits
 from xent_lab.training.runtime import Runtime, configure_runtime
@@ -61,13 +72,21 @@ def train(
     built = build(cfg)
     name = summary.run_name(cfg, job)
     tags = run_tags(cfg, runtime, built.dataset, list(overrides), output_dir, job, tracker.uri)
-    with tracker.run(name, tags=tags, record_dir=output_dir) as run:
+    with (
+        tracker.run(name, tags=tags, record_dir=output_dir) as run,
+        system_metrics.monitored(run, tracker.uri, cfg.tracking.system_metrics),
+    ):
         run.log_params({key: scrub(value, tracker.uri) for key, value in config.flatten(cfg).items()})
+        inputs = lineage.log_datasets(run, built.dataset, data_settings(cfg))
         artifacts.log_config(run, cfg, list(overrides), built.model, tracker.uri)
         results, history = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
-        run.log_metrics(results, step=int(results[T.EPOCHS_RUN]))
+        epochs_run = int(results[T.EPOCHS_RUN])
+        model_id = logged_model.log_model(
+            run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run
+        )
+        lineage.log_final_metrics(run, results, epochs_run, inputs["test"], model_id)
         run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime)})
-        artifacts.log_outputs(run, cfg, name, built.model, built.dataset, built.objective, *history)
+        artifacts.log_outputs(run, cfg, name, built.dataset, built.objective, *history)
     print(summary.console_summary(results, tracker, run), flush=True)
     if run.lost is not None:
         raise TrackingError(
@@ -98,8 +117,12 @@ def _finished_earlier(tracker: Tracker, job: JobContext) -> dict[str, float] | N
     return dict(earlier.data.metrics)
 
 
+def data_settings(cfg: DictConfig) -> data.DataSettings:
+    return data.DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True))
+
+
 def load_data(cfg: DictConfig) -> data.Dataset:
-    return data.load_dataset(data.DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True)))
+    return data.load_dataset(data_settings(cfg))
 
 
 def build(cfg: DictConfig) -> Built:
@@ -133,6 +156,7 @@ def run_tags(
         **({T.OUTPUT_DIR: str(output_dir)} if output_dir is not None else {}),
         **{f"{T.DATA_SHA256_PREFIX}{name}": digest for name, digest in dataset.checksums.items()},
         **(job.tags() if job is not None else {}),
+        **slurm_tags(),  # the SLURM job and array task, when the job runs under SLURM
     }
 
 

@@ -40,10 +40,22 @@ def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime) -> st
         f" · seed {cfg.seed} · {cfg.trainer.epochs} epochs on {runtime.device_name}",
         "",
         # A list, not a table: MLflow's note renderer draws tables without cell padding.
-        f"- test accuracy **{results[T.TEST_ACCURACY]:.4f}**, test loss {results[T.TEST_LOSS]:.4f}",
-        f"- ECE {results[T.TEST_ECE]:.4f}; after temperature scaling {ece_ts:.4f} (T = {temperature:.3f})",
+        f"- test accuracy **{results[T.TEST_ACCURACY]:.4f}**{_interval(results, T.TEST_ACCURACY)}, "
+        f"test loss {results[T.TEST_LOSS]:.4f}",
+        f"- ECE {results[T.TEST_ECE]:.4f}{_interval(results, T.TEST_ECE)}; after temperature scaling {ece_ts:.4f} "
+        f"(T = {temperature:.3f})",
     ]
+    for name in ("nll", "brier", "debiased_ece", "smooth_ece"):
+        metric = T.test_metric(name)
+        if metric in results:
+            lines.append(f"- {name} {results[metric]:.4f}{_interval(results, metric)}")
     return "\n".join(lines)
+
+
+def _interval(results: dict[str, float], metric: str) -> str:
+    """` [low, high]`, the metric's 95% bootstrap interval, when the run computed one."""
+    low, high = results.get(f"{metric}/{T.CI_LOW}"), results.get(f"{metric}/{T.CI_HIGH}")
+    return "" if low is None or high is None else f" [{low:.4f}, {high:.4f}]"
 
 
 def model_summary(model: keras.Model) -> str:

@@ -1,0 +1,128 @@
+"""Tests of xent_lab.calibration.bootstrap: resampled metrics by hand and against explicit resampling,
+interval coverage in simulation, the paired bootstrap, and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xent_lab import calibration as cal
+from xent_lab.calibration.bootstrap import resample_counts, resampled_metrics
+
+# The 3-class example of tests/test_calibration.py (n_bins=4): confidences 1, .5, .45, .8, .6; correct 1 0 1 0 1.
+PROBS = np.array([[1.0, 0.0, 0.0], [0.25, 0.5, 0.25], [0.3, 0.45, 0.25], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]])
+LABELS = np.array([0, 2, 1, 2, 0])
+
+
+def _explicit(probs, labels, counts, n_bins):
+    index = np.repeat(np.arange(len(labels)), counts.astype(int))
+    metrics = cal.calibration_metrics(probs[index], labels[index], n_bins)
+    return {**metrics, "debiased_ece": cal.debiased_ece(probs[index], labels[index], n_bins)}
+
+
+def test_resampled_metrics_by_hand():
+    # Counts 2 0 1 1 1: rows a, a, c, d, e. Correct 1 1 1 0 1 -> accuracy .8; Brier 0, 0, .455, 1.46, .26.
+    counts = np.array([[2.0, 0, 1, 1, 1]])
+    got = resampled_metrics(PROBS, LABELS, counts, cal.BOOTSTRAP_METRICS, n_bins=4)
+    assert got["accuracy"][0] == pytest.approx(0.8)
+    assert got["brier"][0] == pytest.approx((0.455 + 1.46 + 0.26) / 5)
+    # Bins: (.25, .5] {c: .45, 1}, (.5, .75] {e: .6, 1}, (.75, 1] {a, a: 1, 1; d: .8, 0} -> conf .9333, acc 2/3.
+    assert got["ece"][0] == pytest.approx((0.55 + 0.4 + 3 * abs(2 / 3 - 2.8 / 3)) / 5)
+    assert got["mce"][0] == pytest.approx(0.55)
+    # A row of ones is the test set itself.
+    ones = resampled_metrics(PROBS, LABELS, np.ones((1, 5)), cal.BOOTSTRAP_METRICS, n_bins=4)
+    assert {k: v[0] for k, v in ones.items()} == pytest.approx(_explicit(PROBS, LABELS, np.ones(5), 4))
+
+
+def test_resampled_metrics_equal_the_metrics_of_explicit_resamples():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=300)
+    probs = np.round(probs, 2)  # ties, which equal-mass bins keep together
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 300)
+    counts = resample_counts(300, 6, rng)
+    np.testing.assert_array_equal(counts.sum(axis=1), 300)
+    got = resampled_metrics(probs, labels, counts, cal.BOOTSTRAP_METRICS, n_bins=10)
+    for row, c in enumerate(counts):
+        expected = _explicit(probs, labels, c, 10)
+        for name in cal.BOOTSTRAP_METRICS:
+            assert got[name][row] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=500)
+    labels = rng.integers(0, 5, 500)
+    intervals = cal.bootstrap_ci(probs, labels, cal.BOOTSTRAP_METRICS, n_resamples=300, seed=1)
+    assert intervals == cal.bootstrap_ci(probs, labels, cal.BOOTSTRAP_METRICS, n_resamples=300, seed=1)
+    assert intervals != cal.bootstrap_ci(probs, labels, cal.BOOTSTRAP_METRICS, n_resamples=300, seed=2)
+    point = {**cal.calibration_metrics(probs, labels), "debiased_ece": cal.debiased_ece(probs, labels)}
+    for name, (low, high) in intervals.items():
+        assert low < high, name
+        if name in ("accuracy", "nll", "brier"):  # means; the binned metrics are biased and may sit outside
+            assert low <= point[name] <= high, name
+
+
+def test_bootstrap_ci_of_a_constant_is_that_constant():
+    # Every prediction right with confidence .9: each resample has accuracy 1 and NLL -log .9.
+    probs = np.tile([0.9, 0.1], (50, 1))
+    intervals = cal.bootstrap_ci(probs, np.zeros(50, int), ("accuracy", "nll", "ece"), n_resamples=50, seed=0)
+    assert intervals["accuracy"] == (1.0, 1.0)
+    assert intervals["nll"] == pytest.approx((-np.log(0.9), -np.log(0.9)))
+    assert intervals["ece"] == pytest.approx((0.1, 0.1))
+
+
+def test_interval_coverage_in_simulation():
+    """Four fixed distributions, each sample one of them at random and its label drawn from it: the population
+    accuracy is the mean of max_j P_j, the population Brier score the mean of 1 - sum_j P_j²."""
+    vectors = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.85, 0.05], [0.3, 0.3, 0.4]])
+    true_accuracy = vectors.max(axis=1).mean()
+    true_brier = (1 - (vectors**2).sum(axis=1)).mean()
+    rng = np.random.default_rng(2024)
+    n, datasets = 300, 200
+    which = rng.integers(0, 4, size=(datasets, n))
+    probs = vectors[which]
+    labels = (probs.cumsum(axis=2) < rng.uniform(size=(datasets, n, 1))).sum(axis=2)
+    covered = np.zeros((datasets, 2), bool)
+    for d in range(datasets):
+        ci = cal.bootstrap_ci(probs[d], labels[d], ("accuracy", "brier"), n_resamples=400, seed=d)
+        covered[d] = [
+            ci["accuracy"][0] <= true_accuracy <= ci["accuracy"][1],
+            ci["brier"][0] <= true_brier <= ci["brier"][1],
+        ]
+    coverage = covered.mean(axis=0)
+    assert np.all((coverage >= 0.90) & (coverage <= 0.99)), coverage
+
+
+def test_paired_bootstrap_by_hand():
+    # Model b fixes row b (label 2) and row d (label 2) of model a: accuracy .6 -> 1.
+    better = PROBS.copy()
+    better[1] = [0.25, 0.25, 0.5]
+    better[3] = [0.1, 0.1, 0.8]
+    paired = cal.paired_bootstrap(PROBS, better, LABELS, ("accuracy", "brier"), n_resamples=200, seed=0, n_bins=4)
+    assert paired["accuracy"].difference == pytest.approx(0.4)
+    # Squared errors of b, rows b and d: .375 and .06 instead of .875 and 1.46.
+    assert paired["brier"].difference == pytest.approx((0.375 + 0.06 - 0.875 - 1.46) / 5)
+    assert 0 <= paired["accuracy"].low <= 0.4 <= paired["accuracy"].high <= 1
+    # A resample without rows b and d (probability .6^5) has no difference: the upper end may be 0.
+    assert paired["brier"].low < paired["brier"].high <= 0
+    same = cal.paired_bootstrap(PROBS, PROBS, LABELS, cal.BOOTSTRAP_METRICS, n_resamples=50, seed=0)
+    assert all(d == (0.0, 0.0, 0.0) for d in same.values())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": ("ece", "smooth_ece")}, "no bootstrap for metric"),
+        ({"n_resamples": 0}, "n_resamples must be an integer >= 1"),
+        ({"level": 1.5}, r"level must lie in \(0, 1\)"),
+    ],
+)
+def test_bootstrap_ci_checks_its_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cal.bootstrap_ci(PROBS, LABELS, **kwargs)
+
+
+def test_paired_bootstrap_needs_the_same_test_set():
+    with pytest.raises(ValueError, match="same test set"):
+        cal.paired_bootstrap(PROBS, PROBS[:4], LABELS)

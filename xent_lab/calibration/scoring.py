@@ -1,0 +1,80 @@
+"""A run's test scores: every metric with its bootstrap interval, before and after each recalibration method.
+
+The harness (`xent_lab.training.evaluate`, `xent_lab.calibrate`) names them for MLflow (`tracking.tags`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xent_lab import heads
+from xent_lab.calibration.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci
+from xent_lab.calibration.estimators import estimator_metrics
+from xent_lab.calibration.metrics import calibration_metrics
+from xent_lab.calibration.recalibration import Recalibrator, recalibrator
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metric values on the test set and, when bootstrapped, their percentile intervals (low, high)."""
+
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recalibrated:
+    """One method's fitted parameters and its test scores (accuracy only when the method can change it)."""
+
+    params: dict[str, Any]
+    scores: Scores
+
+
+def score(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, n_resamples: int = 0, seed: int = 0) -> Scores:
+    """`calibration_metrics` and `estimator_metrics`; with n_resamples > 0, the 95% intervals of BOOTSTRAP_METRICS."""
+    values = {**calibration_metrics(probs, labels, n_bins), **estimator_metrics(probs, labels, n_bins)}
+    intervals = bootstrap_ci(probs, labels, BOOTSTRAP_METRICS, n_resamples, seed, n_bins) if n_resamples else {}
+    return Scores(values, intervals)
+
+
+def fit_methods(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    head: str,
+    methods: Sequence[str],
+    n_bins: int = 15,
+    temperature_objective: str = "nll",
+) -> dict[str, Recalibrator]:
+    """Each named method fitted on (logits, labels); all are built first, so a wrong name fails before any fit."""
+    options = {"temperature": {"objective": temperature_objective, "n_bins": n_bins}, "histogram": {"n_bins": n_bins}}
+    built = {name: recalibrator(name, head, **options.get(name, {})) for name in methods}
+    return {name: method.fit(logits, labels) for name, method in built.items()}
+
+
+def recalibrate(
+    val_logits: np.ndarray,
+    val_labels: np.ndarray,
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    head: str,
+    methods: Sequence[str],
+    n_bins: int = 15,
+    n_resamples: int = 0,
+    seed: int = 0,
+    temperature_objective: str = "nll",
+) -> dict[str, Recalibrated]:
+    """{method: its params and the test scores of its predictions}, each method fitted on validation."""
+    test_logits = heads.check_logits(test_logits, head)
+    fitted = fit_methods(val_logits, val_labels, head, methods, n_bins, temperature_objective)
+    out = {}
+    for name, method in fitted.items():
+        scores = score(method.predict_proba(test_logits), test_labels, n_bins, n_resamples, seed)
+        if not method.changes_argmax:
+            scores.values.pop("accuracy")
+            scores.intervals.pop("accuracy", None)
+        out[name] = Recalibrated(method.params, scores)
+    return out
