@@ -161,6 +161,13 @@ def test_invalid_config_fails_before_any_run(tmp_path, cache_dir, override, key)
     assert not (tmp_path / "mlflow.db").exists()  # no run created, no store written
 
 
+def test_a_recalibration_method_the_head_cannot_take_fails_before_training(tmp_path, cache_dir):
+    # Platt scaling needs one sigmoid output; cross-entropy on MNIST gives a 10-way softmax.
+    with pytest.raises(ConfigError, match="platt cannot recalibrate a softmax head"):
+        train_here(tmp_path, cache_dir, QUICK, "calibration.methods=[temperature,platt]")
+    assert runs(tmp_path) == []
+
+
 def test_invalid_config_on_the_command_line_exits_2_with_one_line(tmp_path, cache_dir):
     done = run_train(tmp_path, cache_dir, "trainer.epochs=-1", timeout=120)
     assert done.returncode == 2

@@ -34,6 +34,7 @@ def log_outputs(
     objective: Objective,
     logits: dict[str, np.ndarray],
     history: dict[str, list[float]],
+    recal_params: dict[str, dict],
 ) -> None:
     """Loss curves, reliability diagrams (validation and test), the validation and test predictions, and the
     fitted parameters of each recalibration method (one JSON each)."""
@@ -55,9 +56,5 @@ def log_outputs(
         val_predictions = Path(tmp) / Path(T.VAL_PREDICTIONS_ARTIFACT).name
         calibration.save_predictions(val_predictions, logits["val"], dataset.y_val, objective.head)
         run.log_artifact(val_predictions, predictions_dir)
-    calib = cfg.calibration
-    fitted = calibration.fit_methods(
-        logits["val"], dataset.y_val, objective.head, list(calib.methods), calib.n_bins, calib.temperature_objective
-    )
-    for method, fit in fitted.items():  # refitted: deterministic, the same maps `evaluate` scored
-        run.log_text(json.dumps(fit.params, indent=2), T.RECAL_PARAMS_ARTIFACT.format(method=method))
+    for method, params in recal_params.items():
+        run.log_text(json.dumps(params, indent=2), T.RECAL_PARAMS_ARTIFACT.format(method=method))

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from xent_lab import calibration, heads
 from xent_lab.data import Dataset
+from xent_lab.errors import ConfigError
 from xent_lab.objectives import Objective
 from xent_lab.tracking import tags as T
 
@@ -26,9 +27,11 @@ def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.nd
 
 def evaluate(
     model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, dict]]:
     """Test metrics and their bootstrap intervals under their MLflow names; with `calibration.temperature_scaling`,
-    also after it (test/*_ts); then the test metrics after each of `calibration.methods` (test/recal/...)."""
+    also after it (test/*_ts); then the test metrics after each of `calibration.methods` (test/recal/...).
+
+    Returns the metrics and each recalibration method's fitted parameters (logged as JSON artifacts)."""
     test_loss, test_accuracy = model.evaluate(
         dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
     )
@@ -55,4 +58,15 @@ def evaluate(
     )
     for method, fitted in recalibrated.items():
         results.update(T.with_intervals(fitted.scores.values, fitted.scores.intervals, partial(T.recal_metric, method)))
-    return results
+    return results, {method: fitted.params for method, fitted in recalibrated.items()}
+
+
+def check_methods(methods: list[str], head: str) -> None:
+    """Before training: every configured recalibration method applies to the head the loss gave the model."""
+    usable = calibration.methods_for(head)
+    wrong = [method for method in methods if method not in usable]
+    if wrong:
+        raise ConfigError(
+            f"invalid config value calibration.methods={methods}: {', '.join(wrong)} cannot recalibrate a "
+            f"{head} head; for this loss use any of {', '.join(usable)}"
+        )

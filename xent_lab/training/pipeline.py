@@ -39,7 +39,7 @@ from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.training import artifacts, fit, logged_model, summary
 from xent_lab.training.callbacks import CalibrationCallback, EpochMetricsLogger
-from xent_lab.training.evaluate import evaluate, split_logits
+from xent_lab.training.evaluate import check_methods, evaluate, split_logits
 from xent_lab.training.runtime import Runtime, configure_runtime
 
 
@@ -79,14 +79,17 @@ def train(
         run.log_params({key: scrub(value, tracker.uri) for key, value in config.flatten(cfg).items()})
         inputs = lineage.log_datasets(run, built.dataset, data_settings(cfg))
         artifacts.log_config(run, cfg, list(overrides), built.model, tracker.uri)
-        results, history = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
+        outcome = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
+        results = outcome.results
         epochs_run = int(results[T.EPOCHS_RUN])
         model_id = logged_model.log_model(
             run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run
         )
         lineage.log_final_metrics(run, results, epochs_run, inputs["test"], model_id)
         run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime)})
-        artifacts.log_outputs(run, cfg, name, built.dataset, built.objective, *history)
+        artifacts.log_outputs(
+            run, cfg, name, built.dataset, built.objective, outcome.logits, outcome.history, outcome.recal_params
+        )
     print(summary.console_summary(results, tracker, run), flush=True)
     if run.lost is not None:
         raise TrackingError(
@@ -129,6 +132,7 @@ def build(cfg: DictConfig) -> Built:
     """Load the data, then build the loss, the model with the head it asks for, and compile."""
     dataset = load_data(cfg)
     objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+    check_methods(list(cfg.calibration.methods), objective.head)  # before the training, not after
     model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective, dataset.vocab_size)
     fit.compile_model(model, cfg.trainer, objective)
     return Built(dataset, objective, model, models.logits_model(model))
@@ -160,10 +164,20 @@ def run_tags(
     }
 
 
+@dataclass
+class Outcome:
+    """What fitting and evaluating gave: the final metrics, and what the artifacts are drawn from."""
+
+    results: dict[str, float]
+    logits: dict[str, np.ndarray]  # "val" and "test"
+    history: dict[str, list[float]]  # Keras' History.history
+    recal_params: dict[str, dict]  # each recalibration method's fitted parameters
+
+
 def fit_and_evaluate(
     cfg: DictConfig, built: Built, run: RunLogger, output_dir: Path | None, launched_at: float | None
-) -> tuple[dict[str, float], tuple[dict[str, np.ndarray], dict[str, list[float]]]]:
-    """Fit with the per-epoch callbacks, then evaluate; returns the results and (logits, history) for the plots."""
+) -> Outcome:
+    """Fit with the per-epoch callbacks, then evaluate on the test split."""
     dataset, objective = built.dataset, built.objective
     epochs = EpochMetricsLogger(run)
     started = time.perf_counter()
@@ -178,7 +192,7 @@ def fit_and_evaluate(
     train_seconds = time.perf_counter() - started
     # Taken after training: early stopping may have restored earlier weights.
     logits = split_logits(built.logits_model, dataset)
-    results = evaluate(built.model, dataset, objective, logits, cfg.calibration)
+    results, recal_params = evaluate(built.model, dataset, objective, logits, cfg.calibration)
     steady = epochs.epoch_seconds[1:] or epochs.epoch_seconds  # epoch 0 includes tracing
     results.update(
         {
@@ -189,7 +203,7 @@ def fit_and_evaluate(
     )
     if launched_at is not None:
         results[T.STARTUP_SECONDS] = epochs.first_step_at - launched_at
-    return results, (logits, history.history)
+    return Outcome(results, logits, history.history, recal_params)
 
 
 def _callbacks(cfg: DictConfig, built: Built, output_dir: Path | None) -> list[keras.callbacks.Callback]:
