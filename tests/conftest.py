@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# Session fixtures shared by every module that asks for them: one PostgreSQL cluster, one tracking server
+# per backend, one SLURM cluster for the whole run.
+pytest_plugins = ["tests.helpers.servers", "tests.helpers.slurm"]
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):

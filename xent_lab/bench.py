@@ -55,6 +55,14 @@ def _config(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
+def _compiled(cfg: DictConfig, dataset: Dataset) -> tuple[objectives.Objective, keras.Model]:
+    """The objective and compiled model the harness would train, for a plain `model.fit` beside it."""
+    objective = objectives.build_objective(cfg.loss, dataset.num_classes)
+    model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
+    fit.compile_model(model, cfg.trainer, objective)
+    return objective, model
+
+
 def _steady(seconds: list[float]) -> float:
     """Median epoch time without epoch 0 (it includes graph tracing); the median resists stray slow epochs."""
     return float(np.median(seconds[1:] or seconds))
@@ -92,9 +100,7 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
     cfg = _config(*overrides)
 
     def plain() -> float:
-        objective = objectives.build_objective(cfg.loss, dataset.num_classes)
-        model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
-        fit.compile_model(model, cfg.trainer, objective)
+        objective, model = _compiled(cfg, dataset)
         timer = EpochTimer()
         model.fit(
             dataset.x_train,
@@ -240,9 +246,7 @@ def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str,
             for impl in ("builtin", "custom"):
                 cfg = _config(f"loss={name}", f"loss.impl={impl}")
                 keras.utils.set_random_seed(0)
-                objective = objectives.build_objective(cfg.loss, dataset.num_classes)
-                model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective)
-                fit.compile_model(model, cfg.trainer, objective)
+                objective, model = _compiled(cfg, dataset)
                 timer = EpochTimer()
                 model.fit(
                     dataset.x_train,
