@@ -25,8 +25,12 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     bench.main(["--quick", "--out", str(out)])
     figures = json.loads(out.read_text())
     assert not (tmp_path / "mlruns").exists(), "the bench left run artifacts in the folder it was started from"
-    for key in ("epoch_seconds_harness_over_plain_fit", "epoch_seconds_harness_with_calibration_over_plain_fit",
-                "calibration_metrics_over_argmax", "epoch_seconds_http_server_over_sqlite"):
+    for key in (
+        "epoch_seconds_harness_over_plain_fit",
+        "epoch_seconds_harness_with_calibration_over_plain_fit",
+        "calibration_metrics_over_argmax",
+        "epoch_seconds_http_server_over_sqlite",
+    ):
         assert figures[key]["ratio"] > 0 and math.isfinite(figures[key]["ratio"]), key
     server = figures["epoch_seconds_http_server_over_sqlite"]
     assert set(server["rounds"][0]) == {"http_server", "local_sqlite"}

@@ -25,9 +25,7 @@ from xent_lab.training.callbacks import CalibrationCallback
 #   d    [0.8, 0.1, 0.1]     2      0.80  0     0        3
 #   e    [0.6, 0.3, 0.1]     0      0.60  0     1        2
 # Bin 0 is empty. Bin 1: conf .475, acc .5; bin 2: conf .6, acc 1; bin 3: conf .9, acc .5.
-PROBS = np.array(
-    [[1.0, 0.0, 0.0], [0.25, 0.5, 0.25], [0.3, 0.45, 0.25], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]]
-)
+PROBS = np.array([[1.0, 0.0, 0.0], [0.25, 0.5, 0.25], [0.3, 0.45, 0.25], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1]])
 LABELS = np.array([0, 2, 1, 2, 0])
 
 
@@ -208,8 +206,17 @@ def test_temperature_scaling_report():
     val_logits, val_labels = _softmax_data(rng, 20_000, 10, 2.0)
     test_logits, test_labels = _softmax_data(rng, 20_000, 10, 2.0)
     report = cal.temperature_scaling_report(val_logits, val_labels, test_logits, test_labels, "softmax", 15)
-    assert set(report) == {"nll", "ece", "brier", "accuracy", "nll_ts", "ece_ts", "brier_ts", "accuracy_ts",
-                           "temperature"}
+    assert set(report) == {
+        "nll",
+        "ece",
+        "brier",
+        "accuracy",
+        "nll_ts",
+        "ece_ts",
+        "brier_ts",
+        "accuracy_ts",
+        "temperature",
+    }
     assert report["temperature"] == pytest.approx(2.0, abs=0.1)
     assert report["accuracy_ts"] == report["accuracy"]
     # The raw logits are over-confident by a factor 2: scaling must help every proper score and ECE.

@@ -11,7 +11,6 @@ from xent_lab import config
 from xent_lab.errors import ConfigError
 
 
-
 def compose_config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=list(overrides))
@@ -29,8 +28,10 @@ class TestCompose:
         assert cfg.model.name == "embedding_avg" and cfg.model.input == "text"
         config.validate(cfg)
 
-    @pytest.mark.parametrize("dataset,model", [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"),
-                                               ("imdb", "text_cnn"), ("imdb", "bilstm")])
+    @pytest.mark.parametrize(
+        "dataset,model",
+        [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"), ("imdb", "text_cnn"), ("imdb", "bilstm")],
+    )
     @pytest.mark.parametrize("loss", ["bce", "cce", "sparse_cce", "focal"])
     @pytest.mark.parametrize("impl", ["builtin", "custom"])
     def test_every_combination_validates(self, dataset, model, loss, impl):

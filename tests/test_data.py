@@ -26,8 +26,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from xent_lab.data import DataError, Dataset, DataSettings, load_dataset
-from xent_lab.data import fetch, imdb, mnist
+from xent_lab.data import DataError, Dataset, DataSettings, fetch, imdb, load_dataset, mnist
 from xent_lab.data.fetch import RemoteFile
 from xent_lab.data.splits import long_tail_indices
 
@@ -112,8 +111,17 @@ def write_tar_gz(path: Path, members: dict[str, str], *, order_seed: int = 0) ->
 
 
 def tiny_imdb_settings(data_dir: Path, cache_dir: Path, **overrides) -> DataSettings:
-    settings = DataSettings("imdb", data_dir, cache_dir, val_size=TINY_VAL, val_seed=0, vocab_size=100,
-                            sequence_length=6, verify_checksums=False, download=False)
+    settings = DataSettings(
+        "imdb",
+        data_dir,
+        cache_dir,
+        val_size=TINY_VAL,
+        val_seed=0,
+        vocab_size=100,
+        sequence_length=6,
+        verify_checksums=False,
+        download=False,
+    )
     return dataclasses.replace(settings, **overrides)
 
 
@@ -122,8 +130,9 @@ def load_tiny_imdb(data_dir: Path, cache_dir: Path, progress: bool = False, **ov
 
 
 def load_tiny_mnist(data_dir: Path, **overrides) -> Dataset:
-    settings = DataSettings("mnist", data_dir, data_dir / "unused-cache", val_size=5, val_seed=0,
-                            verify_checksums=False, download=False)
+    settings = DataSettings(
+        "mnist", data_dir, data_dir / "unused-cache", val_size=5, val_seed=0, verify_checksums=False, download=False
+    )
     return load_dataset(dataclasses.replace(settings, **overrides), progress=False)
 
 
@@ -423,9 +432,7 @@ def harness_settings(*overrides: str) -> DataSettings:
     return DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True))
 
 
-def test_config_files_map_onto_the_settings_and_their_defaults(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_config_files_map_onto_the_settings_and_their_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XENT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("XENT_CACHE_DIR", str(tmp_path / "cache"))
     # conf/dataset/imdb.yaml spells out vocab_size and sequence_length: they must be DataSettings' defaults.
@@ -439,9 +446,20 @@ def test_config_files_map_onto_the_settings_and_their_defaults(
 
 def test_from_mapping_defaults_and_nested_limits() -> None:
     settings = DataSettings.from_mapping({**REQUIRED, "data_dir": "/raw"})
-    assert settings == DataSettings("mnist", Path("/raw"), Path("/cache"), val_size=10, val_seed=3, limit_train=None,
-                                    limit_test=None, imbalance=None, vocab_size=20000, sequence_length=256,
-                                    download=True, verify_checksums=True)
+    assert settings == DataSettings(
+        "mnist",
+        Path("/raw"),
+        Path("/cache"),
+        val_size=10,
+        val_seed=3,
+        limit_train=None,
+        limit_test=None,
+        imbalance=None,
+        vocab_size=20000,
+        sequence_length=256,
+        download=True,
+        verify_checksums=True,
+    )
     limited = DataSettings.from_mapping({**REQUIRED, "limit": {"train": 5, "test": None}, "imbalance": 10})
     assert (limited.limit_train, limited.limit_test, limited.imbalance) == (5, None, 10)
 
@@ -479,8 +497,16 @@ def test_from_mapping_rejects_unknown_and_missing_keys(mapping: dict, named: str
 
 def test_shaping_settings_are_all_but_where_and_how_to_fetch(tmp_path: Path) -> None:
     settings = tiny_imdb_settings(tmp_path, tmp_path)
-    assert settings.shaping() == {"name": "imdb", "val_size": TINY_VAL, "val_seed": 0, "limit_train": None,
-                                  "limit_test": None, "imbalance": None, "vocab_size": 100, "sequence_length": 6}
+    assert settings.shaping() == {
+        "name": "imdb",
+        "val_size": TINY_VAL,
+        "val_seed": 0,
+        "limit_train": None,
+        "limit_test": None,
+        "imbalance": None,
+        "vocab_size": 100,
+        "sequence_length": 6,
+    }
     assert set(KEY_CHANGES) == set(settings.shaping()) - {"name", "imbalance"}
 
 
@@ -527,9 +553,7 @@ def test_imdb_order_of_archive_members_does_not_matter(tmp_path: Path) -> None:
     assert_same_arrays(*loaded)  # ...same data
 
 
-def test_imdb_cache_hit_skips_vectorizing(
-    tiny_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_imdb_cache_hit_skips_vectorizing(tiny_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
     builds = imdb.build_count()
     first = load_tiny_imdb(tiny_imdb, cache)
@@ -675,11 +699,18 @@ def test_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def real_imdb(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     # Reading the whole archive takes seconds: once per test session. Settings as the config group gives them.
-    settings = DataSettings.from_mapping({
-        "name": "imdb", "data_dir": str(real_data_dir), "cache_dir": str(tmp_path_factory.mktemp("imdb-cache")),
-        "val_size": 500, "val_seed": 0, "limit": {"train": 2000, "test": 1000}, "vocab_size": 5000,
-        "sequence_length": 128,
-    })
+    settings = DataSettings.from_mapping(
+        {
+            "name": "imdb",
+            "data_dir": str(real_data_dir),
+            "cache_dir": str(tmp_path_factory.mktemp("imdb-cache")),
+            "val_size": 500,
+            "val_seed": 0,
+            "limit": {"train": 2000, "test": 1000},
+            "vocab_size": 5000,
+            "sequence_length": 128,
+        }
+    )
     return load_dataset(settings, progress=False)
 
 
@@ -687,7 +718,7 @@ def test_real_imdb_with_limits(real_imdb: Dataset) -> None:
     ds = real_imdb
     assert ds.x_train.shape == (2000, 128) and ds.x_val.shape == (500, 128) and ds.x_test.shape == (1000, 128)
     assert ds.x_train.dtype == np.int32 and ds.vocab_size == 5000
-    assert 0 <= ds.x_train.min() and ds.x_test.max() < 5000
+    assert ds.x_train.min() >= 0 and ds.x_test.max() < 5000
     for y in (ds.y_train, ds.y_val, ds.y_test):
         assert set(np.unique(y)) == {0, 1}  # the test limit is a random subset, not the first (all neg) files
         assert 0.4 < y.mean() < 0.6

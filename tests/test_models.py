@@ -20,13 +20,21 @@ def build(dataset: str, model: str, loss: str, *overrides: str) -> keras.Model:
     return build_model(cfg.model, SHAPES[dataset], objective, vocab_size=100)
 
 
-@pytest.mark.parametrize("dataset,model", [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"),
-                                           ("imdb", "text_cnn"), ("imdb", "bilstm")])
+@pytest.mark.parametrize(
+    "dataset,model",
+    [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"), ("imdb", "text_cnn"), ("imdb", "bilstm")],
+)
 @pytest.mark.parametrize("loss", ["cce", "bce", "focal"])
 def test_output_width_follows_the_loss(dataset, model, loss):
     net = build(dataset, model, loss)
-    expected = {("mnist", "cce"): 10, ("mnist", "bce"): 10, ("mnist", "focal"): 10,
-                ("imdb", "cce"): 2, ("imdb", "bce"): 1, ("imdb", "focal"): 1}[dataset, loss]
+    expected = {
+        ("mnist", "cce"): 10,
+        ("mnist", "bce"): 10,
+        ("mnist", "focal"): 10,
+        ("imdb", "cce"): 2,
+        ("imdb", "bce"): 1,
+        ("imdb", "focal"): 1,
+    }[dataset, loss]
     assert net.output.shape == (None, expected)
     x = np.zeros((3, *SHAPES[dataset]), dtype="int32" if dataset == "imdb" else "float32")
     assert net.predict(x, verbose=0).shape == (3, expected)

@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers.e2e import QUICK, train_command, train_env
 from xent_lab import tracking
-from xent_lab.tracking import record
 from xent_lab.errors import XentError
+from xent_lab.tracking import record
 from xent_lab.tracking.relog import relog
 from xent_lab.tracking.server import start_server
 
@@ -39,7 +39,10 @@ def test_the_record_holds_everything_that_was_logged(tmp_path):
     assert recorded.info.params == {"trainer.epochs": "2"} and recorded.info.tags["loss"] == "cce"
     assert recorded.info.tracking_uri.startswith("sqlite:///")
     assert [(m["key"], m["step"]) for m in recorded.metrics] == [
-        ("train/loss", 0), ("val/loss", 0), ("train/loss", 1), ("val/loss", 1)
+        ("train/loss", 0),
+        ("val/loss", 0),
+        ("train/loss", 1),
+        ("val/loss", 1),
     ]
     assert (recorded.artifacts / "config" / "config.yaml").read_text() == "a: 1\n"
 
@@ -86,7 +89,9 @@ def test_relog_cli_reports_an_unreachable_server(tmp_path):
     write_record(tmp_path / "job", f"sqlite:///{tmp_path}/mlflow.db")
     done = subprocess.run(
         [sys.executable, "-m", "xent_lab.relog", str(tmp_path / "job"), "--tracking-uri", "http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and "cannot reach the MLflow tracking server at http://127.0.0.1:9" in done.stderr
     assert record.load(tmp_path / "job").info.relogged_as is None
@@ -109,9 +114,14 @@ def test_server_lost_mid_training_then_relogged_as_one_complete_run(tmp_path, ca
     epochs = 6
     with start_server(backend, tmp_path / "artifacts") as server:
         trainer = subprocess.Popen(
-            train_command(QUICK, f"trainer.epochs={epochs}", f"tracking.uri={server.uri}",
-                          f"hydra.run.dir={output_dir}"),
-            cwd=workdir, env=train_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            train_command(
+                QUICK, f"trainer.epochs={epochs}", f"tracking.uri={server.uri}", f"hydra.run.dir={output_dir}"
+            ),
+            cwd=workdir,
+            env=train_env(cache_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         metrics_file = output_dir / record.FOLDER / "metrics.jsonl"
         wait_for(lambda: metrics_file.exists() and "val/loss" in metrics_file.read_text(), 300, "the first epoch")
@@ -130,7 +140,9 @@ def test_server_lost_mid_training_then_relogged_as_one_complete_run(tmp_path, ca
     with start_server(backend, tmp_path / "artifacts") as server:
         done = subprocess.run(
             [sys.executable, "-m", "xent_lab.relog", str(output_dir), "--tracking-uri", server.uri],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         client = MlflowClient(server.uri)

@@ -52,50 +52,87 @@ class Store:
 
 
 def _parent(store: Store, key: str, start: int, study: str = STUDY, **tags: str) -> str:
-    run = store.client.create_run(store.experiment_id, start_time=start, run_name=f"{study}-{key}", tags={
-        "xent.study": study, "xent.role": "parent", "git_commit": "abc123",
-        "xent.command": f"python -m xent_lab.train experiment={study} --multirun",
-        "xent.sweep": json.dumps({"loss": "cce,focal", "loss.impl": "custom,builtin", "seed": "0,1"}),
-        "xent.launch_host": "lab-01 (Intel Xeon, 2 cores)", **tags,
-    })
+    run = store.client.create_run(
+        store.experiment_id,
+        start_time=start,
+        run_name=f"{study}-{key}",
+        tags={
+            "xent.study": study,
+            "xent.role": "parent",
+            "git_commit": "abc123",
+            "xent.command": f"python -m xent_lab.train experiment={study} --multirun",
+            "xent.sweep": json.dumps({"loss": "cce,focal", "loss.impl": "custom,builtin", "seed": "0,1"}),
+            "xent.launch_host": "lab-01 (Intel Xeon, 2 cores)",
+            **tags,
+        },
+    )
     store.parents[key] = run.info.run_id
     return run.info.run_id
 
 
-def _child(store: Store, parent_id: str, name: str, *, loss: str, impl: str, seed: int, start: int,
-           duration: int = 5_000, dataset: str = "mnist", overrides: dict[str, str] | None = None,
-           failed: bool = False, commit: str = "abc123") -> None:
+def _child(
+    store: Store,
+    parent_id: str,
+    name: str,
+    *,
+    loss: str,
+    impl: str,
+    seed: int,
+    start: int,
+    duration: int = 5_000,
+    dataset: str = "mnist",
+    overrides: dict[str, str] | None = None,
+    failed: bool = False,
+    commit: str = "abc123",
+) -> None:
     """A child run as xent_lab.train logs it: tags, params, final metrics, val/loss history, predictions."""
     n_classes, head, model = (2, "sigmoid", "embedding_avg") if dataset == "imdb" else (10, "softmax", "mlp")
     if overrides is None:
         overrides = {"loss": loss, "loss.impl": impl, "seed": str(seed)}
     tags = {
-        "mlflow.parentRunId": parent_id, "xent.study": STUDY, "xent.role": "child",
-        "xent.config_hash": f"hash-{name}", "xent.job_overrides": json.dumps(overrides), "dataset": dataset,
-        "model": model, "loss": loss.removesuffix("_flsd53"), "impl": impl, "seed": str(seed), "device": "CPU",
-        "precision": "float32", "git_commit": commit,
+        "mlflow.parentRunId": parent_id,
+        "xent.study": STUDY,
+        "xent.role": "child",
+        "xent.config_hash": f"hash-{name}",
+        "xent.job_overrides": json.dumps(overrides),
+        "dataset": dataset,
+        "model": model,
+        "loss": loss.removesuffix("_flsd53"),
+        "impl": impl,
+        "seed": str(seed),
+        "device": "CPU",
+        "precision": "float32",
+        "git_commit": commit,
         **{f"data_sha256.{file}": digest for file, digest in (IMDB_SHA if dataset == "imdb" else MNIST_SHA).items()},
     }
     if failed:
         tags["failure_reason"] = FAILURE
     run_id = store.client.create_run(store.experiment_id, start_time=start, run_name=name, tags=tags).info.run_id
-    params = {"dataset.name": dataset, "dataset.limit.train": "1000", "model.name": model,
-              "trainer.epochs": str(EPOCHS), "trainer.batch_size": "128", "calibration.n_bins": "10"}
+    params = {
+        "dataset.name": dataset,
+        "dataset.limit.train": "1000",
+        "model.name": model,
+        "trainer.epochs": str(EPOCHS),
+        "trainer.batch_size": "128",
+        "calibration.n_bins": "10",
+    }
     store.client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
     if not failed:
         rng = store.rng
         metrics = {column.metric: float(rng.uniform(0.02, 0.98)) for column in report.COLUMNS}
         metrics["test/loss"] = float(rng.uniform(0.1, 0.5))
         metrics.update({f"test/recall/{k}": float(rng.uniform(0.5, 1)) for k in range(n_classes)})
-        history = [Metric("val/loss", 1 / (epoch + 1) + float(rng.uniform(0, 0.1)), start, epoch)
-                   for epoch in range(EPOCHS)]
+        history = [
+            Metric("val/loss", 1 / (epoch + 1) + float(rng.uniform(0, 0.1)), start, epoch) for epoch in range(EPOCHS)
+        ]
         store.client.log_batch(run_id, metrics=[Metric(k, v, start, 0) for k, v in metrics.items()] + history)
         store.metrics[name] = metrics
         folder = store.tmp / name
         folder.mkdir()
         logits = rng.normal(size=(N_TEST,) if head == "sigmoid" else (N_TEST, n_classes)) * 3
-        path = calibration.save_predictions(folder / "test_predictions.npz", logits,
-                                            rng.integers(0, n_classes, N_TEST), head)
+        path = calibration.save_predictions(
+            folder / "test_predictions.npz", logits, rng.integers(0, n_classes, N_TEST), head
+        )
         store.client.log_artifact(run_id, str(path), "predictions")
     store.client.set_terminated(run_id, "FAILED" if failed else "FINISHED", end_time=start + duration)
     store.children[name] = run_id
@@ -110,8 +147,17 @@ def store(tmp_path_factory) -> Store:
 
     # Old launch: its sweep had no `loss` key, so the reused run's variant comes from its `loss` tag.
     p0 = _parent(store, "P0", T0)
-    _child(store, p0, "old-cce-custom-s1", loss="cce", impl="custom", seed=1, start=T0 + 1_000,
-           overrides={"loss.impl": "custom", "seed": "1"}, commit="old999")
+    _child(
+        store,
+        p0,
+        "old-cce-custom-s1",
+        loss="cce",
+        impl="custom",
+        seed=1,
+        start=T0 + 1_000,
+        overrides={"loss.impl": "custom", "seed": "1"},
+        commit="old999",
+    )
     _child(store, p0, "old-cce-builtin-s5", loss="cce", impl="builtin", seed=5, start=T0 + 2_000)
     p1 = _parent(store, "P1", T0 + 100_000)
     _child(store, p1, "irrelevant-sparse", loss="sparse_cce", impl="custom", seed=0, start=T0 + 101_000)
@@ -123,13 +169,39 @@ def store(tmp_path_factory) -> Store:
     jobs += [("focal_flsd53", "custom", 0)]
     for i, (loss, impl, seed) in enumerate(jobs):
         duration = 5_000 + 1_000 * i
-        _child(store, p2, f"{loss}-{impl}-s{seed}", loss=loss, impl=impl, seed=seed,
-               start=start + 10_000 * (i + 1), duration=duration)
+        _child(
+            store,
+            p2,
+            f"{loss}-{impl}-s{seed}",
+            loss=loss,
+            impl=impl,
+            seed=seed,
+            start=start + 10_000 * (i + 1),
+            duration=duration,
+        )
         store.durations_ms.append(duration)
-    _child(store, p2, "focal-builtin-s2", loss="focal", impl="builtin", seed=2, failed=True,
-           start=start + 100_000, duration=2_000)
-    _child(store, p2, "imdb-bce-custom-s0", loss="bce", impl="custom", seed=0, dataset="imdb",
-           start=start + 110_000, duration=7_000)
+    _child(
+        store,
+        p2,
+        "focal-builtin-s2",
+        loss="focal",
+        impl="builtin",
+        seed=2,
+        failed=True,
+        start=start + 100_000,
+        duration=2_000,
+    )
+    _child(
+        store,
+        p2,
+        "imdb-bce-custom-s0",
+        loss="bce",
+        impl="custom",
+        seed=0,
+        dataset="imdb",
+        start=start + 110_000,
+        duration=7_000,
+    )
     store.durations_ms += [2_000, 7_000]
     store.last_end_ms = start + 117_000
 
@@ -151,9 +223,15 @@ def _section(text: str, heading: str) -> list[str]:
     lines = text.splitlines()
     start = lines.index(heading)
     level = len(heading) - len(heading.lstrip("#"))
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
-    return lines[start + 1:end]
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(lines))
+            if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level
+        ),
+        len(lines),
+    )
+    return lines[start + 1 : end]
 
 
 def _tables(lines: list[str]) -> list[list[dict[str, str]]]:
@@ -244,8 +322,10 @@ def test_custom_vs_builtin_largest_differences(store, built):
     for variant, pairs in PAIRS.items():
         row = _row(table, dataset="mnist", variant=variant)
         assert row["paired seeds"] == "2"
-        loss, accuracy = (max(abs(store.metrics[c][key] - store.metrics[b][key]) for c, b in pairs)
-                          for key in ("test/loss", "test/accuracy"))
+        loss, accuracy = (
+            max(abs(store.metrics[c][key] - store.metrics[b][key]) for c, b in pairs)
+            for key in ("test/loss", "test/accuracy")
+        )
         assert math.isclose(float(row["max abs Δ test loss"]), loss, rel_tol=1e-2)  # shown as 1.23e-02
         assert _close(float(row["max abs Δ test accuracy"]), accuracy, 4)
     assert "only custom" in _row(table, dataset="mnist", variant="loss=focal_flsd53")["paired seeds"]
@@ -297,7 +377,7 @@ def test_plots_are_valid_pngs_linked_from_the_report(built):
 # Fragments of the report the fixture's store renders, as report.py wrote them before it became a package:
 # the layout of REPORT.md is pinned, so committed reports never need regenerating for a refactor.
 EXPECTED_HEADER = (
-    "- **Sweep:** `{\"loss\": \"cce,focal\", \"loss.impl\": \"custom,builtin\", \"seed\": \"0,1\"}`\n"
+    '- **Sweep:** `{"loss": "cce,focal", "loss.impl": "custom,builtin", "seed": "0,1"}`\n'
     "- **Commit:** `abc123` — **warning: some jobs ran at other commits:** `old999`\n"
     "- **Date:** 2023-11-14T22:30:00+00:00 (start of the launch, UTC)\n"
     "- **Machine:** lab-01 (Intel Xeon, 2 cores); devices: CPU\n"
@@ -378,8 +458,13 @@ def test_missing_study_or_parent_is_a_report_error(store, tmp_path):
 
 
 def _cli(store: Store, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xent_lab.report", *args, "--tracking-uri", store.uri],
-                          cwd=workdir, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "xent_lab.report", *args, "--tracking-uri", store.uri],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_writes_the_report(store, tmp_path):

@@ -23,8 +23,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.helpers.e2e import EXPECTED_ARTIFACTS, QUICK, train_command, train_env
-from tests.helpers.servers import postgres_uri, tracking_server  # noqa: F401  (fixtures)
-from tests.helpers.slurm import LocalCluster, log_tail, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
+from tests.helpers.slurm import LocalCluster, log_tail
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.server import Server
@@ -149,7 +148,7 @@ def _first_training_child(client: MlflowClient, launch: Launch, deadline: float)
 
 
 @pytest.fixture(scope="module")
-def study(tracking_server: Server, slurm_cluster: LocalCluster, tmp_path_factory, cache_dir) -> Study:  # noqa: F811
+def study(tracking_server: Server, slurm_cluster: LocalCluster, tmp_path_factory, cache_dir) -> Study:
     workdir = tmp_path_factory.mktemp("slurm-study")
     env = train_env(cache_dir, SLURM_CONF=str(slurm_cluster.conf))
     deadline = time.monotonic() + LAUNCH_TIMEOUT

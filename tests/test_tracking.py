@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from xent_lab import tracking
+from xent_lab.errors import TrackingError
 from xent_lab.tracking import tags as T
 from xent_lab.training.callbacks import EpochMetricsLogger
-from xent_lab.errors import TrackingError
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,10 @@ def test_redact_hides_the_password_only():
     assert tracking.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
-@pytest.mark.parametrize("key,name", [("loss", "train/loss"), ("val_accuracy", "val/accuracy"),
-                                      ("val/ece", "val/ece"), ("accuracy", "train/accuracy")])
+@pytest.mark.parametrize(
+    "key,name",
+    [("loss", "train/loss"), ("val_accuracy", "val/accuracy"), ("val/ece", "val/ece"), ("accuracy", "train/accuracy")],
+)
 def test_metric_names(key, name):
     assert T.metric_name(key) == name
 
@@ -73,10 +75,9 @@ def test_successful_run_is_finished(store):
 @pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_interrupted_run_is_ended_with_the_reason(store, error, status):
     tracker = tracking.Tracker(store, "exp")
-    with pytest.raises(type(error)):
-        with tracker.run("bad") as run:
-            run.log_metrics({"train/loss": 1.0}, step=0)
-            raise error
+    with pytest.raises(type(error)), tracker.run("bad") as run:
+        run.log_metrics({"train/loss": 1.0}, step=0)
+        raise error
     got = MlflowClient(store).get_run(run.run_id)
     assert got.info.status == status
     assert got.data.metrics["train/loss"] == 1.0  # what was logged before stays

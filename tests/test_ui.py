@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.e2e import QUICK, create_store, run_train, store_uri
 from tests.helpers.browser import BrowserUnavailable, MlflowUi, make_driver, require_browser
+from tests.helpers.e2e import QUICK, create_store, run_train, store_uri
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import start_server
 
@@ -78,8 +78,10 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
                 ui.find(section.format(name), f'a "{name}" section of metric charts')
             search = ui.find('//input[@placeholder="Search metric charts"]', "the metric charts' search box")
             search.send_keys(T.VAL_LOSS)
-            ui.find(f'//*[normalize-space(text())="{RUN_NAME} ({T.VAL_LOSS})"]',
-                    f'a {T.VAL_LOSS} chart with "{RUN_NAME} ({T.VAL_LOSS})" in its legend')
+            ui.find(
+                f'//*[normalize-space(text())="{RUN_NAME} ({T.VAL_LOSS})"]',
+                f'a {T.VAL_LOSS} chart with "{RUN_NAME} ({T.VAL_LOSS})" in its legend',
+            )
             ui.wait_for_charts()
 
             # Artifacts: the reliability diagram, listed in the tree and previewed as an image.
@@ -91,5 +93,7 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
             )
         finally:
             driver.quit()
-    print(f"training (server and browser starting alongside) {trained - started:.1f} s, "
-          f"UI walk {time.monotonic() - trained:.1f} s")
+    print(
+        f"training (server and browser starting alongside) {trained - started:.1f} s, "
+        f"UI walk {time.monotonic() - trained:.1f} s"
+    )

@@ -39,7 +39,8 @@ def start(folder: Path) -> int:
         f"\nIn each shell that submits to it:\n\n  export SLURM_CONF={cluster.conf}\n\n"
         f"then, for example:\n\n  {EXAMPLE}\n\n"
         "Job logs go to the sweep folder (multirun/.../.submitit/<job id>/); `squeue` lists the jobs. Accounting is "
-        "off, so submitit warns 'Bypassing sacct error' while it waits (harmless: each job reports its own end).\n"
+        "off, so submitit warns 'Bypassing sacct error' while it waits (harmless: each job reports its own end; "
+        "`export SUBMITIT_LOG_LEVEL=ERROR` hides these, and submitit's other warnings).\n"
         "For trying things only, not for production. Stop it with `make cluster-stop`."
     )
     return 0

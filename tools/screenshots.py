@@ -59,17 +59,20 @@ def _choose_columns(ui: MlflowUi, metrics: tuple[str, ...], available: set[str])
     """Columns menu: show `metrics` (those the runs have), hide the attribute columns that stay empty here."""
     ui.click('//button[normalize-space()="Columns"]', 'the "Columns" menu')
     for name in (*[m for m in metrics if m in available], *HIDDEN_COLUMNS):
-        ui.click(f'//span[@title={xpath_literal(name)}]', f"the column {name!r} in the Columns menu")
+        ui.click(f"//span[@title={xpath_literal(name)}]", f"the column {name!r} in the Columns menu")
     ui.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     search = '//input[@placeholder="Search columns"]'
-    ui.wait(lambda d: not any(e.is_displayed() for e in d.find_elements(By.XPATH, search)),
-            "the Columns menu to close", 10)
+    ui.wait(
+        lambda d: not any(e.is_displayed() for e in d.find_elements(By.XPATH, search)), "the Columns menu to close", 10
+    )
 
 
 def _widen_columns(ui: MlflowUi, col_id_part: str, pixels: int) -> None:
     """Drag the right edge of each table column whose col-id contains `col_id_part`, so that values are not cut."""
-    cells = (f'//div[@role="columnheader" and contains(@col-id, {xpath_literal(col_id_part)})]'
-             '//div[contains(@class, "ag-header-cell-resize")]')
+    cells = (
+        f'//div[@role="columnheader" and contains(@col-id, {xpath_literal(col_id_part)})]'
+        '//div[contains(@class, "ag-header-cell-resize")]'
+    )
     for index in range(len(ui.driver.find_elements(By.XPATH, cells))):
         handles = ui.driver.find_elements(By.XPATH, cells)  # found again: a resize re-renders the header
         if index < len(handles) and handles[index].is_displayed():
@@ -90,9 +93,13 @@ def _widen_runs_panel(ui: MlflowUi, pixels: int = 140) -> None:
 def _expand_studies(ui: MlflowUi) -> None:
     """Expand every parent run in the table, so that its children (the study's jobs) are listed."""
     for _ in range(20):
-        buttons = [b for b in ui.driver.find_elements(
-            By.XPATH, '//*[@role="row"]//*[contains(@col-id, "Run Name")]//button[.//*[local-name()="svg"]]')
-            if b.is_displayed() and "runnamecellrenderer" in (b.get_attribute("data-component-id") or "")]
+        buttons = [
+            b
+            for b in ui.driver.find_elements(
+                By.XPATH, '//*[@role="row"]//*[contains(@col-id, "Run Name")]//button[.//*[local-name()="svg"]]'
+            )
+            if b.is_displayed() and "runnamecellrenderer" in (b.get_attribute("data-component-id") or "")
+        ]
         collapsed = [b for b in buttons if "M7.25 7.25V4.5" in (b.get_attribute("innerHTML") or "")]  # the "+" icon
         if not collapsed:
             return
@@ -102,10 +109,12 @@ def _expand_studies(ui: MlflowUi) -> None:
 
 def _collapse_sections(ui: MlflowUi, sections: tuple[str, ...]) -> None:
     for section in sections:
-        header = (f'//*[@data-testid="experiment-view-compare-runs-section-header"]'
-                  f'[.//div[normalize-space(text())={xpath_literal(section)}]]')
+        header = (
+            f'//*[@data-testid="experiment-view-compare-runs-section-header"]'
+            f"[.//div[normalize-space(text())={xpath_literal(section)}]]"
+        )
         for element in ui.driver.find_elements(By.XPATH, header):
-            toggle = element.find_element(By.XPATH, './ancestor::*[@aria-expanded][1]')
+            toggle = element.find_element(By.XPATH, "./ancestor::*[@aria-expanded][1]")
             if toggle.get_attribute("aria-expanded") == "true":
                 ui.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
                 toggle.click()
@@ -117,8 +126,10 @@ def _hide_in_charts(ui: MlflowUi, run_ids: list[str]) -> None:
     for run_id in run_ids:
         if not ui.driver.find_elements(By.XPATH, f'//*[@role="row" and @row-id="{run_id}"]'):
             continue  # not listed
-        ui.click(f'//*[@role="row" and @row-id="{run_id}"]//label[.//*[normalize-space()="Hide run"]]',
-                 f"the 'Hide run' eye of run {run_id}")
+        ui.click(
+            f'//*[@role="row" and @row-id="{run_id}"]//label[.//*[normalize-space()="Hide run"]]',
+            f"the 'Hide run' eye of run {run_id}",
+        )
 
 
 def _scroll_all_to_top(ui: MlflowUi) -> None:
@@ -136,8 +147,14 @@ def _compress(path: Path, limit: int) -> None:
 class StoreContents:
     """What to photograph in a store: the experiment, one run of it, and a study's parent run."""
 
-    def __init__(self, store: str, experiment: str | None, run: str | None, study_experiment: str | None,
-                 run_filter: str | None = None) -> None:
+    def __init__(
+        self,
+        store: str,
+        experiment: str | None,
+        run: str | None,
+        study_experiment: str | None,
+        run_filter: str | None = None,
+    ) -> None:
         client = MlflowClient(store)
         experiments = [e for e in client.search_experiments() if e.name != "Default"]
         runs_of = {e.name: client.search_runs([e.experiment_id], max_results=5000) for e in experiments}
@@ -159,16 +176,19 @@ class StoreContents:
         # All of them: the UI lists a parent run beside its children that match a filter, even when it does not.
         self.parent_ids = [r.info.run_id for r in runs_of[experiment] if is_parent(r)]
         self.metrics = {key for r in self.runs for key in r.data.metrics}
-        jobs = sorted((r for r in self.runs if not is_parent(r) and r.info.status == "FINISHED"),
-                      key=lambda r: r.info.run_name)
+        jobs = sorted(
+            (r for r in self.runs if not is_parent(r) and r.info.status == "FINISHED"), key=lambda r: r.info.run_name
+        )
         if run is None:
             preferred = [r for r in jobs if r.data.tags.get(T.LOSS) == SHOWN_LOSS and r.data.tags.get(T.NOTE)]
             if not (preferred or jobs):
                 raise SystemExit(f"error: experiment {experiment!r} has no finished run to show")
             run = (preferred or jobs)[0].info.run_name
         elif run not in {r.info.run_name for r in self.runs}:
-            raise SystemExit(f"error: experiment {experiment!r} has no run named {run!r}"
-                             + (f" that matches the filter {run_filter!r}" if run_filter else ""))
+            raise SystemExit(
+                f"error: experiment {experiment!r} has no run named {run!r}"
+                + (f" that matches the filter {run_filter!r}" if run_filter else "")
+            )
         self.run = run
         self.run_has_note = any(r.data.tags.get(T.NOTE) for r in self.runs if r.info.run_name == run)
         # The study: a parent run in study_experiment, else in the experiment shown, else anywhere.
@@ -177,17 +197,27 @@ class StoreContents:
         for name in order:
             if name not in runs_of:
                 raise SystemExit(f"error: no experiment {name!r} in {store}; it has {sorted(runs_of)}")
-            parents = [r for r in runs_of[name] if is_parent(r)
-                       and any(a.path == T.REPORT_ARTIFACT_DIR for a in client.list_artifacts(r.info.run_id))]
+            parents = [
+                r
+                for r in runs_of[name]
+                if is_parent(r) and any(a.path == T.REPORT_ARTIFACT_DIR for a in client.list_artifacts(r.info.run_id))
+            ]
             if parents:
                 latest = max(parents, key=lambda r: r.info.start_time)
                 self.study = (name, latest.info.run_name)
                 break
 
 
-def take_screenshots(store: str, out: Path, experiment: str | None = None, run: str | None = None,
-                     study_experiment: str | None = None, run_filter: str | None = None, width: int = WIDTH,
-                     max_bytes: int = 400_000) -> list[Path]:
+def take_screenshots(
+    store: str,
+    out: Path,
+    experiment: str | None = None,
+    run: str | None = None,
+    study_experiment: str | None = None,
+    run_filter: str | None = None,
+    width: int = WIDTH,
+    max_bytes: int = 400_000,
+) -> list[Path]:
     """Start the UI over `store` and write the screenshots (see the module's doc) into `out`; returns their paths.
 
     `run_filter`: an MLflow search filter typed into the runs search box after the table's screenshot, so that
@@ -196,8 +226,10 @@ def take_screenshots(store: str, out: Path, experiment: str | None = None, run: 
     contents = StoreContents(store, experiment, run, study_experiment, run_filter)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix="xent-shots-") as tmp, \
-            start_server(store, Path(tmp) / "mlartifacts") as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="xent-shots-") as tmp,
+        start_server(store, Path(tmp) / "mlartifacts") as server,
+    ):
         driver = make_driver(Path(tmp) / "chromium", width, HEIGHT)
         try:
             ui = MlflowUi(driver, server.uri, timeout=90)  # failures: screenshots in a kept temporary folder
@@ -217,8 +249,13 @@ def take_screenshots(store: str, out: Path, experiment: str | None = None, run: 
             _widen_columns(ui, "Run Name", 120)
             _widen_columns(ui, "metrics.", 25)
             ui.find(ui.run_link(contents.run), f"the run {contents.run!r} listed")
-            rows = len(set(driver.execute_script(
-                "return [...document.querySelectorAll('[role=row][row-id]')].map(r => r.getAttribute('row-id'))")))
+            rows = len(
+                set(
+                    driver.execute_script(
+                        "return [...document.querySelectorAll('[role=row][row-id]')].map(r => r.getAttribute('row-id'))"
+                    )
+                )
+            )
             shot("runs-table", min(HEIGHT, 330 + 30 * rows))
 
             # (b) the chart view, runs side by side (fewer of them with a filter)
@@ -249,8 +286,11 @@ def take_screenshots(store: str, out: Path, experiment: str | None = None, run: 
 
             # (e) a study's parent run and its report
             if contents.study is None:
-                print(f"note: no run with tag {T.ROLE}={T.ROLE_PARENT} and a {T.REPORT_ARTIFACT_DIR}/ folder in "
-                      "this store: study-report.png not taken", flush=True)
+                print(
+                    f"note: no run with tag {T.ROLE}={T.ROLE_PARENT} and a {T.REPORT_ARTIFACT_DIR}/ folder in "
+                    "this store: study-report.png not taken",
+                    flush=True,
+                )
             else:
                 parent_experiment, parent = contents.study
                 ui.open_experiments()
@@ -272,19 +312,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True, help="the tracking store, e.g. sqlite:///PATH/mlflow.db")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="folder for the PNGs")
-    parser.add_argument("--experiment",
-                        help="experiment of the runs table and charts (default: the one with most runs)")
+    parser.add_argument(
+        "--experiment", help="experiment of the runs table and charts (default: the one with most runs)"
+    )
     parser.add_argument("--run", help="run name for the overview and artifacts (default: a finished cce run)")
-    parser.add_argument("--study-experiment", help="experiment holding the study's parent run (default: --experiment, "
-                                                   "else any experiment that has one)")
-    parser.add_argument("--filter", dest="run_filter",
-                        help="MLflow search filter applied after the runs table's screenshot, for the charts and the "
-                             "run shown, e.g. 'params.seed = \"0\"'")
+    parser.add_argument(
+        "--study-experiment",
+        help="experiment holding the study's parent run (default: --experiment, else any experiment that has one)",
+    )
+    parser.add_argument(
+        "--filter",
+        dest="run_filter",
+        help="MLflow search filter applied after the runs table's screenshot, for the charts and the "
+        "run shown, e.g. 'params.seed = \"0\"'",
+    )
     parser.add_argument("--width", type=int, default=WIDTH, help="width of the PNGs in pixels (default 1600)")
     args = parser.parse_args(argv)
     try:
-        take_screenshots(args.store, args.out, args.experiment, args.run, args.study_experiment, args.run_filter,
-                         args.width)
+        take_screenshots(
+            args.store, args.out, args.experiment, args.run, args.study_experiment, args.run_filter, args.width
+        )
     except (BrowserUnavailable, UiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,4 +9,9 @@ if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     os.environ["XENT_TF_LOG_LEVEL_DEFAULTED"] = "1"  # console.DEFAULTED_ENV; this module imports nothing
 
+# MLflow 3's telemetry thread, failing to reach its server on a machine without internet (compute nodes, this
+# project's CI), removes an environment variable while a request of the run reads it: the request fails and
+# the run can be left RUNNING. Set before mlflow is imported; a user who wants telemetry sets it to false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 __version__ = "0.1.0"

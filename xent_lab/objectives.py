@@ -83,15 +83,21 @@ def _head(name: str, num_classes: int) -> tuple[Head, int, str, str]:
     """(head, units, label format, Keras class name) for a loss on a task with num_classes classes."""
     binary = num_classes == 2
     if name == "bce":
-        return (Head.SIGMOID, 1, BINARY, "BinaryCrossentropy") if binary else (
-            Head.SIGMOID_OVR, num_classes, ONEHOT, "BinaryCrossentropy")
+        return (
+            (Head.SIGMOID, 1, BINARY, "BinaryCrossentropy")
+            if binary
+            else (Head.SIGMOID_OVR, num_classes, ONEHOT, "BinaryCrossentropy")
+        )
     if name == "cce":
         return Head.SOFTMAX, num_classes, ONEHOT, "CategoricalCrossentropy"
     if name == "sparse_cce":
         return Head.SOFTMAX, num_classes, SPARSE, "SparseCategoricalCrossentropy"
     if name == "focal":
-        return (Head.SIGMOID, 1, BINARY, "BinaryFocalCrossentropy") if binary else (
-            Head.SOFTMAX, num_classes, ONEHOT, "CategoricalFocalCrossentropy")
+        return (
+            (Head.SIGMOID, 1, BINARY, "BinaryFocalCrossentropy")
+            if binary
+            else (Head.SOFTMAX, num_classes, ONEHOT, "CategoricalFocalCrossentropy")
+        )
     raise ValueError(f"unknown loss {name!r}")
 
 

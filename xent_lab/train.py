@@ -36,20 +36,27 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OK, USER_ERROR, INTERRUPTED = 0, 2, 130
 
 
-# SIGUSR2 is SLURM's warning, `hydra.launcher.signal_delay_s` before `timeout_min`, that submitit asks for; its own
-# handler would fail the run (or requeue the job to start it over), so a job nearing its time limit ends KILLED too.
-SCHEDULER_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+# Signals that stop a job. SIGUSR2 is SLURM's warning, `hydra.launcher.signal_delay_s` before `timeout_min`, that
+# submitit asks for; its own handler would fail the run (or requeue the job to start it over), so a job nearing its
+# time limit ends KILLED too. SIGALRM is the retry below.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGALRM)
+# A library's bare `except:` can swallow the KeyboardInterrupt (Keras' checkpoint saving has one), so it is raised
+# again this many seconds later until `main` has it. A repeat within that time is the same stop (SLURM sends
+# SIGTERM twice at the time limit) and is ignored: raised again, it would break off the run's ending.
+STOP_RETRY_S = 5.0
+_stop_raised_at: float | None = None
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM (a scheduler or `kill`) ends the run as KILLED, like Ctrl-C, instead of leaving it RUNNING.
     # SIGINT is set explicitly too: a process started in the background by a non-interactive shell
     # inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
-    if signum in SCHEDULER_SIGNALS:
-        # Once: at the time limit SLURM sends SIGTERM twice (to the job step, then through srun), and a second
-        # KeyboardInterrupt would break off the ending of the run, leaving it RUNNING.
-        for other in SCHEDULER_SIGNALS:
-            signal.signal(other, signal.SIG_IGN)
+    global _stop_raised_at
+    now = time.monotonic()
+    if signum != signal.SIGALRM and _stop_raised_at is not None and now - _stop_raised_at < STOP_RETRY_S:
+        return  # the same stop again
+    _stop_raised_at = now
+    signal.setitimer(signal.ITIMER_REAL, STOP_RETRY_S)  # SIGALRM: the retry, cancelled once `main` has the stop
     raise KeyboardInterrupt
 
 
@@ -67,12 +74,13 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     uri = resolve_uri(cfg.tracking.uri)  # only to keep its password out of messages
-    for signum in (signal.SIGINT, *SCHEDULER_SIGNALS):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_keyboard_interrupt)
     try:
         results = train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir), LAUNCHED)
         return results[tags.TEST_ACCURACY]
     except KeyboardInterrupt:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         print("interrupted: training stopped; a run already started was ended as KILLED", file=sys.stderr, flush=True)
         if sweeping and _job_process(hydra_cfg.launcher):
             # submitit learns that a job ended from the result it writes when the job returns: without one the

@@ -15,10 +15,20 @@ def draw_reliability(axes: Axes, bins: ReliabilityBins) -> None:
     centers = (bins.edges[:-1] + bins.edges[1:]) / 2
     widths = np.diff(bins.edges)
     filled = bins.counts > 0
-    axes.bar(centers[filled], bins.accuracy[filled], widths[filled], color="tab:blue", edgecolor="black",
-             label="Accuracy")
-    axes.bar(centers[filled], (bins.confidence - bins.accuracy)[filled], widths[filled],
-             bottom=bins.accuracy[filled], color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red", label="Gap")
+    axes.bar(
+        centers[filled], bins.accuracy[filled], widths[filled], color="tab:blue", edgecolor="black", label="Accuracy"
+    )
+    axes.bar(
+        centers[filled],
+        (bins.confidence - bins.accuracy)[filled],
+        widths[filled],
+        bottom=bins.accuracy[filled],
+        color="tab:red",
+        alpha=0.3,
+        hatch="//",
+        edgecolor="tab:red",
+        label="Gap",
+    )
     axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="Perfect calibration")
     axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy")
     axes.legend(loc="upper left")
@@ -36,7 +46,8 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15,
     draw_reliability(axes, bins)
     axes.set_title(f"{title}\nECE = {bins.ece:.4f}" if title else f"ECE = {bins.ece:.4f}")
 
-    histogram.bar((bins.edges[:-1] + bins.edges[1:]) / 2, bins.counts, np.diff(bins.edges), color="tab:gray",
-                  edgecolor="black")
+    histogram.bar(
+        (bins.edges[:-1] + bins.edges[1:]) / 2, bins.counts, np.diff(bins.edges), color="tab:gray", edgecolor="black"
+    )
     histogram.set(xlabel="Confidence", ylabel="Count")
     return figure

@@ -55,7 +55,7 @@ def _panels(groups: Groups, panel: tuple[float, float], n_cols: int = 3) -> tupl
     ]
     n_cols = min(n_cols, len(cells))
     figure, axes = _grid(math.ceil(len(cells) / n_cols), n_cols, panel)
-    for spare in axes.flat[len(cells):]:
+    for spare in axes.flat[len(cells) :]:
         spare.set_visible(False)
     return figure, [Panel(ax, *cell) for ax, cell in zip(axes.flat, cells)]
 
@@ -92,8 +92,9 @@ def val_loss_figure(client: MlflowClient, groups: Groups) -> Figure | None:
             values = [[history[step] for history in histories if step in history] for step in steps]
             style = _impl_style(impl)
             panel.ax.plot(steps, [np.mean(v) for v in values], label=f"{impl} (n={len(histories)})", **style)
-            panel.ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
-                                  color=style["color"], alpha=0.2)
+            panel.ax.fill_between(
+                steps, [min(v) for v in values], [max(v) for v in values], color=style["color"], alpha=0.2
+            )
         panel.ax.set(title=panel.title, xlabel="epoch", ylabel="validation loss")
         panel.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         panel.ax.grid(alpha=0.3)
@@ -111,9 +112,7 @@ def _has_predictions(client: MlflowClient, job: Job) -> bool:
     return any(item.path == tags.PREDICTIONS_ARTIFACT for item in listed)
 
 
-def _pooled_probabilities(
-    client: MlflowClient, jobs: Iterable[Job], tmp: Path
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _pooled_probabilities(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Test probabilities and labels of the finished jobs, concatenated; None when none logged predictions."""
     probs, labels = [], []
     for job in jobs:
@@ -158,7 +157,7 @@ def reliability_figure(client: MlflowClient, groups: Groups, jobs: Sequence[Job]
     # A variant's implementations side by side, as many variants per row as fit in about four panels.
     n_cols = len(impls) * max(1, 4 // len(impls))
     figure, axes = _grid(math.ceil(len(pooled) / n_cols), n_cols, (3.6, 3.6))
-    for ax in axes.flat[len(pooled):]:
+    for ax in axes.flat[len(pooled) :]:
         ax.set_visible(False)
     for ax, ((dataset, variant, impl), value) in zip(axes.flat, pooled.items()):
         if value is None:
@@ -170,8 +169,14 @@ def reliability_figure(client: MlflowClient, groups: Groups, jobs: Sequence[Job]
 
 
 def _recall_classes(jobs: Iterable[Job]) -> list[int]:
-    return sorted({int(key.removeprefix(tags.TEST_RECALL_PREFIX)) for job in jobs for key in job.run.data.metrics
-                   if key.startswith(tags.TEST_RECALL_PREFIX)})
+    return sorted(
+        {
+            int(key.removeprefix(tags.TEST_RECALL_PREFIX))
+            for job in jobs
+            for key in job.run.data.metrics
+            if key.startswith(tags.TEST_RECALL_PREFIX)
+        }
+    )
 
 
 def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
@@ -188,8 +193,13 @@ def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
         for i, (impl, impl_jobs) in enumerate(panel.by_impl.items()):
             recalls = [finished_values(impl_jobs, f"{tags.TEST_RECALL_PREFIX}{k}") for k in classes]
             offset = (i - (len(panel.by_impl) - 1) / 2) * width
-            panel.ax.bar(positions + offset, [np.mean(r) if r else np.nan for r in recalls], width,
-                         color=_impl_style(impl)["color"], label=impl)
+            panel.ax.bar(
+                positions + offset,
+                [np.mean(r) if r else np.nan for r in recalls],
+                width,
+                color=_impl_style(impl)["color"],
+                label=impl,
+            )
         panel.ax.set_xticks(positions, [str(k) for k in classes])
         # Headroom above recall 1 for the legend.
         panel.ax.set(title=panel.title, xlabel="class", ylabel="recall", ylim=(0, 1.25))

@@ -226,8 +226,15 @@ def comparison_section(groups: Groups) -> list[str]:
         for variant, by_impl in variants.items():
             comparison = compare_impls(by_impl)
             if comparison is not None:
-                rows.append([dataset, variant, comparison.seeds, _number(comparison.max_loss_diff, ".2e"),
-                             _number(comparison.max_accuracy_diff, ".4f")])
+                rows.append(
+                    [
+                        dataset,
+                        variant,
+                        comparison.seeds,
+                        _number(comparison.max_loss_diff, ".2e"),
+                        _number(comparison.max_accuracy_diff, ".4f"),
+                    ]
+                )
             elif by_impl.keys() >= {CUSTOM, BUILTIN}:
                 rows.append([dataset, variant, "no seed finished with both implementations", NO_VALUE, NO_VALUE])
             else:
@@ -237,9 +244,7 @@ def comparison_section(groups: Groups) -> list[str]:
         "",
         "Largest difference between the custom and built-in implementation over the seeds run with both.",
         "",
-        *markdown_table(
-            ["dataset", "variant", "paired seeds", "max abs Δ test loss", "max abs Δ test accuracy"], rows
-        ),
+        *markdown_table(["dataset", "variant", "paired seeds", "max abs Δ test loss", "max abs Δ test accuracy"], rows),
         "",
     ]
 

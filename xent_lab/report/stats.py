@@ -51,9 +51,7 @@ class ImplComparison(NamedTuple):
 
 def compare_impls(by_impl: Mapping[str, Sequence[Job]]) -> ImplComparison | None:
     """Largest |custom - builtin| of test/loss and test/accuracy at equal seeds; None without such pairs."""
-    finished = {
-        impl: {job.seed: job for job in by_impl.get(impl, ()) if job.finished} for impl in (CUSTOM, BUILTIN)
-    }
+    finished = {impl: {job.seed: job for job in by_impl.get(impl, ()) if job.finished} for impl in (CUSTOM, BUILTIN)}
     seeds = finished[CUSTOM].keys() & finished[BUILTIN].keys()
     if not seeds:
         return None

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from matplotlib.figure import Figure
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xent_lab.tracking import tags as T
@@ -103,7 +104,15 @@ class RunLogger:
         """Datasets the run read: each the fields of an `mlflow.entities.Dataset` and its `context`."""
         if self.record is not None:
             self.record.inputs(inputs)
-        self._send(self.client.log_inputs, self.run_id, dataset_inputs(inputs))
+        self._send(self._log_inputs, dataset_inputs(inputs))
+
+    def _log_inputs(self, datasets: list) -> None:
+        try:
+            self.client.log_inputs(self.run_id, datasets)
+        except MlflowException:
+            # Jobs started together (a SLURM array) log the same dataset at once; the store checks, then
+            # inserts, so one of them can lose the race on the dataset's key. The row exists on a second try.
+            self.client.log_inputs(self.run_id, datasets)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.record is not None:
