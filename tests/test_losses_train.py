@@ -28,6 +28,7 @@ def test_custom_losses_match_builtin_first_epoch_loss(tmp_path, cache_dir, datas
             trained = train_here(
                 tmp_path, cache_dir, QUICK, *dataset, f"loss={loss}", f"loss.impl={impl}",
                 "trainer.deterministic=true", "calibration.temperature_scaling=false", "calibration.per_epoch=false",
+                "calibration.bootstrap=0", "calibration.methods=[]",
             )  # fmt: skip
             assert trained.run.info.status == "FINISHED"
             assert (trained.run.data.tags[T.LOSS], trained.run.data.tags[T.IMPL]) == (loss, impl)
