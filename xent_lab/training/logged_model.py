@@ -61,10 +61,18 @@ def probability_model(logits_model: keras.Model, head: Head) -> keras.Model:
 
 
 def log_model(
-    run: RunLogger, tracking: DictConfig, uri: str, logits_model: keras.Model, head: Head, dataset: Dataset, step: int
+    run: RunLogger,
+    tracking: DictConfig,
+    uri: str,
+    logits_model: keras.Model,
+    head: Head,
+    dataset: Dataset,
+    step: int,
+    params: dict[str, str],
 ) -> str | None:
     """With `tracking.log_model` or `tracking.register_as`, log the probability model as the run's MLflow Model
-    (registered as `register_as` if set) produced at `step` (the epochs run); returns its model id.
+    (registered as `register_as` if set) produced at `step` (the epochs run), with the run's `params`; returns
+    its model id.
 
     None when not asked, or once the tracking server is lost: the run goes on, the checkpoint in the output
     folder keeps the model.
@@ -80,7 +88,6 @@ def log_model(
         # Made here, not by Model.log: that puts it in the fluent API's experiment, not the run's, and copies
         # onto it every run metric logged at `step` (system metrics included); the final metrics come next.
         client = run.client
-        params = client.get_run(run.run_id).data.params
         created = client.create_logged_model(run.experiment_id, T.MODEL_ARTIFACT, run.run_id, params=params)
         # MLflow checks the input example with the pyfunc, whose predict draws a Keras progress bar on stdout.
         with fluent_tracking_uri(uri), contextlib.redirect_stdout(io.StringIO()):

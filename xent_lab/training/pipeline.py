@@ -76,14 +76,15 @@ def train(
         tracker.run(name, tags=tags, record_dir=output_dir) as run,
         system_metrics.monitored(run, tracker.uri, cfg.tracking.system_metrics),
     ):
-        run.log_params({key: scrub(value, tracker.uri) for key, value in config.flatten(cfg).items()})
+        params = {key: scrub(value, tracker.uri) for key, value in config.flatten(cfg).items()}
+        run.log_params(params)
         inputs = lineage.log_datasets(run, built.dataset, data_settings(cfg))
         artifacts.log_config(run, cfg, list(overrides), built.model, tracker.uri)
         outcome = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
         results = outcome.results
         epochs_run = int(results[T.EPOCHS_RUN])
         model_id = logged_model.log_model(
-            run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run
+            run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run, params
         )
         lineage.log_final_metrics(run, results, epochs_run, inputs["test"], model_id)
         run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime)})
