@@ -11,7 +11,7 @@ import math
 import pytest
 
 from tests.helpers.e2e import data_dir
-from xent_lab import bench
+from xent_lab.bench.__main__ import main as bench_main
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -22,7 +22,7 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("XENT_DATA_DIR", str(data_dir()))
     monkeypatch.setenv("XENT_CACHE_DIR", str(cache_dir))
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--out", str(out)])
+    bench_main(["--quick", "--out", str(out)])
     figures = json.loads(out.read_text())
     assert not (tmp_path / "mlruns").exists(), "the bench left run artifacts in the folder it was started from"
     for key in (

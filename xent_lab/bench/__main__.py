@@ -1,0 +1,95 @@
+"""`python -m xent_lab.bench` (`make bench`): performance figures as ratios measured side by side.
+
+Every figure compares two things run alternately in one process on the same data, so that machine
+load and thermal state affect both alike; the JSON holds each round's timings, the median ratio and
+the target it is held to. Tests check that this runs and writes sane numbers, never the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from xent_lab.bench import calibration, harness, losses
+from xent_lab.bench.common import config
+from xent_lab.tracking.server import start_server
+from xent_lab.training import pipeline
+
+RESULTS = "bench-results.json"
+
+
+SECTIONS = ("harness", "server", "startup", "calibration", "losses")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures are noise")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations per timing figure (default 5)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if unknown := only - set(SECTIONS):
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
+    quick, rounds = args.quick, 1 if args.quick else args.rounds
+    figures: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+        },
+        "quick": quick,
+    }
+
+    def section(name: str, what: str) -> bool:
+        if name in only:
+            print(f"bench: {what} ...", file=sys.stderr, flush=True)
+        return name in only
+
+    dataset = pipeline.load_data(config("debug=quick" if quick else "dataset.limit.train=null"))
+    epochs = 2 if quick else 4
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if section("harness", "harness vs plain model.fit (MNIST MLP)"):
+            figures.update(harness.harness_overhead(dataset, epochs=epochs, rounds=rounds, workdir=workdir))
+        if section("server", "HTTP tracking server vs local SQLite"):
+            with start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
+                figures.update(
+                    harness.tracking_server_overhead(
+                        dataset, epochs=epochs, rounds=rounds, workdir=workdir, server_uri=server.uri
+                    )
+                )
+        if section("startup", "launch to first training step"):
+            figures["startup"] = harness.startup(workdir)
+    if section("calibration", "calibration metrics speed"):
+        figures["calibration_metrics_over_argmax"] = calibration.calibration_speed(
+            n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5
+        )
+    if section("losses", "custom vs built-in losses"):
+        figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
+            dataset, epochs=2 if quick else 3, rounds=rounds
+        )
+        figures["loss_forward_backward_custom_over_builtin"] = losses.loss_forward_backward_ratio(
+            batch=4096 if quick else 65_536, repeat=3 if quick else 20
+        )
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The harness's own costs: `xent_lab.train` against a plain `model.fit`, an HTTP tracking server against
+a local SQLite file, and the time from launch to the first training step."""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from xent_lab import tracking
+from xent_lab.bench.common import EpochTimer, compiled, config, history, median_time, ratio_summary, steady, train_run
+from xent_lab.data import Dataset
+from xent_lab.tracking import tags as T
+
+
+def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """Seconds per epoch: xent_lab.train (with and without per-epoch calibration) vs a plain `model.fit`.
+
+    Same model, data, batch size and validation set; the plain fit has no callbacks at all.
+    """
+    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
+    cfg = config(*overrides)
+
+    def plain() -> float:
+        objective, model = compiled(cfg, dataset)
+        timer = EpochTimer()
+        model.fit(
+            dataset.x_train,
+            objective.encode_labels(dataset.y_train),
+            validation_data=(dataset.x_val, objective.encode_labels(dataset.y_val)),
+            epochs=epochs,
+            batch_size=cfg.trainer.batch_size,
+            callbacks=[timer],
+            verbose=0,
+        )
+        return steady(timer.seconds)
+
+    def harness(per_epoch_calibration: bool) -> float:
+        client, run = train_run(
+            [*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
+            workdir,
+            f"sqlite:///{workdir / 'bench.db'}",
+            "bench",
+        )
+        epochs = [m.value for m in history(client, run, T.EPOCH_SECONDS)]
+        if per_epoch_calibration:
+            # The callback times itself inside each epoch: its share needs no second run to subtract.
+            costs = [m.value for m in history(client, run, T.CALIBRATION_SECONDS)]
+            fractions.extend(c / e for c, e in zip(costs[1:], epochs[1:], strict=True))
+        return steady(epochs)
+
+    measured: list[dict[str, float]] = []
+    fractions: list[float] = []
+    for _ in range(rounds):
+        measured.append({"plain_fit": plain(), "harness_no_calibration": harness(False), "harness": harness(True)})
+    return {
+        "epoch_seconds_harness_over_plain_fit": ratio_summary(
+            measured, "harness_no_calibration", "plain_fit", "<= 1.05"
+        ),
+        "epoch_seconds_harness_with_calibration_over_plain_fit": ratio_summary(
+            measured, "harness", "plain_fit", "informative"
+        ),
+        "calibration_callback_fraction_of_epoch": {
+            "fraction": statistics.median(fractions),
+            "fractions": fractions,
+            "target": "< 0.03",
+            "how": "perf/calibration_seconds / perf/epoch_seconds within the same epochs (epoch 0 excluded)",
+        },
+    }
+
+
+def tracking_server_overhead(
+    dataset: Dataset, epochs: int, rounds: int, workdir: Path, server_uri: str
+) -> dict[str, Any]:
+    """Seconds per epoch of `xent_lab.train` logging to an HTTP tracking server, over logging to a local SQLite file.
+
+    The same training alternately against each store (which goes first swaps every round). The server runs
+    on this machine over its own SQLite file, so the difference is the HTTP hop and the server itself.
+    `perf/epoch_seconds` stops before an epoch's metrics are sent; here an epoch is the time between the
+    timestamps of two consecutive per-epoch `log_batch` calls: one epoch plus one round trip to the store.
+    """
+    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
+    stores = {"local_sqlite": f"sqlite:///{workdir / 'local.db'}", "http_server": server_uri}
+    measured: list[dict[str, float]] = []
+    for turn in range(rounds):
+        timings = {}
+        for name in sorted(stores, reverse=turn % 2 == 1):
+            client, run = train_run(overrides, workdir, stores[name], "bench-store")
+            stamps = [m.timestamp for m in history(client, run, T.TRAIN_LOSS)]
+            timings[name] = float(np.median(np.diff(stamps))) / 1000
+        measured.append(timings)
+    # One epoch's metrics (the last run's), sent as training sends them, in one log_batch, timed alone.
+    epoch_metrics = {
+        key: value
+        for key, value in run.data.metrics.items()
+        if key.startswith((T.TRAIN_PREFIX, T.VAL_PREFIX)) or key in (T.EPOCH_SECONDS, T.CALIBRATION_SECONDS)
+    }
+    round_trip = {}
+    for name, uri in stores.items():
+        with tracking.Tracker(uri, "bench-log-batch").run("log-batch") as logger:
+            round_trip[name] = median_time(functools.partial(logger.log_metrics, epoch_metrics, step=0), 20)
+    return {
+        "epoch_seconds_http_server_over_sqlite": {
+            **ratio_summary(measured, "http_server", "local_sqlite", "<= 1.05"),
+            "log_batch_seconds": round_trip,
+            "how": "median interval between the timestamps of consecutive per-epoch log_batch calls "
+            "(an epoch plus its logging round trip); the server on 127.0.0.1 over SQLite, --workers 1",
+        }
+    }
+
+
+def startup(workdir: Path) -> dict[str, Any]:
+    """Seconds from `python -m xent_lab.train` starting to its first training step (a real subprocess)."""
+    store = f"sqlite:///{workdir / 'startup.db'}"
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xent_lab.train",
+            "debug=quick",
+            f"tracking.uri={store}",
+            "tracking.experiment=startup",
+            "trainer.verbose=0",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+    )
+    wall = time.perf_counter() - started
+    client = MlflowClient(store)
+    run = client.search_runs([client.get_experiment_by_name("startup").experiment_id])[0]
+    return {"seconds_from_module_start": run.data.metrics[T.STARTUP_SECONDS], "process_wall_seconds": wall}
