@@ -82,3 +82,25 @@ def test_only_a_level_the_user_did_not_choose_is_filtered(users_level, level, fi
     code = f"import os, xent_lab; print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ.get({console.DEFAULTED_ENV!r}))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == [level, filtered]
+
+
+def test_only_the_command_lines_last_verbose_override_of_3_or_more_asks_for_tensorflows_lines():
+    assert console.tensorflow_verbose(["loss=cce", "trainer.verbose=3"])
+    assert console.tensorflow_verbose(["+trainer.verbose=4"])
+    assert not console.tensorflow_verbose(["trainer.verbose=3", "trainer.verbose=2"])
+    assert not console.tensorflow_verbose(["trainer.verbose=2", "model.verbose=3"])
+    assert not console.tensorflow_verbose([])
+
+
+@pytest.mark.parametrize("argv,shown", [(["trainer.verbose=3"], True), (["trainer.verbose=2"], False)])
+def test_trainer_verbose_3_brings_tensorflows_startup_lines_back(argv, shown):
+    """A real TensorFlow import, as `xent_lab.train` does it first, with the user's shell environment."""
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", console.DEFAULTED_ENV)
+    }
+    code = "import sys; from xent_lab import console; console.import_tensorflow(sys.argv[1:])"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    # TensorFlow's oneDNN notice is an absl INFO line on every x86 CPU build.
+    assert bool(ABSL_INFO.search(done.stderr)) is shown, done.stderr

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from tests.helpers.e2e import QUICK, train_here
+from tests.test_losses_train import IMDB
 from xent_lab.errors import ConfigError
+from xent_lab.tracking import tags as T
 from xent_lab.training.runtime import configure_runtime
 
 
@@ -27,3 +30,28 @@ def test_cpu_runtime_is_named_and_mixed_precision_needs_a_gpu():
     assert (runtime.device, runtime.device_name, runtime.precision) == ("cpu", "CPU", "float32")
     with pytest.raises(ConfigError, match="mixed_float16 needs a GPU"):
         configure_runtime(trainer(precision="mixed_float16"), seed=1)
+
+
+def test_mixed_bfloat16_runs_on_a_cpu():
+    """bfloat16 keeps float32's exponent range: a CPU computes it (slowly, but the stability study needs it)."""
+    import keras
+
+    runtime = configure_runtime(trainer(precision="mixed_bfloat16"), seed=1)
+    assert runtime.precision == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
+    configure_runtime(trainer(), seed=1)
+    assert keras.mixed_precision.global_policy().compute_dtype == "float32"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", [[], IMDB], ids=["mnist", "imdb"])
+def test_a_mixed_bfloat16_training_on_a_cpu_has_finite_losses(tmp_path, cache_dir, dataset):
+    import math
+
+    trained = train_here(
+        tmp_path, cache_dir, QUICK, *dataset, "trainer.precision=mixed_bfloat16", "calibration.bootstrap=0",
+        "calibration.methods=[]",
+    )  # fmt: skip
+    assert trained.run.info.status == "FINISHED"
+    assert trained.run.data.params["trainer.precision"] == "mixed_bfloat16"
+    assert math.isfinite(trained.results[T.TEST_LOSS]) and trained.results[T.TEST_ACCURACY] > 0.5

@@ -20,7 +20,7 @@ from xent_lab.errors import ConfigError, NotApplicable
 LOSSES = ("bce", "cce", "sparse_cce", "focal")
 IMPLS = ("custom", "builtin")
 DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = ("float32", "mixed_float16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ADAPTIVE_GAMMAS = ("flsd53",)
 
 

@@ -5,7 +5,11 @@ absl before absl's logging is initialised, and absl then ignores TF_CPP_MIN_LOG_
 the level that `xent_lab` sets does not reach them. So the import of TensorFlow and its GPU probe run
 with file descriptor 2 (where C++ writes) sent to a temporary file, and the lines are then written to
 the real stderr, less absl's INFO lines and the notices below. A user who sets TF_CPP_MIN_LOG_LEVEL
-sees everything, unfiltered.
+sees everything, unfiltered, and so does `trainer.verbose=3` on the command line.
+
+TensorFlow reads its level once, when it loads, which is before Hydra has composed the config: so the
+command line's own `trainer.verbose=` override is read here (a level set in a config file cannot act
+that early, and then only Keras' progress follows it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ _BANNER = "WARNING: All log messages before absl::InitializeLog() is called are 
 # Logged as errors or warnings, yet the normal state of a machine without a GPU driver, without TensorRT,
 # or of TensorFlow's own double registration of the CUDA libraries.
 _NOTICES = ("failed call to cuInit", "Unable to register cu", "Could not find TensorRT")
+# `trainer.verbose` at or above this shows TensorFlow's own lines (Keras' progress is at most 2, one line per epoch).
+TENSORFLOW_VERBOSE = 3
+_VERBOSE_OVERRIDE = re.compile(r"^\+{0,2}trainer\.verbose=(\d+)$")
 
 
 def startup_noise_removed(text: str) -> str:
@@ -70,9 +77,23 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow and probe for GPUs with the start-up lines filtered, unless the user chose a log level."""
+def tensorflow_verbose(argv: list[str]) -> bool:
+    """Whether the command line `argv` asks for TensorFlow's own lines (`trainer.verbose=3`)."""
+    levels = [int(m.group(1)) for m in map(_VERBOSE_OVERRIDE.match, argv) if m]
+    return bool(levels) and levels[-1] >= TENSORFLOW_VERBOSE
+
+
+def import_tensorflow(argv: list[str] | None = None) -> None:
+    """Import TensorFlow and probe for GPUs with the start-up lines filtered, unless the user chose a log level
+    (TF_CPP_MIN_LOG_LEVEL, or `trainer.verbose=3` in `argv`, default sys.argv)."""
     if os.environ.get(DEFAULTED_ENV) != "1" or "tensorflow" in sys.modules:
+        return
+    if tensorflow_verbose(sys.argv[1:] if argv is None else argv):
+        # Still before TensorFlow loads: its C++ logging starts at the level given here, everything.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        os.environ.pop(DEFAULTED_ENV)
+        import tensorflow  # noqa: F401
+
         return
     with filtered_stderr():
         import tensorflow as tf

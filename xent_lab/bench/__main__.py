@@ -26,7 +26,7 @@ from xent_lab.training import pipeline
 RESULTS = "bench-results.json"
 
 
-SECTIONS = ("harness", "server", "startup", "calibration", "losses")
+SECTIONS = ("harness", "server", "startup", "system", "calibration", "losses")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
         if section("startup", "launch to first training step"):
             figures["startup"] = harness.startup(workdir)
+        if section("system", "MLflow system-metrics sampling cost"):
+            figures["system_metrics_fraction_of_time"] = harness.system_metrics_overhead(workdir, 5 if quick else 30)
     if section("calibration", "calibration metrics speed"):
         figures["calibration_metrics_over_argmax"] = calibration.calibration_speed(
             n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5

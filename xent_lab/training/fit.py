@@ -54,5 +54,5 @@ def fit(
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
         callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
-        verbose=trainer.verbose,
+        verbose=min(trainer.verbose, 2),  # 3 also shows TensorFlow's own lines (xent_lab.console); Keras stops at 2
     )

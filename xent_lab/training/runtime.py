@@ -39,7 +39,7 @@ def configure_runtime(trainer: DictConfig, seed: int) -> Runtime:
     if trainer.precision == "mixed_float16" and device != "gpu":
         raise ConfigError(
             "trainer.precision=mixed_float16 needs a GPU (float16 on a CPU is slower, not faster); "
-            "use trainer.precision=float32"
+            "use trainer.precision=float32, or mixed_bfloat16 (runs on a CPU)"
         )
     # A sweep runs its jobs one after another in one process: drop the previous job's graphs and layers.
     keras.backend.clear_session(free_memory=True)
