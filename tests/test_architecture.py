@@ -17,7 +17,7 @@ from tests.helpers.e2e import ROOT
 PACKAGE = ROOT / "xent_lab"
 # Library layers: usable without the harness. They never import it.
 LIBRARY = ("losses", "calibration", "heads", "data", "atomic", "errors")
-HARNESS = ("training", "tracking", "study", "report", "train", "bench", "relog", "config")
+HARNESS = ("training", "tracking", "study", "report", "train", "bench", "relog", "config", "stopping")
 # Analysis and tracking run without TensorFlow (a report is rebuilt in a second, relog runs anywhere).
 NO_KERAS = ("xent_lab.heads", "xent_lab.calibration", "xent_lab.report", "xent_lab.report.__main__", "xent_lab.relog")
 MAX_LINES = 400

@@ -38,4 +38,22 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     assert 0 < figures["calibration_callback_fraction_of_epoch"]["fraction"] < 1
     assert figures["startup"]["seconds_from_module_start"] > 0
     assert set(figures["training_step_custom_over_builtin"]) == {"bce", "cce", "sparse_cce", "focal"}
-    assert len(figures["loss_forward_backward_custom_over_builtin"]["losses"]) == 5
+    steps = figures["training_step_custom_over_builtin"]
+    assert all(s["spread"] >= 1 and s["ratio"] > 0 and len(s["ratios"]) == 1 for s in steps.values()), steps
+    forward_backward = figures["loss_forward_backward_custom_over_builtin"]["losses"]
+    # Every loss with a built-in, on (batch, 10) logits, and the binary ones on (batch, 1) too, in both modes.
+    shapes = {name: sorted(by_shape) for name, by_shape in forward_backward.items()}
+    assert shapes == {
+        "BinaryCrossentropy": ["4096x1", "4096x10"],
+        "CategoricalCrossentropy": ["4096x10"],
+        "SparseCategoricalCrossentropy": ["4096x10"],
+        "BinaryFocalCrossentropy": ["4096x1", "4096x10"],
+        "CategoricalFocalCrossentropy": ["4096x10"],
+    }
+    modes = [m for by_shape in forward_backward.values() for by_mode in by_shape.values() for m in by_mode.items()]
+    assert {name for name, _ in modes} == {"tf_function", "xla"}
+    assert all(math.isfinite(f["ratio"]) and f["ratio"] > 0 for _, f in modes)
+    new_losses = figures["new_losses_over_cce"]["losses"]
+    assert new_losses and all(math.isfinite(f["ratio"]) and f["ratio"] > 0 for f in new_losses.values()), new_losses
+    break_even = figures["mmce_batch_under_1_5x_cce"]
+    assert set(break_even["batches"]) == {"32", "256"} and break_even["break_even"] in (None, 32, 256)

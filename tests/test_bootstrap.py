@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import special
 
 from xent_lab import calibration as cal
 from xent_lab.calibration.bootstrap import resample_counts, resampled_metrics
@@ -16,8 +17,10 @@ LABELS = np.array([0, 2, 1, 2, 0])
 
 def _explicit(probs, labels, counts, n_bins):
     index = np.repeat(np.arange(len(labels)), counts.astype(int))
-    metrics = cal.calibration_metrics(probs[index], labels[index], n_bins)
-    return {**metrics, "debiased_ece": cal.debiased_ece(probs[index], labels[index], n_bins)}
+    return {
+        **cal.calibration_metrics(probs[index], labels[index], n_bins),
+        **cal.estimator_metrics(probs[index], labels[index], n_bins),
+    }
 
 
 def test_resampled_metrics_by_hand():
@@ -47,6 +50,25 @@ def test_resampled_metrics_equal_the_metrics_of_explicit_resamples():
         expected = _explicit(probs, labels, c, 10)
         for name in cal.BOOTSTRAP_METRICS:
             assert got[name][row] == pytest.approx(expected[name], abs=1e-12), name
+
+
+@pytest.mark.parametrize(("n", "k", "temperature"), [(400, 3, 0.5), (1500, 10, 1.0), (800, 2, 3.0)])
+def test_vectorised_smooth_ece_and_sweep_equal_a_loop_over_resamples(n, k, temperature):
+    """The batched bisection (one sigma per resample and step) and the batched sweep (one stopping bin count per
+    resample) against `smooth_ece` and `ece_sweep` of each explicit resample; the first row is the sample itself."""
+    rng = np.random.default_rng(n)
+    logits = rng.normal(size=(n, k)) * 2
+    probs = special.softmax(logits, axis=1)
+    true = special.softmax(logits / temperature, axis=1)
+    labels = np.minimum((true.cumsum(axis=1) < rng.uniform(size=(n, 1))).sum(axis=1), k - 1)
+    counts = np.vstack([np.ones(n), resample_counts(n, 40, rng)])
+    got = resampled_metrics(probs, labels, counts, ("ece_sweep", "smooth_ece"))
+    for row, c in enumerate(counts):
+        index = np.repeat(np.arange(n), c.astype(int))
+        assert got["smooth_ece"][row] == pytest.approx(cal.smooth_ece(probs[index], labels[index]), rel=1e-12)
+        assert got["ece_sweep"][row] == pytest.approx(cal.ece_sweep(probs[index], labels[index]), rel=1e-12)
+    # The resamples really differ, and differ from the sample: a constant would pass the loop too.
+    assert np.unique(got["smooth_ece"]).size > 30 and np.unique(got["ece_sweep"]).size > 30
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
@@ -113,7 +135,7 @@ def test_paired_bootstrap_by_hand():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"metrics": ("ece", "smooth_ece")}, "no bootstrap for metric"),
+        ({"metrics": ("ece", "ece_ts")}, "no bootstrap for metric"),
         ({"n_resamples": 0}, "n_resamples must be an integer >= 1"),
         ({"level": 1.5}, r"level must lie in \(0, 1\)"),
     ],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import keras
+import matplotlib.colors
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -201,29 +202,23 @@ def test_temperature_recovered_sigmoid_ovr():
     assert cal.fit_temperature(logits, labels, "sigmoid_ovr") == pytest.approx(0.5, abs=0.05)
 
 
-def test_temperature_scaling_report():
+def test_temperature_summary_reads_the_one_temperature_fit():
     rng = np.random.default_rng(6)
     val_logits, val_labels = _softmax_data(rng, 20_000, 10, 2.0)
     test_logits, test_labels = _softmax_data(rng, 20_000, 10, 2.0)
-    report = cal.temperature_scaling_report(val_logits, val_labels, test_logits, test_labels, "softmax", 15)
-    assert set(report) == {
-        "nll",
-        "ece",
-        "brier",
-        "accuracy",
-        "nll_ts",
-        "ece_ts",
-        "brier_ts",
-        "accuracy_ts",
-        "temperature",
-    }
-    assert report["temperature"] == pytest.approx(2.0, abs=0.1)
-    assert report["accuracy_ts"] == report["accuracy"]
+    unscaled = cal.score(cal.probabilities(test_logits, "softmax"), test_labels)
+    fitted = cal.recalibrate(val_logits, val_labels, test_logits, test_labels, "softmax", ["temperature"])
+    summary = cal.temperature_summary(unscaled, fitted["temperature"])
+    assert set(summary) == {"nll_ts", "ece_ts", "brier_ts", "accuracy_ts", "temperature"}
+    assert summary["temperature"] == fitted["temperature"].params["temperature"] == pytest.approx(2.0, abs=0.1)
+    assert summary["accuracy_ts"] == unscaled.values["accuracy"]
+    scaled = cal.probabilities(test_logits / summary["temperature"], "softmax")
+    assert summary["ece_ts"] == pytest.approx(cal.ece(scaled, test_labels))
+    assert summary["nll_ts"] == pytest.approx(cal.nll(scaled, test_labels))
     # The raw logits are over-confident by a factor 2: scaling must help every proper score and ECE.
-    assert report["nll_ts"] < report["nll"]
-    assert report["brier_ts"] < report["brier"]
-    assert report["ece_ts"] < report["ece"] / 3
-    assert report["nll"] == pytest.approx(cal.nll(cal.probabilities(test_logits, "softmax"), test_labels))
+    assert summary["nll_ts"] < unscaled.values["nll"]
+    assert summary["brier_ts"] < unscaled.values["brier"]
+    assert summary["ece_ts"] < unscaled.values["ece"] / 3
 
 
 @pytest.mark.parametrize(
@@ -285,9 +280,21 @@ def test_reliability_diagram(tmp_path):
     bins = cal.reliability_bins(probs, labels, n_bins=10)
     figure = cal.reliability_diagram(probs, labels, n_bins=10, title="demo")
     axes, histogram = figure.axes
-    accuracy_bars, gap_bars = axes.containers
-    assert len(accuracy_bars) == len(gap_bars) == int((bins.counts > 0).sum())
-    np.testing.assert_allclose([bar.get_height() for bar in accuracy_bars], bins.accuracy[bins.counts > 0])
+    accuracy_bars, gap_bars, band = axes.containers
+    filled = bins.counts > 0
+    assert len(accuracy_bars) == len(gap_bars) == int(filled.sum())
+    np.testing.assert_allclose([bar.get_height() for bar in accuracy_bars], bins.accuracy[filled])
+    # The count of each bar is written above it.
+    assert [text.get_text() for text in axes.texts] == [str(c) for c in bins.counts[filled]]
+    # The band's error bars span the seeded bootstrap interval of each bin's accuracy.
+    low, high = cal.bin_accuracy_band(probs, labels, 10, 1000, seed=0)
+    (segments,) = band.lines[2]
+    np.testing.assert_allclose([seg[:, 1] for seg in segments.get_segments()], np.column_stack([low, high])[filled])
+    # The smooth curve is the one smooth ECE integrates.
+    t, smooth_accuracy, _, sigma = cal.smooth_reliability(probs, labels)
+    (curve,) = [line for line in axes.lines if line.get_label().startswith("Smooth")]
+    np.testing.assert_array_equal(curve.get_ydata(), smooth_accuracy)
+    assert f"{sigma:.3f}" in curve.get_label()
     (count_bars,) = histogram.containers
     assert [bar.get_height() for bar in count_bars] == bins.counts.tolist()
     assert axes.get_title().startswith("demo")
@@ -295,6 +302,54 @@ def test_reliability_diagram(tmp_path):
     path = tmp_path / "reliability.png"
     figure.savefig(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bin_accuracy_band_by_hand_and_contains_the_accuracy():
+    # n_bins=4 on the 5-row example: bin 2 holds one sample (e, right), bin 3 two (a right, d wrong), bin 1
+    # two (b wrong, c right). A one-sample bin resamples to itself: [1, 1]. A two-sample bin's resampled
+    # accuracy is 0, .5 or 1 and, over 1000 resamples of 5, each extreme comes up far more than 2.5% of the time.
+    low, high = cal.bin_accuracy_band(PROBS, LABELS, n_bins=4, n_resamples=1000, seed=0)
+    assert np.isnan(low[0]) and np.isnan(high[0])
+    np.testing.assert_array_equal(low[1:], [0, 1, 0])
+    np.testing.assert_array_equal(high[1:], [1, 1, 1])
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=3000)
+    labels = rng.integers(0, 4, 3000)
+    bins = cal.reliability_bins(probs, labels, 15)
+    low, high = cal.bin_accuracy_band(probs, labels, 15, 500, seed=3)
+    filled = bins.counts > 0
+    assert np.all(low[filled] <= bins.accuracy[filled]) and np.all(bins.accuracy[filled] <= high[filled])
+    # Narrower where a bin holds more samples: the widest band is that of a small bin.
+    width = (high - low)[filled]
+    assert bins.counts[filled][np.argmax(width)] < np.median(bins.counts[filled])
+    again, other = (np.vstack(cal.bin_accuracy_band(probs, labels, 15, 500, seed=s)) for s in (3, 4))
+    np.testing.assert_array_equal(again, np.vstack([low, high]))  # seeded
+    assert not np.array_equal(other, again, equal_nan=True)
+
+
+def test_reliability_overlay_draws_one_curve_per_run():
+    rng = np.random.default_rng(9)
+    logits = rng.normal(size=(2000, 5)) * 2
+    labels = np.minimum((special.softmax(logits, axis=1).cumsum(axis=1) < rng.random((2000, 1))).sum(axis=1), 4)
+    runs = {
+        "calibrated": (special.softmax(logits, axis=1), labels),
+        "sharp": (special.softmax(3 * logits, axis=1), labels),
+    }
+    figure = cal.reliability_overlay(runs, n_bins=10, binned=True, title="study")
+    (axes,) = figure.axes
+    curves = [line for line in axes.lines if line.get_label() in runs]
+    assert [line.get_label() for line in curves] == list(runs)
+    for line, (probs, y) in zip(curves, runs.values()):
+        np.testing.assert_array_equal(line.get_ydata(), cal.smooth_reliability(probs, y)[1])
+    # The binned points, one set per run, in the colour of the run's curve.
+    assert len(axes.collections) == 2
+    assert [tuple(c.get_facecolor()[0][:3]) for c in axes.collections] == [
+        matplotlib.colors.to_rgb(line.get_color()) for line in curves
+    ]
+    assert {text.get_text() for text in axes.get_legend().get_texts()} >= set(runs)
+    assert len(cal.reliability_overlay(runs).axes[0].collections) == 0
+    with pytest.raises(ValueError, match="at least one"):
+        cal.reliability_overlay({})
 
 
 def test_save_load_predictions_round_trip(tmp_path):

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from tests.helpers.e2e import CONF_DIR
 from xent_lab import config
-from xent_lab.errors import ConfigError
+from xent_lab.errors import ConfigError, NotApplicable
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -33,13 +33,32 @@ class TestCompose:
         [("mnist", "mlp"), ("mnist", "cnn"), ("imdb", "embedding_avg"), ("imdb", "text_cnn"), ("imdb", "bilstm")],
     )
     @pytest.mark.parametrize("loss", ["bce", "cce", "sparse_cce", "focal"])
-    @pytest.mark.parametrize("impl", ["builtin", "custom"])
+    @pytest.mark.parametrize("impl", ["builtin", "custom", "naive"])
     def test_every_combination_validates(self, dataset, model, loss, impl):
         cfg = compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}")
         config.validate(cfg)
         assert (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.loss.impl) == (dataset, model, loss, impl)
         # Every loss file starts from loss/_common.yaml: the shared keys are there with their defaults.
         assert (cfg.loss.from_logits, cfg.loss.label_smoothing, cfg.loss.class_weight) == (True, 0.0, None)
+        assert cfg.loss.epsilon == 1e-15
+
+    @pytest.mark.parametrize("dataset", ["mnist", "imdb"])
+    @pytest.mark.parametrize("loss", ["sparse_focal", "poly1", "brier", "mmce"])
+    def test_our_own_losses_default_to_custom_and_are_not_applicable_elsewhere(self, dataset, loss):
+        cfg = compose_config(f"dataset={dataset}", f"loss={loss}")
+        config.validate(cfg)
+        assert (cfg.loss.name, cfg.loss.impl) == (loss, "custom")
+        for impl in ("builtin", "naive"):
+            # NotApplicable: a sweep over loss x impl skips these jobs instead of failing them.
+            with pytest.raises(NotApplicable, match=f"invalid config value loss.impl='{impl}': expected 'custom'"):
+                config.validate(compose_config(f"dataset={dataset}", f"loss={loss}", f"loss.impl={impl}"))
+
+    def test_preset_defaults(self):
+        assert compose_config("loss=poly1").loss.poly_epsilon == 1.0
+        mmce = compose_config("loss=mmce").loss
+        assert (mmce.mmce_weight, mmce.mmce_kernel_width, mmce.mmce_weighted) == (4.0, 0.4, False)
+        focal = compose_config("loss=sparse_focal").loss
+        assert (focal.gamma, focal.alpha, focal.ignore_class) == (2.0, 1.0, None)
 
     def test_flatten_gives_dotted_string_params(self):
         flat = config.flatten(compose_config("loss=focal"))
@@ -64,6 +83,17 @@ class TestCompose:
         (["loss=sparse_cce", "loss.label_smoothing=0.1"], "loss.label_smoothing"),
         (["loss.impl=mine"], "loss.impl"),
         (["loss.from_logits=maybe"], "loss.from_logits"),
+        (["loss.impl=naive", "loss.epsilon=0"], "loss.epsilon"),
+        (["loss.impl=naive", "loss.epsilon=1.5"], "loss.epsilon"),
+        (["loss=sparse_focal", "loss.gamma=-0.5"], "loss.gamma"),
+        (["loss=sparse_focal", "loss.alpha=[1,2]"], "loss.alpha"),
+        (["loss=sparse_focal", "loss.alpha=-1"], "loss.alpha"),
+        (["loss=sparse_focal", "loss.ignore_class=1.5"], "loss.ignore_class"),
+        (["loss=poly1", "loss.poly_epsilon=-1.5"], "loss.poly_epsilon"),
+        (["loss=poly1", "loss.poly_epsilon=abc"], "loss.poly_epsilon"),
+        (["loss=mmce", "loss.mmce_weight=-1"], "loss.mmce_weight"),
+        (["loss=mmce", "loss.mmce_kernel_width=0"], "loss.mmce_kernel_width"),
+        (["loss=mmce", "loss.mmce_weighted=maybe"], "loss.mmce_weighted"),
         (["trainer.device=tpu"], "trainer.device"),
         (["trainer.precision=bfloat16"], "trainer.precision"),
         (["trainer.optimizer.learning_rate=0"], "trainer.optimizer.learning_rate"),
@@ -88,6 +118,14 @@ def test_custom_sparse_loss_accepts_label_smoothing():
     # The same smoothing on Keras' built-in, which has none, is the rejected case.
     with pytest.raises(ConfigError, match="loss.label_smoothing"):
         config.validate(compose_config("loss=sparse_cce", "loss.impl=builtin", "loss.label_smoothing=0.1"))
+
+
+def test_naive_impl_takes_flsd53_and_sparse_label_smoothing():
+    # The textbook focal factor with gamma 5 or 3 is plain arithmetic; naive's sparse loss smooths like ours.
+    config.validate(compose_config("loss=focal", "loss.impl=naive", "loss.gamma=flsd53"))
+    config.validate(compose_config("loss=sparse_cce", "loss.impl=naive", "loss.label_smoothing=0.1"))
+    config.validate(compose_config("loss=sparse_focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]", "loss.ignore_class=3"))
+    config.validate(compose_config("loss=poly1", "loss.poly_epsilon=-1"))  # the boundary is allowed
 
 
 def test_per_class_alpha_of_the_right_length_is_accepted():

@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from scipy import special
 
 from tests.test_config import compose_config
-from xent_lab.models import build_model, logits_model
+from xent_lab.models import Probabilities, build_model, logits_model
 from xent_lab.objectives import build_objective
 
 SHAPES = {"mnist": (28, 28, 1), "imdb": (32,)}
@@ -47,15 +48,25 @@ def test_from_logits_model_outputs_the_logits_layer():
     assert logits_model(net) is net
 
 
-def test_probability_path_ends_in_softmax_and_keeps_a_logits_view():
-    net = build("mnist", "mlp", "cce", "loss.from_logits=false")
+@pytest.mark.parametrize(
+    "dataset,model,loss,activation", [("mnist", "mlp", "cce", "softmax"), ("imdb", "embedding_avg", "bce", "sigmoid")]
+)
+def test_probability_path_ends_in_probabilities_and_keeps_a_logits_view(dataset, model, loss, activation):
+    net = build(dataset, model, loss, "loss.from_logits=false")
     head = net.get_layer("probabilities")
-    assert net.output is head.output and isinstance(head, keras.layers.Activation)
-    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    assert net.output is head.output and isinstance(head, Probabilities) and head.activation == activation
+    rng = np.random.default_rng(0)
+    shape = (4, *SHAPES[dataset])
+    x = rng.integers(1, 100, shape).astype("int32") if dataset == "imdb" else rng.random(shape).astype("float32")
     probs = net.predict(x, verbose=0)
-    logits = logits_model(net).predict(x, verbose=0)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(keras.ops.softmax(logits)), rtol=1e-5, atol=1e-7)
+    logits = logits_model(net).predict(x, verbose=0).astype("float64")
+    expected = special.softmax(logits, axis=1) if activation == "softmax" else special.expit(logits)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_probabilities_rejects_an_unknown_activation():
+    with pytest.raises(ValueError, match="activation='relu'"):
+        Probabilities("relu")
 
 
 def test_mixed_precision_keeps_the_head_in_float32():

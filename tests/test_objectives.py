@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+import xent_lab.losses
 from xent_lab import objectives
 from xent_lab.heads import Head
 from xent_lab.objectives import BINARY, ONEHOT, SPARSE, build_objective
@@ -14,14 +15,24 @@ SIGMOID, SIGMOID_OVR, SOFTMAX = Head.SIGMOID, Head.SIGMOID_OVR, Head.SOFTMAX
 
 
 def loss_cfg(name: str, impl: str = "builtin", **extra):
-    cfg = {"name": name, "impl": impl, "from_logits": True, "label_smoothing": 0.0}
-    if name == "focal":
-        cfg.update(gamma=2.0, alpha=1.0, apply_class_balancing=False)
+    """A loss config as conf/loss/NAME.yaml composes it (the preset's own keys with their defaults)."""
+    cfg = {"name": name, "impl": impl, "from_logits": True, "label_smoothing": 0.0, "epsilon": 1e-15}
+    cfg.update(PRESET_KEYS.get(name, {}))
     cfg.update(extra)
     return OmegaConf.create(cfg)
 
 
-@pytest.mark.parametrize("impl,module", [("builtin", "keras"), ("custom", "xent_lab.losses")])
+PRESET_KEYS = {
+    "focal": {"gamma": 2.0, "alpha": 1.0, "apply_class_balancing": False},
+    "sparse_focal": {"gamma": 2.0, "alpha": 1.0, "ignore_class": None},
+    "poly1": {"poly_epsilon": 1.0},
+    "mmce": {"mmce_weight": 4.0, "mmce_kernel_width": 0.4, "mmce_weighted": False},
+}
+
+
+@pytest.mark.parametrize(
+    "impl,module", [("builtin", "keras"), ("custom", "xent_lab.losses"), ("naive", "xent_lab.losses.naive")]
+)
 @pytest.mark.parametrize(
     "name,num_classes,head,units,label_format,class_name",
     [
@@ -42,6 +53,55 @@ def test_registry(impl, module, name, num_classes, head, units, label_format, cl
     assert type(objective.loss).__name__ == class_name
     assert type(objective.loss).__module__.startswith(module)
     assert objective.loss.get_config().get("from_logits") is True
+    assert (type(objective.loss).__module__ == "xent_lab.losses.naive") == (impl == "naive")
+
+
+@pytest.mark.parametrize(
+    "name,num_classes,head,units,label_format,class_name",
+    [
+        ("sparse_focal", 2, SOFTMAX, 2, SPARSE, "SparseCategoricalFocalCrossentropy"),
+        ("sparse_focal", 10, SOFTMAX, 10, SPARSE, "SparseCategoricalFocalCrossentropy"),
+        ("poly1", 2, SIGMOID, 1, BINARY, "BinaryPolyCrossentropy"),
+        ("poly1", 10, SOFTMAX, 10, ONEHOT, "CategoricalPolyCrossentropy"),
+        ("brier", 2, SOFTMAX, 2, ONEHOT, "CategoricalBrier"),
+        ("brier", 10, SOFTMAX, 10, ONEHOT, "CategoricalBrier"),
+        ("mmce", 2, SOFTMAX, 2, ONEHOT, "MMCECrossentropy"),
+        ("mmce", 10, SOFTMAX, 10, ONEHOT, "MMCECrossentropy"),
+    ],
+)
+def test_registry_of_our_own_losses(name, num_classes, head, units, label_format, class_name):
+    objective = build_objective(loss_cfg(name, "custom"), num_classes)
+    assert (objective.head, objective.units, objective.label_format) == (head, units, label_format)
+    assert type(objective.loss) is getattr(xent_lab.losses, class_name)
+    with pytest.raises(ValueError, match=f"loss '{name}' has no impl 'builtin'"):
+        build_objective(loss_cfg(name, "builtin"), num_classes)
+
+
+@pytest.mark.parametrize(
+    "name,extra,expected",
+    [
+        (
+            "sparse_focal",
+            {"gamma": "flsd53", "alpha": [1.0, 2.0], "ignore_class": 1},
+            {"gamma": "flsd53", "alpha": [1.0, 2.0], "ignore_class": 1},
+        ),
+        ("poly1", {"poly_epsilon": -0.5}, {"epsilon": -0.5}),
+        (
+            "mmce",
+            {"mmce_weight": 2.5, "mmce_kernel_width": 0.2, "mmce_weighted": True},
+            {"weight": 2.5, "kernel_width": 0.2, "weighted": True},
+        ),
+    ],
+)
+def test_preset_keys_reach_our_losses(name, extra, expected):
+    config = build_objective(loss_cfg(name, "custom", **extra), 2).loss.get_config()
+    assert {key: config[key] for key in expected} == expected
+
+
+def test_epsilon_reaches_only_the_naive_losses():
+    naive = build_objective(loss_cfg("cce", "naive", epsilon=1e-9), 10).loss
+    assert naive.get_config()["epsilon"] == 1e-9
+    assert "epsilon" not in build_objective(loss_cfg("cce", "custom", epsilon=1e-9), 10).loss.get_config()
 
 
 def test_focal_arguments_reach_the_loss():

@@ -481,3 +481,8 @@ def test_cli_unknown_study_exits_2_with_one_error_line(store, tmp_path):
     assert last.startswith("error: no MLflow experiment named 'nope'")
     assert "python -m xent_lab.train experiment=nope" in last
     assert not (tmp_path / "experiments").exists()
+
+
+def test_overfitting_tables_stay_out_when_no_run_reaches_the_accuracy_threshold(built):
+    # study.overfit is unset (auto) and the fixture's runs log no train/accuracy: nothing to show.
+    assert "### Over-fitting" not in built[1] and "## Findings" in built[1]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers.e2e import QUICK, train_here
-from tests.test_losses_train import IMDB
+from tests.helpers.e2e import IMDB_QUICK, QUICK, train_here
 from xent_lab.errors import ConfigError
 from xent_lab.tracking import tags as T
 from xent_lab.training.runtime import configure_runtime
@@ -44,7 +43,7 @@ def test_mixed_bfloat16_runs_on_a_cpu():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", [[], IMDB], ids=["mnist", "imdb"])
+@pytest.mark.parametrize("dataset", [(), IMDB_QUICK], ids=["mnist", "imdb"])
 def test_a_mixed_bfloat16_training_on_a_cpu_has_finite_losses(tmp_path, cache_dir, dataset):
     import math
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from selenium.webdriver.common.keys import Keys
 
 from tests.helpers.browser import BrowserUnavailable, MlflowUi, make_driver, require_browser
 from tests.helpers.e2e import QUICK, create_store, run_train, store_uri
@@ -97,3 +98,53 @@ def test_mlflow_ui_shows_the_run_its_charts_and_artifacts(tmp_path, cache_dir):
         f"training (server and browser starting alongside) {trained - started:.1f} s, "
         f"UI walk {time.monotonic() - trained:.1f} s"
     )
+
+
+def test_mlflow_ui_shows_the_runs_datasets_and_its_logged_model(tmp_path, cache_dir):
+    """The lineage views of README's lineage.png: the run's three datasets (name, digest, context) in its
+    "Data details" drawer, and its logged model on the experiment's Models page with the model's test accuracy."""
+    try:
+        require_browser()
+    except BrowserUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    create_store(workdir)
+    with ThreadPoolExecutor(1) as pool, start_server(store_uri(workdir), tmp_path / "mlartifacts") as server:
+        training = pool.submit(run_train, workdir, cache_dir, QUICK, "tracking.log_model=true")
+        try:
+            driver = make_driver(tmp_path / "chromium-profile")
+        except BrowserUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            done = training.result()
+            assert done.returncode == 0, done.stderr[-3000:]
+            client = MlflowClient(store_uri(workdir))
+            (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+            contexts = [
+                (item.dataset, next(t.value for t in item.tags if t.key == T.DATASET_CONTEXT))
+                for item in run.inputs.dataset_inputs
+            ]
+            test = next(dataset for dataset, context in contexts if context == T.SPLIT_CONTEXTS["test"])
+            inputs = {f"{dataset.name} ({dataset.digest})": context for dataset, context in contexts}
+            assert sorted(inputs.values()) == sorted(T.SPLIT_CONTEXTS.values()), inputs
+            (output,) = run.outputs.model_outputs
+            model = client.get_logged_model(output.model_id)
+            accuracy = next(m.value for m in model.metrics if m.key == T.TEST_ACCURACY)
+
+            ui = MlflowUi(driver, server.uri, debug_dir=tmp_path / "ui-failures")
+            ui.open_experiments()
+            ui.open_experiment(EXPERIMENT)
+            ui.open_run(RUN_NAME)
+            drawer = ui.open_datasets(f"{test.name} ({test.digest})")
+            for label, context in inputs.items():
+                item = ui.find(f'{drawer}//*[@role="button" and @aria-label="{label}"]', f"{label!r} in the drawer")
+                assert item.text.lower().split() == [*label.lower().split(), context], item.text
+
+            ui.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+            ui.open_models()
+            ui.choose_model_columns(("Metrics",), f"Dataset: {test.name} (#{test.digest})", (T.TEST_ACCURACY,))
+            shown = ui.model_metric(RUN_NAME, T.TEST_ACCURACY)
+            assert float(shown) == accuracy, f"the Models page shows {T.TEST_ACCURACY}={shown}, the model {accuracy}"
+        finally:
+            driver.quit()

@@ -11,6 +11,7 @@ opens it in headless Chromium as a user would (experiments list -> experiment ->
     run-overview.png   one run's overview: its description (`mlflow.note.content`), metrics, tags
     run-artifacts.png  the same run's artifacts with plots/reliability_test.png previewed
     study-report.png   a study's parent run (tag xent.role=parent): report/REPORT.md previewed at its Results
+    lineage.png        a run's datasets (names, digests, contexts), over the logged models with their test metrics
 
 The browser driver is tests/helpers/browser.py, shared with tests/test_ui.py.
 """
@@ -29,6 +30,7 @@ from PIL import Image
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 
 from tests.helpers.browser import (
     HEIGHT,
@@ -53,6 +55,12 @@ REPORT_HEIGHT = 1300  # the report's "Results" tables
 RELIABILITY_TEST = T.RELIABILITY_ARTIFACT.format(split="test")
 REPORT_MD = f"{T.REPORT_ARTIFACT_DIR}/REPORT.md"
 SHOWN_LOSS = "cce"  # the run shown by default: the baseline loss
+# The Models page: hide the columns that stay empty here and all metrics, then show these, on the test dataset.
+MODEL_COLUMNS_HIDDEN = ("Status", "Logged from", "Dataset", "Metrics", "Parameters")
+LINEAGE_METRICS = (T.TEST_ACCURACY, T.test_metric("nll"), T.TEST_ECE, T.TEST_ECE_TS)
+MODEL_COLUMNS_NARROWED = (("creation_time", -50), ("registered_models", -40), ("metricKey", -50))  # all in 1600 px
+CROP_MARGIN = 24  # pixels kept below the last thing shown in a crop
+GAP, GAP_COLOUR = 4, (208, 211, 216)  # the line between two stacked crops
 
 
 def _choose_columns(ui: MlflowUi, metrics: tuple[str, ...], available: set[str]) -> None:
@@ -68,15 +76,17 @@ def _choose_columns(ui: MlflowUi, metrics: tuple[str, ...], available: set[str])
 
 
 def _widen_columns(ui: MlflowUi, col_id_part: str, pixels: int) -> None:
-    """Drag the right edge of each table column whose col-id contains `col_id_part`, so that values are not cut."""
-    cells = (
-        f'//div[@role="columnheader" and contains(@col-id, {xpath_literal(col_id_part)})]'
-        '//div[contains(@class, "ag-header-cell-resize")]'
-    )
-    for index in range(len(ui.driver.find_elements(By.XPATH, cells))):
-        handles = ui.driver.find_elements(By.XPATH, cells)  # found again: a resize re-renders the header
-        if index < len(handles) and handles[index].is_displayed():
-            ActionChains(ui.driver).click_and_hold(handles[index]).move_by_offset(pixels, 0).release().perform()
+    """Drag the right edge of each table column whose col-id contains `col_id_part` by `pixels` (< 0: narrower)."""
+    headers = f'//div[@role="columnheader" and contains(@col-id, {xpath_literal(col_id_part)})]'
+    for col_id in [e.get_attribute("col-id") for e in ui.driver.find_elements(By.XPATH, headers)]:
+        # Found again by its col-id: a resize re-renders the header, and may reorder it.
+        handle = (
+            f'//div[@role="columnheader" and @col-id={xpath_literal(col_id)}]'
+            '//div[contains(@class, "ag-header-cell-resize")]'
+        )
+        handles = [h for h in ui.driver.find_elements(By.XPATH, handle) if h.is_displayed()]
+        if handles:
+            ActionChains(ui.driver).click_and_hold(handles[0]).move_by_offset(pixels, 0).release().perform()
             time.sleep(0.2)
 
 
@@ -144,6 +154,23 @@ def _compress(path: Path, limit: int) -> None:
         image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def _bottom(ui: MlflowUi, elements: list[WebElement]) -> int:
+    """The lowest bottom edge of `elements` in the viewport, in pixels."""
+    return int(max(ui.driver.execute_script("return arguments[0].getBoundingClientRect().bottom", e) for e in elements))
+
+
+def _stack(parts: list[tuple[Path, int]], width: int, path: Path) -> Path:
+    """One PNG of the top `height` pixels of each (screenshot, height), one under the other, a grey line between."""
+    images = [Image.open(shot).convert("RGB").crop((0, 0, width, height)) for shot, height in parts]
+    stacked = Image.new("RGB", (images[0].width, sum(i.height for i in images) + GAP * (len(images) - 1)), GAP_COLOUR)
+    top = 0
+    for image in images:
+        stacked.paste(image, (0, top))
+        top += image.height + GAP
+    stacked.save(path)
+    return path
+
+
 class StoreContents:
     """What to photograph in a store: the experiment, one run of it, and a study's parent run."""
 
@@ -191,6 +218,14 @@ class StoreContents:
             )
         self.run = run
         self.run_has_note = any(r.data.tags.get(T.NOTE) for r in self.runs if r.info.run_name == run)
+        # The lineage: the run shown if it logged a model (tracking.log_model), else the first job that did.
+        with_model = [r for r in jobs if r.outputs and r.outputs.model_outputs]
+        model_run = next((r for r in with_model if r.info.run_name == run), with_model[0] if with_model else None)
+        self.model_run: str | None = model_run.info.run_name if model_run else None
+        self.test_dataset: tuple[str, str] | None = None  # (name, digest) of the model run's testing input
+        for item in model_run.inputs.dataset_inputs if model_run else ():
+            if any(t.key == T.DATASET_CONTEXT and t.value == T.SPLIT_CONTEXTS["test"] for t in item.tags):
+                self.test_dataset = (item.dataset.name, item.dataset.digest)
         # The study: a parent run in study_experiment, else in the experiment shown, else anywhere.
         order = [study_experiment] if study_experiment else [experiment, *sorted(runs_of)]
         self.study: tuple[str, str] | None = None
@@ -236,7 +271,9 @@ def take_screenshots(
 
             def shot(name: str, height: int) -> None:
                 set_viewport(driver, width, height)
-                path = ui.screenshot(out / f"{name}.png")
+                keep(ui.screenshot(out / f"{name}.png"))
+
+            def keep(path: Path) -> None:
                 _compress(path, max_bytes)
                 written.append(path)
                 print(f"wrote {path} ({path.stat().st_size // 1024} KB)", flush=True)
@@ -303,6 +340,27 @@ def take_screenshots(
                 results = ui.find('//h2[starts-with(normalize-space(), "Results")]', "the report's Results section")
                 driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", results)  # the preview pane
                 shot("study-report", REPORT_HEIGHT)
+
+            # (f) the lineage: a run's datasets, and the logged models with their metrics on the test dataset
+            if contents.model_run is None or contents.test_dataset is None:
+                print("note: no run of this experiment logged a model (tracking.log_model): lineage.png not taken")
+            else:
+                name, digest = contents.test_dataset
+                set_viewport(driver, width, HEIGHT)
+                ui.open_experiments()
+                ui.open_experiment(contents.experiment)
+                ui.open_run(contents.model_run)
+                drawer = ui.open_datasets(f"{name} ({digest})")
+                details = ui.find(f'{drawer}//span[starts-with(normalize-space(), "Digest:")]/..', "the details")
+                datasets = (ui.screenshot(Path(tmp) / "datasets.png"), _bottom(ui, [details]) + CROP_MARGIN)
+                driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+                ui.open_models()
+                ui.choose_model_columns(MODEL_COLUMNS_HIDDEN, f"Dataset: {name} (#{digest})", LINEAGE_METRICS)
+                for col_id_part, pixels in MODEL_COLUMNS_NARROWED:
+                    _widen_columns(ui, col_id_part, pixels)
+                rows = driver.find_elements(By.XPATH, '//*[@role="row" and @row-id]')
+                models = (ui.screenshot(Path(tmp) / "models.png"), min(HEIGHT, _bottom(ui, rows) + CROP_MARGIN))
+                keep(_stack([datasets, models], width, out / "lineage.png"))
         finally:
             driver.quit()
     return written

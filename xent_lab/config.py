@@ -6,9 +6,11 @@ Hydra already rejects unknown config groups and options; this module checks the 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -17,11 +19,17 @@ from xent_lab.calibration.recalibration import RECALIBRATORS
 from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.errors import ConfigError, NotApplicable
 
-LOSSES = ("bce", "cce", "sparse_cce", "focal")
-IMPLS = ("custom", "builtin")
+LOSSES = ("bce", "cce", "sparse_cce", "focal", "sparse_focal", "poly1", "brier", "mmce")
+IMPLS = ("custom", "builtin", "naive")
+# The losses Keras has (impl=builtin) and that have a textbook form (impl=naive); the others are ours only.
+STANDARD_LOSSES = ("bce", "cce", "sparse_cce", "focal")
+FOCAL_LOSSES = ("focal", "sparse_focal")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ADAPTIVE_GAMMAS = ("flsd53",)
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+# Mappings whose keys are not fixed by conf/: the optimizer's keyword arguments (`+trainer.optimizer.momentum=0.9`).
+OPEN_KEYS = ("trainer.optimizer.",)
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -98,33 +106,62 @@ def _validate_loss(cfg: DictConfig, num_classes: int) -> None:
     class_weight = OmegaConf.select(cfg, "loss.class_weight")
     if class_weight not in (None, "balanced"):
         _fail("loss.class_weight", class_weight, "null or 'balanced'")
+    epsilon = cfg.loss.epsilon
+    if not _is_number(epsilon) or not 0 < epsilon < 1:
+        _fail("loss.epsilon", epsilon, "a number in (0, 1)")
+    if impl != "custom" and name not in STANDARD_LOSSES:
+        raise NotApplicable(
+            f"invalid config value loss.impl={impl!r}: expected 'custom' with loss={name} "
+            f"(only {', '.join(STANDARD_LOSSES)} have a Keras built-in and a naive form)"
+        )
     if name == "sparse_cce" and impl == "builtin" and smoothing > 0:
         raise NotApplicable(
             f"invalid config value loss.label_smoothing={smoothing!r}: expected 0 with loss=sparse_cce "
             "loss.impl=builtin (Keras' SparseCategoricalCrossentropy has no label smoothing); "
             "use loss.impl=custom or loss=cce"
         )
-    if name != "focal":
-        return
+    if name in FOCAL_LOSSES:
+        _validate_focal(cfg, num_classes)
+    elif name == "poly1":
+        poly_epsilon = cfg.loss.poly_epsilon
+        if not _is_number(poly_epsilon) or poly_epsilon < -1:
+            _fail("loss.poly_epsilon", poly_epsilon, "a number >= -1 (below, the loss can be negative)")
+    elif name == "mmce":
+        weight, width = cfg.loss.mmce_weight, cfg.loss.mmce_kernel_width
+        if not _is_number(weight) or weight < 0:
+            _fail("loss.mmce_weight", weight, "a number >= 0")
+        if not _is_number(width) or width <= 0:
+            _fail("loss.mmce_kernel_width", width, "a number > 0")
+        _boolean(cfg, "loss.mmce_weighted")
+
+
+def _validate_focal(cfg: DictConfig, num_classes: int) -> None:
+    """gamma and alpha of loss=focal (binary on a binary task, else categorical) and loss=sparse_focal."""
+    binary = cfg.loss.name == "focal" and num_classes == 2
     gamma = cfg.loss.gamma
     if gamma in ADAPTIVE_GAMMAS:
-        if impl == "builtin":
+        if cfg.loss.impl == "builtin":
             raise NotApplicable(
                 f"invalid config value loss.gamma={gamma!r}: Keras' built-in focal loss takes a number; "
-                "the adaptive FLSD-53 gamma needs loss.impl=custom"
+                "the adaptive FLSD-53 gamma needs loss.impl=custom (or naive)"
             )
     elif not _is_number(gamma) or gamma < 0:
         _fail("loss.gamma", gamma, "a number >= 0 or 'flsd53'")
-    _boolean(cfg, "loss.apply_class_balancing")
+    if cfg.loss.name == "sparse_focal":
+        ignore_class = cfg.loss.ignore_class
+        if ignore_class is not None and not _is_int(ignore_class):
+            _fail("loss.ignore_class", ignore_class, "null or an integer label")
+    else:
+        _boolean(cfg, "loss.apply_class_balancing")
     alpha = cfg.loss.alpha
     if isinstance(alpha, ListConfig):
-        if num_classes == 2:
+        if binary:
             _fail("loss.alpha", list(alpha), "a scalar for a binary task (binary focal takes one alpha)")
         if len(alpha) != num_classes or not all(_is_number(a) and a >= 0 for a in alpha):
             _fail("loss.alpha", list(alpha), f"a list of {num_classes} numbers >= 0, one per class")
     elif not _is_number(alpha) or alpha < 0:
         _fail("loss.alpha", alpha, "a number >= 0 or a list with one weight per class")
-    elif num_classes == 2 and cfg.loss.apply_class_balancing and alpha > 1:
+    elif binary and cfg.loss.apply_class_balancing and alpha > 1:
         _fail("loss.alpha", alpha, "a number in [0, 1] with apply_class_balancing=true")
 
 
@@ -163,6 +200,9 @@ def _validate_tracking(cfg: DictConfig) -> None:
     timeout = cfg.tracking.connect_timeout
     if not _is_number(timeout) or timeout <= 0:
         _fail("tracking.connect_timeout", timeout, "a number of seconds > 0")
+    lock_timeout = OmegaConf.select(cfg, "tracking.lock_timeout_s")
+    if not _is_number(lock_timeout) or lock_timeout <= 0:
+        _fail("tracking.lock_timeout_s", lock_timeout, "a number of seconds > 0")
     _positive_int(cfg, "calibration.n_bins")
     _boolean(cfg, "calibration.per_epoch")
     _boolean(cfg, "calibration.temperature_scaling")
@@ -187,8 +227,9 @@ def _validate_calibration(cfg: DictConfig) -> None:
 
 def _validate_study(cfg: DictConfig) -> None:
     name = OmegaConf.select(cfg, "study.name")
-    if name is not None and (not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum()):
-        _fail("study.name", name, "null or a name of letters, digits, '_' and '-'")
+    # The name becomes a folder (multirun/NAME, experiments/NAME) and an experiment: nothing that leaves them.
+    if name is not None and (not isinstance(name, str) or not STUDY_NAME.fullmatch(name)):
+        _fail("study.name", name, "null or up to 64 ASCII letters, digits, '_' and '-', not starting with '-'")
     _boolean(cfg, "study.skip_finished")
     _boolean(cfg, "study.report")
 
@@ -205,6 +246,29 @@ def validate(cfg: DictConfig) -> None:
     _validate_trainer(cfg)
     _validate_tracking(cfg)
     _validate_study(cfg)
+
+
+def check_added_keys(cfg: DictConfig, overrides: Collection[str], groups: Collection[str]) -> None:
+    """Reject `+KEY=VALUE` overrides that add a key conf/ does not define, e.g. `+trainer.epoch=3`.
+
+    Hydra refuses `+` for a key that exists, so every such key is new, and a new key is read by nothing:
+    a typo that would be accepted silently. Exceptions: config groups (`+experiment=NAME`), the open
+    mappings in OPEN_KEYS, and `++KEY=VALUE`, the explicit way to add a key anyway.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if override.type != OverrideType.ADD or key in groups or key.startswith(OPEN_KEYS):
+            continue
+        known = [k for k in flatten(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])) if k != key]
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see `python -m xent_lab.train --cfg job` for the keys"
+        raise ConfigError(
+            f"unknown config key {key} (added by +{override.input_line.lstrip('+')}): {hint} "
+            "(`++KEY=VALUE` adds a key on purpose)"
+        )
 
 
 def flatten(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:

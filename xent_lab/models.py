@@ -1,20 +1,53 @@
 """Model builders: a body per `model.name`, topped by the logits layer the objective asks for.
 
 Every model has a float32 layer named `logits` (float32 also under mixed precision, so the loss
-and the calibration metrics see full-precision numbers). With `loss.from_logits=false` a softmax or
-sigmoid layer follows it; `logits_model` gives the logits either way, for calibration and
-temperature scaling.
+and the calibration metrics see full-precision numbers). With `loss.from_logits=false` a
+`Probabilities` layer (softmax or sigmoid) follows it, whose output carries no route back to the
+logits, so that the loss really works on probabilities; `logits_model` gives the logits either way,
+for calibration and temperature scaling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 from omegaconf import DictConfig
 
 from xent_lab.objectives import Objective
+
+ACTIVATIONS = ("softmax", "sigmoid")
+
+
+@keras.saving.register_keras_serializable(package="xent_lab")
+class Probabilities(layers.Layer):
+    """softmax(z) or sigmoid(z), as plain probabilities: `exp(log_softmax(z))`, `exp(log_sigmoid(z))`.
+
+    `layers.Activation("softmax")` would hand the loss its logits: Keras' softmax and sigmoid (also
+    `keras.ops.softmax` on TensorFlow) attach them to their output as `_keras_logits`, and in a
+    traced graph Keras' TensorFlow cross-entropies also take the input of a `Softmax`/`Sigmoid` op, so
+    `from_logits=false` would silently train on the logits. Here the output is an `Exp` op without
+    that attribute: every loss sees the probabilities (and Keras' built-ins clip them at epsilon).
+    """
+
+    def __init__(self, activation: str = "softmax", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Probabilities: activation={activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+
+    def call(self, logits: Any) -> Any:
+        log_p = ops.log_softmax(logits, axis=-1) if self.activation == "softmax" else ops.log_sigmoid(logits)
+        return ops.exp(log_p)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": self.activation}
+
 
 Body = Callable[[keras.KerasTensor, DictConfig, int | None], keras.KerasTensor]
 
@@ -79,7 +112,7 @@ def build_model(
     features = BODIES[cfg.name](inputs, cfg, vocab_size)
     outputs = layers.Dense(objective.units, dtype="float32", name="logits")(features)
     if not objective.from_logits:
-        outputs = layers.Activation(objective.activation, dtype="float32", name="probabilities")(outputs)
+        outputs = Probabilities(objective.activation, dtype="float32", name="probabilities")(outputs)
     return keras.Model(inputs, outputs, name=cfg.name)
 
 

@@ -2,6 +2,7 @@
 
 Logs a job's local record as one complete MLflow run, for a run whose tracking server went away
 mid-training (the trainer says so and prints this command); see `xent_lab.tracking.relog`.
+`--force` also logs the record of a job killed hard (still RUNNING) as a KILLED run.
 Exit codes: 0 done, 2 a problem the message explains (no record, server unreachable, already re-logged).
 """
 
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("output_dir", type=Path, help="the job's output folder (outputs/DATE/TIME or multirun/.../N)")
     parser.add_argument("--tracking-uri", help="where to log it (default: $MLFLOW_TRACKING_URI, else the job's)")
-    parser.add_argument("--force", action="store_true", help="log it again even if it was re-logged before")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="log it again even if it was re-logged before; log a job killed hard (its record still RUNNING) as KILLED",
+    )
     args = parser.parse_args(argv)
     try:
         run_id = relog(args.output_dir, args.tracking_uri, args.force)

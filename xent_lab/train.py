@@ -10,15 +10,21 @@ import time
 # Taken before the heavy imports below, for `perf/startup_seconds` (launch to first training step).
 LAUNCHED = time.perf_counter()
 
+import sys
+
+from xent_lab import stopping
+
+if __name__ == "__main__" or sys.argv[0].endswith("xent-train"):
+    # The program (not a test or a pool worker importing it): before the heavy imports, so that a stop signal
+    # during start-up is kept, not fatal.
+    stopping.install()
+
 from xent_lab import console
 
 console.import_tensorflow()  # first: TensorFlow's C++ start-up lines are filtered (see xent_lab.console)
 
-import signal
-import sys
 import traceback
 from pathlib import Path
-from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -36,35 +42,6 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OK, USER_ERROR, INTERRUPTED = 0, 2, 130
 
 
-# Signals that stop a job. SIGUSR2 is SLURM's warning, `hydra.launcher.signal_delay_s` before `timeout_min`, that
-# submitit asks for; its own handler would fail the run (or requeue the job to start it over), so a job nearing its
-# time limit ends KILLED too. SIGALRM is the retry below.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGALRM)
-# A library's bare `except:` can swallow the KeyboardInterrupt (Keras' checkpoint saving has one), so it is raised
-# again this many seconds later until `main` has it. A repeat within that time is the same stop (SLURM sends
-# SIGTERM twice at the time limit) and is ignored: raised again, it would break off the run's ending.
-STOP_RETRY_S = 5.0
-_stop_raised_at: float | None = None
-
-
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (a scheduler or `kill`) ends the run as KILLED, like Ctrl-C, instead of leaving it RUNNING.
-    # SIGINT is set explicitly too: a process started in the background by a non-interactive shell
-    # inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
-    global _stop_raised_at
-    now = time.monotonic()
-    if signum != signal.SIGALRM and _stop_raised_at is not None and now - _stop_raised_at < STOP_RETRY_S:
-        return  # the same stop again
-    _stop_raised_at = now
-    signal.setitimer(signal.ITIMER_REAL, STOP_RETRY_S)  # SIGALRM: the retry, cancelled once `main` has the stop
-    raise KeyboardInterrupt
-
-
-def _job_process(launcher: DictConfig) -> bool:
-    """Whether the launcher runs each job in a process of its own and waits for its result (submitit, SLURM)."""
-    return "submitit" in str(launcher.get("_target_", ""))
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Exit codes of a single run: 0 done, 2 a user error (the message says how to fix it), 130 interrupted.
@@ -74,19 +51,25 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     uri = resolve_uri(cfg.tracking.uri)  # only to keep its password out of messages
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_keyboard_interrupt)
+    stopping.install()  # again: submitit sets its own handlers after it has imported this module
     try:
-        results = train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir), LAUNCHED)
+        with stopping.job():
+            results = train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir), LAUNCHED)
+        if not sweeping and stopping.requested() is not None:
+            print(f"{stopping.reason()} after the run had finished", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED)
         return results[tags.TEST_ACCURACY]
     except KeyboardInterrupt:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        print("interrupted: training stopped; a run already started was ended as KILLED", file=sys.stderr, flush=True)
-        if sweeping and _job_process(hydra_cfg.launcher):
-            # submitit learns that a job ended from the result it writes when the job returns: without one the
-            # launch fails (or, without SLURM accounting, waits forever). Returned, the sweep goes on, the
-            # report lists the KILLED run, and a relaunch trains it again.
-            print(f"job {hydra_cfg.job.num} stopped; the sweep goes on", file=sys.stderr, flush=True)
+        print(
+            f"{stopping.reason()}: training stopped; a run already started was ended as KILLED",
+            file=sys.stderr,
+            flush=True,
+        )
+        if sweeping:
+            # The sweep goes on: its later jobs see the stop and return at once (not run), and the launch ends
+            # the parent run KILLED and exits 130. submitit, too, learns that a job ended only from the result
+            # it writes when the job returns. The report lists the KILLED run, and a relaunch trains it again.
+            print(f"job {hydra_cfg.job.num} stopped", file=sys.stderr, flush=True)
             return None
         sys.exit(INTERRUPTED)
     except NotApplicable as exc:

@@ -139,7 +139,9 @@ class MlflowUi:
         """The first truthy value of `condition(driver)` within the timeout; UiError naming `what` otherwise."""
         timeout = self.timeout if timeout is None else timeout
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.25).until(condition)
+            # A stale element (the page re-rendered it between finding and reading it): look again.
+            wait = WebDriverWait(self.driver, timeout, 0.25, ignored_exceptions=(StaleElementReferenceException,))
+            return wait.until(condition)
         except TimeoutException:
             raise self.fail(f"timed out after {timeout:.0f} s waiting for {what}") from None
 
@@ -267,6 +269,66 @@ class MlflowUi:
             f"//*[normalize-space()={xpath_literal(path)} and @title={xpath_literal(path)}]",
             f"the preview header of artifact {path!r}",
         )
+
+    def open_datasets(self, label: str) -> str:
+        """On a run's Overview, its "Data details" drawer (every dataset the run used), with the dataset
+        `label` ("name (digest)", as listed) selected; returns the drawer's XPath."""
+        self.click(
+            '//h4[normalize-space()="Datasets"]/following-sibling::*//*[@role="button"]',
+            'a dataset in the "Datasets" of the run\'s overview',
+        )
+        drawer = '//*[@role="dialog" and .//*[normalize-space()="Data details for"]]'
+        self.find(drawer, 'the "Data details for" drawer of the run')
+        self.click(f"{drawer}//*[@role='button' and @aria-label={xpath_literal(label)}]", f"{label!r} in the drawer")
+        name = label.rsplit(" (", 1)[0]
+        self.find(f"{drawer}//h3[normalize-space()={xpath_literal(name)}]", f"the details of dataset {name!r}")
+        return drawer
+
+    def open_models(self) -> None:
+        """From an experiment's runs table, its "Models" page: the logged models, their source runs and metrics."""
+        self.click('//a[normalize-space()="Models"]', 'the experiment\'s "Models" link in the side bar')
+        self.find('//h2[normalize-space()="Models"]', 'the experiment\'s "Models" page')
+        self.find('//*[@role="row" and @row-id]', "a logged model in the Models table")
+
+    def choose_model_columns(self, untick: tuple[str, ...], group: str, tick: tuple[str, ...]) -> None:
+        """On the Models page, the "Columns" menu (a tree of checkboxes): untick the columns or groups titled
+        `untick`, open the group `group` and tick its columns `tick`; then close the menu."""
+        self.click('//button[normalize-space()="Columns"]', 'the "Columns" menu of the Models page')
+
+        def node(title: str) -> str:
+            return f'//div[contains(@class, "tree-treenode")][.//span[@title={xpath_literal(title)}]]'
+
+        box = '//span[contains(@class, "tree-checkbox") and not(contains(@class, "tree-checkbox-inner"))]'
+        for title in untick:
+            self.click(node(title) + box, f"the checkbox of {title!r} in the Columns menu")
+        self.click(node(group) + '//span[contains(@class, "tree-switcher")]', f"the group {group!r} to open")
+        for title in tick:
+            self.click(node(title) + box, f"the checkbox of {title!r} in the group {group!r}")
+        self.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+        self.wait(
+            lambda d: not any(e.is_displayed() for e in d.find_elements(By.XPATH, '//*[@role="tree"]')),
+            "the Columns menu to close",
+            10,
+        )
+        first = f'//*[@role="columnheader" and normalize-space()={xpath_literal(tick[0])}]'
+        self.find(first, f"the column {tick[0]!r} in the table")
+
+    def model_metric(self, run_name: str, metric: str) -> str:
+        """On the Models page, the text of the `metric` cell of the model logged by the run `run_name`."""
+        row = self.find(
+            f'//*[@role="row" and @row-id][.//a[normalize-space()={xpath_literal(run_name)}]]',
+            f"the model logged by run {run_name!r} in the Models table",
+        )
+        header = self.find(
+            f'//*[@role="columnheader" and normalize-space()={xpath_literal(metric)}]', f"the column {metric!r}"
+        )
+        # The grid draws a row in two parts (pinned name, scrolled cells) that share its row-id, and escapes the
+        # cells' col-id, not the header's: the column is its ARIA index.
+        cell = (
+            f'//*[@role="row" and @row-id={xpath_literal(row.get_attribute("row-id"))}]'
+            f'//*[@role="gridcell" and @aria-colindex="{header.get_attribute("aria-colindex")}"]'
+        )
+        return self.find(cell, f"the {metric} cell of the model of run {run_name!r}").text
 
     def image_preview(self, path: str, timeout: float | None = None) -> int:
         """The natural width of the artifact image previewed for `path`: it downloaded and decoded."""

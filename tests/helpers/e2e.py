@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = str(ROOT / "conf")
 SHARED_DATA = ROOT.parent / "shared" / "data"
 QUICK = "debug=quick"
+# With QUICK: IMDB also gets a smaller vocabulary and shorter reviews.
+IMDB_QUICK = ("dataset=imdb", "dataset.vocab_size=5000", "dataset.sequence_length=128")
 
 
 def data_dir() -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from xent_lab.bench import calibration, harness, losses
+from xent_lab.bench import calibration, harness, loss_costs, losses
 from xent_lab.bench.common import config
 from xent_lab.tracking.server import start_server
 from xent_lab.training import pipeline
@@ -77,16 +77,28 @@ def main(argv: list[str] | None = None) -> None:
             figures["startup"] = harness.startup(workdir)
         if section("system", "MLflow system-metrics sampling cost"):
             figures["system_metrics_fraction_of_time"] = harness.system_metrics_overhead(workdir, 5 if quick else 30)
-    if section("calibration", "calibration metrics speed"):
+    if section("calibration", "calibration metrics, bootstrap and recalibration speed"):
         figures["calibration_metrics_over_argmax"] = calibration.calibration_speed(
             n=10_000 if quick else 1_000_000, k=10, repeat=3 if quick else 5
         )
+        figures["bootstrap_seconds"] = calibration.bootstrap_speed(
+            n=1_000 if quick else 10_000, k=10, n_resamples=100 if quick else 1_000, repeat=1 if quick else 3
+        )
+        figures["recalibration_fit_seconds"] = calibration.recalibration_fit_speed(
+            n=500 if quick else 5_000, k=10, repeat=1 if quick else 3
+        )
     if section("losses", "custom vs built-in losses"):
         figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
-            dataset, epochs=2 if quick else 3, rounds=rounds
+            dataset, steps=20 if quick else 300, rounds=rounds
         )
         figures["loss_forward_backward_custom_over_builtin"] = losses.loss_forward_backward_ratio(
-            batch=4096 if quick else 65_536, repeat=3 if quick else 20
+            batch=4096 if quick else 65_536, repeat=3 if quick else 20, rounds=rounds
+        )
+        figures["new_losses_over_cce"] = loss_costs.loss_costs(
+            batch=4096 if quick else 65_536, repeat=3 if quick else 20, rounds=rounds
+        )
+        figures["mmce_batch_under_1_5x_cce"] = loss_costs.mmce_break_even(
+            batches=(32, 256) if quick else loss_costs.BREAK_EVEN_GRID, repeat=3 if quick else 10, rounds=rounds
         )
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

@@ -1,13 +1,26 @@
-"""Calibration speed: the metrics against one NumPy argmax pass over the same array."""
+"""Calibration speed: the metrics against one NumPy argmax pass over the same array, the bootstrap of every metric,
+and each recalibration method's fit, the last two in seconds against their targets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from xent_lab import calibration
 from xent_lab.bench.common import median_time
+
+BOOTSTRAP_TARGET_SECONDS = 2.0  # 1,000 resamples of every metric on 10,000 x 10
+FIT_TARGET_SECONDS = 2.0  # each recalibration fit on 5,000 validation samples
+
+
+def _softmax_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Over-confident logits (n, k) (labels drawn from softmax(z / 2)) and their labels."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k)) * 3
+    labels = np.minimum((special.softmax(logits / 2, axis=1).cumsum(axis=1) < rng.random((n, 1))).sum(axis=1), k - 1)
+    return logits, labels
 
 
 def calibration_speed(n: int, k: int, repeat: int) -> dict[str, Any]:
@@ -22,5 +35,40 @@ def calibration_speed(n: int, k: int, repeat: int) -> dict[str, Any]:
         "argmax_seconds": argmax,
         "metrics_seconds": metrics,
         "ratio": metrics / argmax,
-        "target": "informative (how close to memory speed)",
+        "target": "at most 5",
+    }
+
+
+def bootstrap_speed(n: int, k: int, n_resamples: int, repeat: int) -> dict[str, Any]:
+    """Seconds for the percentile intervals of every metric of BOOTSTRAP_METRICS from n_resamples resamples."""
+    logits, labels = _softmax_data(n, k)
+    probs = calibration.probabilities(logits, "softmax")
+    seconds = median_time(
+        lambda: calibration.bootstrap_ci(probs, labels, calibration.BOOTSTRAP_METRICS, n_resamples), repeat
+    )
+    return {
+        "shape": [n, k],
+        "n_resamples": n_resamples,
+        "metrics": list(calibration.BOOTSTRAP_METRICS),
+        "seconds": seconds,
+        "ratio_to_target": seconds / BOOTSTRAP_TARGET_SECONDS,
+        "target": f"at most {BOOTSTRAP_TARGET_SECONDS} s",
+    }
+
+
+def recalibration_fit_speed(n: int, k: int, repeat: int) -> dict[str, Any]:
+    """Seconds per fit of each recalibration method on n validation logits: k classes for the methods of a
+    softmax head, one sigmoid logit for platt and beta."""
+    multiclass = _softmax_data(n, k)
+    logits, labels = _softmax_data(n, 2, seed=1)
+    binary = (logits[:, 1] - logits[:, 0], labels)
+    seconds = {}
+    for name, cls in calibration.RECALIBRATORS.items():
+        head, (x, y) = ("softmax", multiclass) if "softmax" in cls.heads else ("sigmoid", binary)
+        seconds[name] = median_time(lambda: calibration.recalibrator(name, head).fit(x, y), repeat)  # noqa: B023
+    return {
+        "shape": [n, k],
+        "seconds": seconds,
+        "ratio_to_target": {name: s / FIT_TARGET_SECONDS for name, s in seconds.items()},
+        "target": f"at most {FIT_TARGET_SECONDS} s each",
     }

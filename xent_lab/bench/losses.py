@@ -1,80 +1,123 @@
-"""Custom losses against the Keras built-ins: a training epoch, and a compiled forward and backward pass."""
+"""Custom losses against the Keras built-ins: training steps of two identical models, and a compiled
+forward and backward pass of the loss alone."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
 from xent_lab import losses
-from xent_lab.bench.common import EpochTimer, compiled, config, median_time, ratio_summary, steady
+from xent_lab.bench.common import compiled, config, ratio_summary
 from xent_lab.data import Dataset
 
+# The loss classes that have a Keras built-in of the same name, with the label format each takes.
+BUILTIN_PAIRS = {
+    "BinaryCrossentropy": "binary",
+    "CategoricalCrossentropy": "onehot",
+    "SparseCategoricalCrossentropy": "sparse",
+    "BinaryFocalCrossentropy": "binary",
+    "CategoricalFocalCrossentropy": "onehot",
+}
 
-def training_step_ratio(dataset: Dataset, epochs: int, rounds: int) -> dict[str, Any]:
-    """Per loss: steady epoch time with `impl=custom` over `impl=builtin`, alternating the two."""
+
+def alternating(fns: dict[str, Callable[[], Any]], calls: int, rounds: int) -> list[dict[str, float]]:
+    """Per round, the median seconds of one call of each fn; the calls alternate between the fns, in
+    an order reversed at every call (ABBA...), so that a change of machine load hits all of them alike."""
+    names = list(fns)
+    measured = []
+    for _ in range(rounds):
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        for call in range(calls):
+            for name in names if call % 2 == 0 else reversed(names):
+                started = time.perf_counter()
+                fns[name]()
+                seconds[name].append(time.perf_counter() - started)
+        measured.append({name: statistics.median(times) for name, times in seconds.items()})
+    return measured
+
+
+def paired_summary(rounds: list[dict[str, float]], target: str) -> dict[str, Any]:
+    """custom / builtin per round, their median, and their spread (max / min): how far to trust it."""
+    summary = ratio_summary(rounds, "custom", "builtin", target)
+    return {**summary, "spread": max(summary["ratios"]) / min(summary["ratios"])}
+
+
+def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, Any]:
+    """Per loss: seconds per block of `steps` `train_on_batch` steps with `impl=custom` over `impl=builtin`.
+
+    Both models (same architecture and initial weights) live in this process and train on the same
+    batches, block after block in alternating order; each round pairs one block of each.
+    """
     results: dict[str, Any] = {}
     for name in ("bce", "cce", "sparse_cce", "focal"):
-        measured = []
-        for _ in range(rounds):
-            timings = {}
-            for impl in ("builtin", "custom"):
-                cfg = config(f"loss={name}", f"loss.impl={impl}")
-                keras.utils.set_random_seed(0)
-                objective, model = compiled(cfg, dataset)
-                timer = EpochTimer()
-                model.fit(
-                    dataset.x_train,
-                    objective.encode_labels(dataset.y_train),
-                    epochs=epochs,
-                    batch_size=cfg.trainer.batch_size,
-                    callbacks=[timer],
-                    verbose=0,
-                )
-                timings[impl] = steady(timer.seconds)
-            measured.append(timings)
-        results[name] = ratio_summary(measured, "custom", "builtin", "<= 1.02")
+        blocks = {}
+        for impl in ("builtin", "custom"):
+            cfg = config(f"loss={name}", f"loss.impl={impl}")
+            keras.utils.set_random_seed(0)
+            objective, model = compiled(cfg, dataset)
+            size = cfg.trainer.batch_size
+            x, y = dataset.x_train, objective.encode_labels(dataset.y_train)
+            batches = [(x[i : i + size], y[i : i + size]) for i in range(0, len(x) - size + 1, size)]
+
+            def block(model: keras.Model = model, batches: list = batches) -> None:
+                for step in range(steps):
+                    model.train_on_batch(*batches[step % len(batches)])
+
+            block()  # traces the train function
+            blocks[impl] = block
+        results[name] = {**paired_summary(alternating(blocks, 1, rounds), "<= 1.02"), "steps_per_block": steps}
     return results
 
 
-def loss_forward_backward_ratio(batch: int, repeat: int) -> dict[str, Any]:
-    """Per loss class: one compiled forward+backward pass on a (batch, 10) logits array, custom over builtin."""
+def _step(loss: keras.losses.Loss, y: Any, z: Any, jit: bool) -> Callable[[], Any]:
+    """The compiled value and gradient of `loss` at logits `z`, as a call that waits for the result."""
+    import tensorflow as tf
+
+    @tf.function(jit_compile=jit)
+    def step() -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = loss(y, z)
+        return value, tape.gradient(value, z)
+
+    step()  # traces (and compiles, under XLA)
+    return lambda: [t.numpy() for t in step()]
+
+
+def loss_forward_backward_ratio(batch: int, repeat: int, rounds: int = 5) -> dict[str, Any]:
+    """Per loss class with a built-in: one compiled forward and backward pass, custom over builtin,
+    on (batch, 10) logits and, for the binary losses, (batch, 1), with `tf.function` and with XLA."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    logits = tf.constant(rng.normal(scale=3.0, size=(batch, 10)).astype("float32"))
-    labels = rng.integers(0, 10, size=batch)
-    targets = {
-        "sparse": tf.constant(labels.astype("int32")),
-        "onehot": tf.constant(np.eye(10, dtype="float32")[labels]),
-        "binary": tf.constant((labels[:, None] == np.arange(10)).astype("float32")),
-    }
-    cases = {
-        "BinaryCrossentropy": "binary",
-        "CategoricalCrossentropy": "onehot",
-        "SparseCategoricalCrossentropy": "sparse",
-        "BinaryFocalCrossentropy": "binary",
-        "CategoricalFocalCrossentropy": "onehot",
-    }
     results: dict[str, Any] = {}
-    for class_name, target in cases.items():
-        steps = {}
-        for impl, module in (("builtin", keras.losses), ("custom", losses)):
-            loss = getattr(module, class_name)(from_logits=True)
-
-            @tf.function
-            def step(y=targets[target], z=logits, loss=loss):
-                with tf.GradientTape() as tape:
-                    tape.watch(z)
-                    value = loss(y, z)
-                return value, tape.gradient(value, z)
-
-            step()  # trace
-            steps[impl] = step
-        rounds = [
-            {impl: median_time(lambda s=s: [t.numpy() for t in s()], repeat) for impl, s in steps.items()}
-            for _ in range(3)
-        ]
-        results[class_name] = ratio_summary(rounds, "custom", "builtin", "informative (target for training <= 1.02)")
-    return {"batch": [batch, 10], "losses": results}
+    for classes in (10, 1):
+        logits = tf.constant(rng.normal(scale=3.0, size=(batch, classes)).astype("float32"))
+        labels = rng.integers(0, max(classes, 2), size=batch)
+        # Multi-class labels for the categorical losses; one-vs-rest indicators (or, with one output,
+        # the labels themselves) for the binary ones.
+        binary = (labels[:, None] == np.arange(classes)) if classes > 1 else labels[:, None]
+        targets = {
+            "sparse": tf.constant(labels.astype("int32")),
+            "onehot": tf.constant(np.eye(classes, dtype="float32")[labels % classes]),
+            "binary": tf.constant(binary.astype("float32")),
+        }
+        for class_name, target in BUILTIN_PAIRS.items():
+            if classes == 1 and target != "binary":
+                continue
+            for mode, jit in (("tf_function", False), ("xla", True)):
+                steps = {
+                    impl: _step(getattr(module, class_name)(from_logits=True), targets[target], logits, jit)
+                    for impl, module in (("builtin", keras.losses), ("custom", losses))
+                }
+                shape = f"{batch}x{classes}"
+                results.setdefault(class_name, {}).setdefault(shape, {})[mode] = paired_summary(
+                    alternating(steps, repeat, rounds), "<= 1.00"
+                )
+    worst = max(f["ratio"] for shapes in results.values() for modes in shapes.values() for f in modes.values())
+    return {"batch": batch, "worst_ratio": worst, "losses": results}

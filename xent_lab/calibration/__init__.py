@@ -11,18 +11,25 @@ and its correctness a_i = 1[argmax_j P_ij == y_i].
 - `metrics`: ECE, MCE, adaptive and classwise ECE, Brier, NLL, accuracy, per-class recall;
 - `temperature`: recalibration of logits (temperature scaling);
 - `estimators`: debiased ECE, ECE-sweep and smooth ECE;
-- `bootstrap`: percentile bootstrap intervals of the metrics, and the paired bootstrap of two models;
+- `bootstrap`: percentile bootstrap intervals of the metrics (all of them, vectorised over resamples), the
+  paired bootstrap of two models, and the band of the per-bin accuracy;
 - `recalibration`: the recalibration methods (fit / predict_proba), registered in `RECALIBRATORS`;
 - `scoring`: a run's test scores with intervals, before and after each recalibration method;
-- `plots`: reliability diagrams;
+- `plots`: reliability diagrams (binned with counts and bootstrap bands, smooth curves, overlays of runs);
 - `predictions`: test logits, labels and head saved to and loaded from .npz.
 
 Logits become probabilities in `xent_lab.heads` (`probabilities`, re-exported here).
 """
 
 from xent_lab.calibration.binning import ReliabilityBins, reliability_bins
-from xent_lab.calibration.bootstrap import BOOTSTRAP_METRICS, PairedDifference, bootstrap_ci, paired_bootstrap
-from xent_lab.calibration.estimators import debiased_ece, ece_sweep, estimator_metrics, smooth_ece
+from xent_lab.calibration.bootstrap import (
+    BOOTSTRAP_METRICS,
+    PairedDifference,
+    bin_accuracy_band,
+    bootstrap_ci,
+    paired_bootstrap,
+)
+from xent_lab.calibration.estimators import debiased_ece, ece_sweep, estimator_metrics, smooth_ece, smooth_reliability
 from xent_lab.calibration.metrics import (
     NLL_EPS,
     accuracy,
@@ -35,11 +42,11 @@ from xent_lab.calibration.metrics import (
     nll,
     per_class_recall,
 )
-from xent_lab.calibration.plots import draw_reliability, reliability_diagram
+from xent_lab.calibration.plots import draw_reliability, draw_smooth, reliability_diagram, reliability_overlay
 from xent_lab.calibration.predictions import Predictions, load_predictions, save_predictions
 from xent_lab.calibration.recalibration import RECALIBRATORS, Recalibrator, methods_for, recalibrator
-from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score
-from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature, temperature_scaling_report
+from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
+from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
 from xent_lab.heads import HEADS, probabilities
 
@@ -58,6 +65,7 @@ __all__ = [
     "Scores",
     "accuracy",
     "adaptive_ece",
+    "bin_accuracy_band",
     "bootstrap_ci",
     "brier_score",
     "calibration_metrics",
@@ -66,6 +74,7 @@ __all__ = [
     "classwise_ece",
     "debiased_ece",
     "draw_reliability",
+    "draw_smooth",
     "ece",
     "ece_sweep",
     "estimator_metrics",
@@ -82,8 +91,10 @@ __all__ = [
     "recalibrator",
     "reliability_bins",
     "reliability_diagram",
+    "reliability_overlay",
     "save_predictions",
     "score",
     "smooth_ece",
-    "temperature_scaling_report",
+    "smooth_reliability",
+    "temperature_summary",
 ]

@@ -35,6 +35,37 @@ def equal_mass_bin_ids(scores: np.ndarray, n_bins: int) -> np.ndarray:
     return bin_ids
 
 
+def ranked_sums(confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What `equal_mass_sums` reads for resample counts (B, n): the cumulative sums of the counts, counts * c and
+    counts * a in ascending confidence (3, B, n + 1, from 0), and the sorted search keys (B * n,)
+    row * (n + 1) + the first-tie rank of each sample in its resample (the count of the samples below its tie group).
+    """
+    if np.any(np.diff(confidence) < 0):  # `bootstrap_ci` passes sorted samples: no (B, n) gather then
+        order = np.argsort(confidence, kind="stable")
+        confidence, correct, counts = confidence[order], correct[order], counts[:, order]
+    n_rows, n = counts.shape
+    cumulative = np.zeros((3, n_rows, n + 1))
+    for row, weights in enumerate((counts, counts * confidence, counts * correct)):
+        np.cumsum(weights, axis=1, out=cumulative[row, :, 1:])
+    rank = cumulative[0, :, :-1]
+    tie_start = np.searchsorted(confidence, confidence, side="left")
+    if np.any(tie_start != np.arange(n)):
+        rank = rank[:, tie_start]
+    return cumulative, (rank + (n + 1) * np.arange(n_rows)[:, None]).ravel()
+
+
+def equal_mass_sums(cumulative: np.ndarray, keys: np.ndarray, rows: np.ndarray, n_bins: int) -> np.ndarray:
+    """(count, confidence sum, correctness sum) per equal-mass bin (3, len(rows), n_bins) of the resamples `rows`,
+    from `ranked_sums`. A sample of first-tie rank r goes to bin r * M // n, that is r >= ceil(m n / M) for bins
+    >= m: the bin edges are searches of M - 1 integer thresholds among the keys, exact and O(M log n) a resample.
+    """
+    n = cumulative.shape[2] - 1
+    thresholds = -(-np.arange(1, n_bins) * n // n_bins) + (n + 1) * rows[:, None]
+    inner = np.searchsorted(keys, thresholds) - n * rows[:, None]
+    edges = np.hstack([np.zeros((len(rows), 1), np.intp), inner, np.full((len(rows), 1), n)])
+    return np.diff(cumulative[:, rows[:, None], edges], axis=2)
+
+
 def bin_means(
     bin_ids: np.ndarray, scores: np.ndarray, outcomes: np.ndarray, n_bins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,16 +22,30 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy import sparse
 
-from xent_lab.calibration.binning import expected_gap, top_label, uniform_bin_ids
-from xent_lab.calibration.estimators import debiased_from_bins
+from xent_lab.calibration.binning import equal_mass_sums, expected_gap, ranked_sums, top_label, uniform_bin_ids
+from xent_lab.calibration.estimators import debiased_from_bins, resampled_smooth_ece, sweep_from_sums
 from xent_lab.calibration.metrics import NLL_EPS
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
-BOOTSTRAP_METRICS = ("accuracy", "nll", "brier", "ece", "mce", "adaece", "classwise_ece", "debiased_ece")
+BOOTSTRAP_METRICS = (
+    "accuracy",
+    "nll",
+    "brier",
+    "ece",
+    "mce",
+    "adaece",
+    "classwise_ece",
+    "debiased_ece",
+    "ece_sweep",
+    "smooth_ece",
+)
 _TOP_BINNED = ("ece", "mce", "debiased_ece")
-# Resamples x samples per chunk, and samples x features per block of F: each array stays under ~128 MB.
+_EQUAL_MASS = ("adaece", "ece_sweep")
+# Resamples x samples per chunk of counts (~128 MB), and per block of the equal-mass cumulative sums (3 x 32 MB).
 _CHUNK_ELEMENTS = 2**24
+_BLOCK_ELEMENTS = 2**22
 
 
 class PairedDifference(NamedTuple):
@@ -48,54 +62,51 @@ def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.nd
     return np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
 
 
-def _features(probs: np.ndarray, labels: np.ndarray, rows: slice, n_bins: int, metrics: set[str]) -> np.ndarray:
-    """F for the samples `rows`: [a, nll, brier] then (1, c, a) one-hot per top-label bin, then (1, P_ij,
-    1[y=j]) one-hot per (class, bin), the binned blocks only when a metric reads them."""
-    probs, labels = probs[rows], labels[rows]
+def _features(probs: np.ndarray, labels: np.ndarray, n_bins: int, metrics: set[str]) -> sparse.csr_array:
+    """F (n, features), sparse: [a, nll, brier], then (1, c, a) one-hot per top-label bin, then (1, P_ij,
+    1[y=j]) one-hot per (class, bin), the binned blocks only when a metric reads them. A row holds 3 + 3 + 2k + 1
+    non-zeros, so W @ F costs B (7 + 2k) n multiply-adds instead of B n (3 + 3M (1 + k)) for a dense F."""
     n, k = probs.shape
     confidence, correct = top_label(probs, labels)
     true_class = probs[np.arange(n), labels]
-    blocks = [
-        correct[:, None],
-        -np.log(np.maximum(true_class, NLL_EPS))[:, None],
-        (np.sum(probs**2, axis=1) - 2 * true_class + 1)[:, None],
-    ]
+    ones = np.ones(n)
+    values = [correct, -np.log(np.maximum(true_class, NLL_EPS)), np.sum(probs**2, axis=1) - 2 * true_class + 1]
+    columns = [np.zeros(n, np.intp), np.ones(n, np.intp), np.full(n, 2)]
+    offset = 3
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     if metrics & set(_TOP_BINNED):
-        one_hot = uniform_bin_ids(confidence, edges)[:, None] == np.arange(n_bins)
-        blocks += [one_hot, one_hot * confidence[:, None], one_hot * correct[:, None]]
+        bins = uniform_bin_ids(confidence, edges)
+        values += [ones, confidence, correct]
+        columns += [offset + bins, offset + n_bins + bins, offset + 2 * n_bins + bins]
+        offset += 3 * n_bins
     if "classwise_ece" in metrics:
-        groups = np.arange(k) * n_bins + uniform_bin_ids(probs, edges)
-        one_hot = np.zeros((n, k * n_bins))
-        np.put_along_axis(one_hot, groups, 1.0, axis=1)
-        outcomes = (labels[:, None] == np.arange(k)).astype(np.float64)
-        scores = np.zeros_like(one_hot)
-        np.put_along_axis(scores, groups, probs, axis=1)
-        hits = np.zeros_like(one_hot)
-        np.put_along_axis(hits, groups, outcomes, axis=1)
-        blocks += [one_hot, scores, hits]
-    return np.hstack(blocks).astype(np.float64)
+        groups = offset + np.arange(k) * n_bins + uniform_bin_ids(probs, edges)
+        values += [np.ones(n * k), probs.ravel(), ones]
+        columns += [groups.ravel(), groups.ravel() + k * n_bins, groups[np.arange(n), labels] + 2 * k * n_bins]
+        offset += 3 * k * n_bins
+    rows = np.concatenate([np.arange(n) if len(v) == n else np.repeat(np.arange(n), k) for v in values])
+    return sparse.csr_array((np.concatenate(values), (rows, np.concatenate(columns))), shape=(n, offset))
 
 
-def _adaptive_ece(confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-mass ECE of each resample (rows of counts): first-tie ranks from cumulative counts in sorted order."""
-    if np.any(np.diff(confidence) < 0):  # `bootstrap_ci` passes sorted samples: no (B, n) gather then
-        order = np.argsort(confidence, kind="stable")
-        confidence, correct, counts = confidence[order], correct[order], counts[:, order]
-    n_resamples, n = counts.shape
-    rank = np.cumsum(counts, axis=1) - counts
-    tie_start = np.searchsorted(confidence, confidence, side="left")
-    if np.any(tie_start != np.arange(n)):
-        rank = rank[:, tie_start]
-    # rank * M // n >= m  <=>  rank >= ceil(m n / M): a search among M - 1 integer thresholds, exact and much
-    # faster than a floor division of (B, n) floats. Samples drawn 0 times weigh nothing, whatever their bin.
-    thresholds = -(-np.arange(1, n_bins) * n // n_bins)
-    groups = np.searchsorted(thresholds, rank, side="right") + n_bins * np.arange(n_resamples)[:, None]
-    size = n_resamples * n_bins
-    binned = [np.bincount(groups.ravel(), (counts * x).ravel(), size) for x in (1.0, confidence, correct)]
-    bin_counts, conf_sum, hit_sum = (b.reshape(n_resamples, n_bins) for b in binned)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return expected_gap(bin_counts, conf_sum / bin_counts, hit_sum / bin_counts)
+def _equal_mass_metrics(
+    confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray, n_bins: int, metrics: set[str]
+) -> dict[str, np.ndarray]:
+    """Adaptive ECE and ECE-sweep of each resample from one set of ranked cumulative sums (`ranked_sums`), a
+    block of resamples at a time (the sums are 3 (B, n) arrays)."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in _EQUAL_MASS if name in metrics}
+    if not out:
+        return {}
+    block = max(1, _BLOCK_ELEMENTS // counts.shape[1])
+    for start in range(0, len(counts), block):
+        cumulative, keys = ranked_sums(confidence, correct, counts[start : start + block])
+        if "adaece" in out:
+            rows = np.arange(cumulative.shape[1])
+            bin_counts, conf_sum, hit_sum = equal_mass_sums(cumulative, keys, rows, n_bins)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out["adaece"].append(expected_gap(bin_counts, conf_sum / bin_counts, hit_sum / bin_counts))
+        if "ece_sweep" in out:
+            out["ece_sweep"].append(sweep_from_sums(cumulative, keys))
+    return {name: np.concatenate(values) for name, values in out.items()}
 
 
 def resampled_metrics(
@@ -103,21 +114,16 @@ def resampled_metrics(
 ) -> dict[str, np.ndarray]:
     """Each metric (a name of BOOTSTRAP_METRICS) on every resample given by the rows of `counts` (B, n).
 
-    A row of ones is the test set itself: the values then equal `calibration_metrics` and `debiased_ece`.
+    A row of ones is the test set itself: the values then equal `calibration_metrics` and `estimator_metrics`.
     """
     unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
     if unknown:
         raise ValueError(f"no bootstrap for metric(s) {unknown}; expected names among {', '.join(BOOTSTRAP_METRICS)}")
     check_n_bins(n_bins)
-    n, k = probs.shape
+    k = probs.shape[1]
     wanted = set(metrics)
-    columns = 3 + 3 * n_bins * (bool(wanted & set(_TOP_BINNED)) + k * ("classwise_ece" in wanted))
-    rows = max(1, _CHUNK_ELEMENTS // columns)
-    sums = sum(
-        counts[:, s : s + rows] @ _features(probs, labels, slice(s, s + rows), n_bins, wanted)
-        for s in range(0, n, rows)
-    )
-    means = sums[:, :3] / n
+    sums = counts @ _features(probs, labels, n_bins, wanted)
+    means = sums[:, :3] / probs.shape[0]
     out = {"accuracy": means[:, 0], "nll": means[:, 1], "brier": means[:, 2]}
     with np.errstate(invalid="ignore", divide="ignore"):
         if wanted & set(_TOP_BINNED):
@@ -130,8 +136,10 @@ def resampled_metrics(
             classwise = sums[:, sums.shape[1] - 3 * k * n_bins :].reshape(len(counts), 3, k, n_bins)
             bin_counts, score_sum, hit_sum = classwise[:, 0], classwise[:, 1], classwise[:, 2]
             out["classwise_ece"] = expected_gap(bin_counts, score_sum / bin_counts, hit_sum / bin_counts).mean(axis=1)
-    if "adaece" in wanted:
-        out["adaece"] = _adaptive_ece(*top_label(probs, labels), counts, n_bins)
+    top = top_label(probs, labels)
+    out.update(_equal_mass_metrics(*top, counts, n_bins, wanted))
+    if "smooth_ece" in wanted:
+        out["smooth_ece"] = resampled_smooth_ece(*top, counts)
     return {name: out[name] for name in metrics}
 
 
@@ -176,6 +184,31 @@ def bootstrap_ci(
         resampled_metrics(probs, labels, c, metrics, n_bins) for c in _resampled_chunks(len(probs), n_resamples, seed)
     ]
     return {name: _interval(np.concatenate([c[name] for c in chunks]), level) for name in metrics}
+
+
+def bin_accuracy_band(
+    probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (n_bins,): the percentile interval of the top-label accuracy of each equal-width bin over
+    seeded resamples, from the per-bin (count, hits) of every resample as one product (NaN for an empty bin; a
+    resample leaving a bin empty does not count for that bin)."""
+    _check_level(level)
+    check_n_bins(n_bins)
+    probs, labels = check_probs(probs, labels)
+    confidence, correct = top_label(probs, labels)
+    bins = uniform_bin_ids(confidence, np.linspace(0.0, 1.0, n_bins + 1))
+    n = len(bins)
+    members = sparse.csr_array(
+        (np.concatenate([np.ones(n), correct]), (np.tile(np.arange(n), 2), np.concatenate([bins, bins + n_bins]))),
+        shape=(n, 2 * n_bins),
+    )
+    sums = np.vstack([c @ members for c in _resampled_chunks(n, n_resamples, seed)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = sums[:, n_bins:] / sums[:, :n_bins]
+    low, high = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+    filled = np.bincount(bins, minlength=n_bins) > 0
+    low[filled], high[filled] = np.nanquantile(accuracy[:, filled], [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return low, high
 
 
 def paired_bootstrap(

@@ -24,9 +24,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
+from scipy import fft, sparse, special
 
-from xent_lab.calibration.binning import bin_means, equal_mass_bin_ids, expected_gap, reliability_bins, top_label
+from xent_lab.calibration.binning import equal_mass_sums, expected_gap, ranked_sums, reliability_bins, top_label
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
 # relplot 1.0.3's constants: its mesh (config.smECE_mesh_pts), density offset, bisection steps and floor.
@@ -68,74 +68,165 @@ def debiased_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, p: int
     return float(debiased_from_bins(bins.counts, bins.confidence, bins.accuracy, p))
 
 
+def resampled_ece_sweep(
+    confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray, max_bins: int | None = None
+) -> np.ndarray:
+    """`ece_sweep` of each resample given by the rows of counts (B, n) (a row of ones: the sample itself).
+
+    The sweep runs over the bin count b for all resamples at once, each stopping at its own first non-monotone b;
+    the per-bin accuracies are ratios of integers, so the stopping b is exactly that of the explicit resample.
+    """
+    return sweep_from_sums(*ranked_sums(confidence, correct, counts), max_bins)
+
+
+def sweep_from_sums(cumulative: np.ndarray, keys: np.ndarray, max_bins: int | None = None) -> np.ndarray:
+    """The ECE-sweep of each resample from its `ranked_sums`."""
+    n_rows, n = cumulative.shape[1], cumulative.shape[2] - 1
+    best = np.abs(cumulative[2, :, -1] - cumulative[1, :, -1]) / n  # b = 1: |mean a - mean c|
+    active = np.arange(n_rows)
+    for n_bins in range(2, min(n, max_bins or n) + 1):
+        bin_counts, conf_sum, hit_sum = equal_mass_sums(cumulative, keys, active, n_bins)
+        filled = bin_counts > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_confidence, mean_accuracy = conf_sum / bin_counts, hit_sum / bin_counts
+        # Non-decreasing over the filled bins <=> no filled bin below the running maximum of those before it.
+        running = np.maximum.accumulate(np.where(filled, mean_accuracy, -np.inf), axis=1)
+        monotone = ~np.any(filled[:, 1:] & (mean_accuracy[:, 1:] < running[:, :-1]), axis=1)
+        active = active[monotone]
+        if not len(active):
+            break
+        best[active] = expected_gap(bin_counts[monotone], mean_confidence[monotone], mean_accuracy[monotone])
+    return best
+
+
 def ece_sweep(probs: np.ndarray, labels: np.ndarray, max_bins: int | None = None) -> float:
     """Equal-mass ECE at b*, the largest b <= max_bins (default n) with monotone bin accuracies for 1..b.
 
     ECE_b = sum_m (n_m / n) |ā_m - c̄_m| over b equal-mass bins (Roelofs et al. 2022, ECE_EM_SWEEP).
     """
     probs, labels = check_probs(probs, labels)
-    confidence, correct = top_label(probs, labels)
-    n = len(confidence)
     if max_bins is not None:
         check_n_bins(max_bins)
-    # The equal-mass bin of a sample at b bins is its first-tie rank * b // n: one sort serves every b.
-    first_rank = equal_mass_bin_ids(confidence, n)
-    best = float(np.abs(correct.mean() - confidence.mean()))
-    for n_bins in range(2, min(n, max_bins or n) + 1):
-        counts, mean_confidence, mean_accuracy = bin_means(first_rank * n_bins // n, confidence, correct, n_bins)
-        if np.any(np.diff(mean_accuracy[counts > 0]) < 0):
-            break
-        best = float(expected_gap(counts, mean_confidence, mean_accuracy))
-    return best
+    confidence, correct = top_label(probs, labels)
+    return float(resampled_ece_sweep(confidence, correct, np.ones((1, len(confidence))), max_bins)[0])
 
 
-def _reflected_smooth(scores: np.ndarray, values: np.ndarray, sigma: float, t: np.ndarray) -> np.ndarray:
-    """(K_σ * v)(t): v_i linearly split between its two neighbours on a grid of G points over [0, 1], convolved
-    with the Gaussian sampled on that grid, the grid reflected at 0 and 1, then interpolated at t (relplot)."""
-    grid = max(2000, round(20 / sigma)) // 2 + 1
-    position = scores * (grid - 1)
+def _grid_size(sigma: float) -> int:
+    """Points of relplot's grid over [0, 1] for the discrete convolution at bandwidth sigma."""
+    return max(2000, round(20 / sigma)) // 2 + 1
+
+
+def _grid_masses(confidence: np.ndarray, residual: np.ndarray, counts: np.ndarray, grid: int) -> np.ndarray:
+    """Masses (2, B, grid) of 1 and of c - a, each sample split linearly between its two grid neighbours and
+    weighted by its count in each resample: a weighted histogram per resample, as one sparse product."""
+    position = confidence * (grid - 1)
     left = np.clip(position.astype(int), 0, grid - 2)
     frac = position - left
-    mass = np.bincount(left, (1 - frac) * values, grid) + np.bincount(left + 1, frac * values, grid)
+    n = len(confidence)
+    split = sparse.csr_array(
+        (np.concatenate([1 - frac, frac]), (np.tile(np.arange(n), 2), np.concatenate([left, left + 1]))),
+        shape=(n, grid),
+    )
+    return np.stack([counts @ split, (counts * residual) @ split])
+
+
+def _reflected_spectra(masses: np.ndarray) -> np.ndarray:
+    """FFT (2, B, N // 2 + 1) of the part of the masses, reflected at 0 and 1 (relplot), that the smoothed grid
+    reads: for any σ, the grid values are one product with the kernel's FFT and one inverse FFT of these."""
+    grid = masses.shape[-1]
+    extended = np.concatenate([masses[..., :0:-1], masses, masses[..., -2::-1]], axis=-1)
+    # np.convolve(extended, kernel, "valid")[grid // 2 :][:grid] reads only these 2 grid - 1 values; a circular
+    # convolution of length >= 2 grid - 1 leaves its valid part (grid values from index grid - 1) unaliased.
+    return fft.rfft(extended[..., grid // 2 : grid // 2 + 2 * grid - 1], _fft_size(grid), axis=-1)
+
+
+def _fft_size(grid: int) -> int:
+    return fft.next_fast_len(2 * grid - 1, real=True)
+
+
+def _smooth_on_mesh(spectra: np.ndarray, grid: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ŝ, δ) on the mesh of sigma from the `_reflected_spectra` (2, R, .) of grid masses: the reflected masses
+    convolved with the Gaussian sampled on the grid, read at the mesh by linear interpolation (relplot), δ plus
+    relplot's density offset."""
     kernel_t = np.linspace(0, 1, grid)
     kernel = np.exp(-((kernel_t - 0.5) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
-    extended = np.concatenate([mass[::-1][:-1], mass, mass[::-1][1:]])
-    smoothed = np.convolve(extended, kernel, "valid")[grid // 2 : grid // 2 + grid]
+    size = _fft_size(grid)
+    smoothed = fft.irfft(spectra * fft.rfft(kernel, size), size, axis=-1)[..., grid - 1 : 2 * grid - 1]
+    t = np.linspace(0, 1, max(round(10 / sigma), SMOOTH_MESH))
     index = np.clip((t * (grid - 1)).astype(int), 0, grid - 2)
     weight = (t - index / (grid - 1)) * (grid - 1)
-    return smoothed[index] * (1 - weight) + smoothed[index + 1] * weight
+    at_mesh = smoothed[..., index] * (1 - weight) + smoothed[..., index + 1] * weight
+    density = at_mesh[0] + SMOOTH_DENSITY_EPS
+    return at_mesh[1] / density, density
 
 
-def smoothed_residual(
-    confidence: np.ndarray, correct: np.ndarray, sigma: float, t: np.ndarray
+class _SmoothResamples:
+    """smECE_σ of the resamples (rows of counts), each row at its own σ: rows sharing a σ are smoothed together,
+    the spectra of the grid masses computed once per grid size."""
+
+    def __init__(self, confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray) -> None:
+        self.confidence, self.residual, self.counts = confidence, confidence - correct, counts
+        self.spectra: dict[int, np.ndarray] = {}
+
+    def mesh_values(self, rows: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """(ŝ, δ) of the resamples `rows` on the mesh of sigma."""
+        grid = _grid_size(sigma)
+        if grid not in self.spectra:
+            self.spectra[grid] = _reflected_spectra(_grid_masses(self.confidence, self.residual, self.counts, grid))
+        return _smooth_on_mesh(self.spectra[grid][:, rows], grid, sigma)
+
+    def __call__(self, rows: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+        out = np.empty(len(rows))
+        for sigma in np.unique(sigmas):
+            same = sigmas == sigma
+            residual, density = self.mesh_values(rows[same], sigma)
+            out[same] = np.sum(np.abs(residual) * density, axis=-1) / np.sum(density, axis=-1)
+        return out
+
+
+def smooth_fixed_point(
+    confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ŝ(t), δ(t)): the kernel-smoothed residual c - a and the smoothed density (plus relplot's 1e-4) at t."""
-    density = _reflected_smooth(confidence, np.ones_like(confidence), sigma, t) + SMOOTH_DENSITY_EPS
-    return _reflected_smooth(confidence, confidence - correct, sigma, t) / density, density
-
-
-def _smooth_ece_at(confidence: np.ndarray, correct: np.ndarray, sigma: float) -> float:
-    t = np.linspace(0, 1, max(round(10 / sigma), SMOOTH_MESH))
-    residual, density = smoothed_residual(confidence, correct, sigma, t)
-    return float(np.sum(np.abs(residual) * density) / np.sum(density))
-
-
-def smooth_bandwidth(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """σ*: 1 if smECE_1 > 1, else the upper end of a 10-step bisection on [0, 1] for σ = smECE_σ (relplot)."""
-
-    def below(sigma: float) -> bool:
-        return sigma < SMOOTH_MIN_SIGMA or sigma < _smooth_ece_at(confidence, correct, sigma)
-
-    if below(1.0):
-        return 1.0
-    high, low = 1.0, 0.0
+    """(σ*, smECE_σ*) of each resample (rows of counts): σ* = 1 if smECE_1 > 1, else the upper end of relplot's
+    10-step bisection on [0, 1] for σ = smECE_σ, run for every resample at once (one σ per row and step)."""
+    smooth = _SmoothResamples(confidence, correct, counts)
+    rows = np.arange(len(counts))
+    high, low = np.ones(len(rows)), np.zeros(len(rows))
+    value = smooth(rows, high)
+    searching = value <= 1.0
     for _ in range(SMOOTH_BISECTION_STEPS):
         middle = (high + low) / 2
-        if below(middle):
-            low = middle
-        else:
-            high = middle
-    return high
+        tiny = searching & (middle < SMOOTH_MIN_SIGMA)  # below the floor: counts as σ < smECE_σ, not computed
+        low[tiny] = middle[tiny]
+        evaluated = rows[searching & ~tiny]
+        at_middle = smooth(evaluated, middle[evaluated])
+        below = at_middle > middle[evaluated]
+        low[evaluated[below]] = middle[evaluated[below]]
+        high[evaluated[~below]] = middle[evaluated[~below]]
+        value[evaluated[~below]] = at_middle[~below]
+    return high, value
+
+
+def resampled_smooth_ece(
+    confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray, sigma: float | None = None
+) -> np.ndarray:
+    """`smooth_ece` of each resample given by the rows of counts (B, n), at σ or (default) at each one's σ*."""
+    if sigma is None:
+        return smooth_fixed_point(confidence, correct, counts)[1]
+    rows = np.arange(len(counts))
+    return _SmoothResamples(confidence, correct, counts)(rows, np.full(len(rows), sigma))
+
+
+def smooth_reliability(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(t, accuracy, density, σ*): the kernel-smoothed accuracy t - ŝ(t) on the mesh t at σ* and the smoothed
+    density δ(t) of the confidences, the curve smooth ECE integrates (relplot's reliability diagram)."""
+    probs, labels = check_probs(probs, labels)
+    confidence, correct = top_label(probs, labels)
+    counts = np.ones((1, len(confidence)))
+    sigma = float(smooth_fixed_point(confidence, correct, counts)[0][0])
+    residual, density = _SmoothResamples(confidence, correct, counts).mesh_values(np.arange(1), sigma)
+    t = np.linspace(0, 1, residual.shape[-1])
+    return t, t - residual[0], density[0], sigma
 
 
 def smooth_ece(probs: np.ndarray, labels: np.ndarray, sigma: float | None = None) -> float:
@@ -145,12 +236,10 @@ def smooth_ece(probs: np.ndarray, labels: np.ndarray, sigma: float | None = None
     top-label confidences c and correctness a. A binary p is read as [1 - p, p] as everywhere here.
     """
     probs, labels = check_probs(probs, labels)
-    confidence, correct = top_label(probs, labels)
-    if sigma is None:
-        sigma = smooth_bandwidth(confidence, correct)
-    elif not 0 < sigma <= 1:
+    if sigma is not None and not 0 < sigma <= 1:
         raise ValueError(f"sigma must lie in (0, 1], got {sigma!r}")
-    return _smooth_ece_at(confidence, correct, sigma)
+    confidence, correct = top_label(probs, labels)
+    return float(resampled_smooth_ece(confidence, correct, np.ones((1, len(confidence))), sigma)[0])
 
 
 def estimator_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, float]:

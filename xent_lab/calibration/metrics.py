@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from xent_lab.calibration.binning import (
+    ReliabilityBins,
     bin_means,
     equal_mass_bin_ids,
     expected_gap,
@@ -60,7 +61,10 @@ def adaptive_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> flo
 def classwise_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """(1/k) sum_j ECE_j, ECE_j the equal-width-bin ECE of P_ij against 1[y_i == j] (Kull et al. 2019)."""
     check_n_bins(n_bins)
-    probs, labels = check_probs(probs, labels)
+    return _classwise(*check_probs(probs, labels), n_bins)
+
+
+def _classwise(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
     n_classes = probs.shape[1]
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # One bincount over (class, bin) pairs: group j * M + m holds the scores of class j in bin m.
@@ -102,14 +106,22 @@ def per_class_recall(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def calibration_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, float]:
-    """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy"."""
-    bins = reliability_bins(probs, labels, n_bins)
+    """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy".
+
+    The inputs are checked and the top label found once for all of them (the single metrics each do both).
+    """
+    check_n_bins(n_bins)
+    probs, labels = check_probs(probs, labels)
+    confidence, correct = top_label(probs, labels)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = ReliabilityBins(edges, *bin_means(uniform_bin_ids(confidence, edges), confidence, correct, n_bins))
+    true_class = probs[np.arange(len(probs)), labels]
     return {
         "ece": bins.ece,
         "mce": bins.mce,
-        "adaece": adaptive_ece(probs, labels, n_bins),
-        "classwise_ece": classwise_ece(probs, labels, n_bins),
-        "brier": brier_score(probs, labels),
-        "nll": nll(probs, labels),
-        "accuracy": accuracy(probs, labels),
+        "adaece": float(expected_gap(*bin_means(equal_mass_bin_ids(confidence, n_bins), confidence, correct, n_bins))),
+        "classwise_ece": _classwise(probs, labels, n_bins),
+        "brier": float(np.mean(np.einsum("ij,ij->i", probs, probs) - 2 * true_class + 1)),
+        "nll": float(-np.mean(np.log(np.maximum(true_class, NLL_EPS)))),
+        "accuracy": float(correct.mean()),
     }

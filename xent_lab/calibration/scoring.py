@@ -78,3 +78,14 @@ def recalibrate(
             scores.intervals.pop("accuracy", None)
         out[name] = Recalibrated(method.params, scores)
     return out
+
+
+TS_METRICS = ("nll", "ece", "brier")  # the metrics reported after temperature scaling under a "_ts" suffix
+
+
+def temperature_summary(scores: Scores, temperature: Recalibrated) -> dict[str, float]:
+    """The test metrics after temperature scaling from the fitted "temperature" method of `recalibrate` and the
+    unscaled `scores` (nothing is refitted or rescored): "nll_ts", "ece_ts", "brier_ts", "accuracy_ts" (T keeps
+    the argmax: the unscaled accuracy) and "temperature"."""
+    summary = {f"{key}_ts": temperature.scores.values[key] for key in TS_METRICS}
+    return {**summary, "accuracy_ts": scores.values["accuracy"], "temperature": temperature.params["temperature"]}

@@ -10,7 +10,6 @@ import numpy as np
 from scipy import optimize
 
 from xent_lab import heads
-from xent_lab.calibration.metrics import calibration_metrics
 from xent_lab.calibration.validation import check_labels
 from xent_lab.heads import Head
 
@@ -38,21 +37,3 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, head: str = Head.SOF
     if not result.success:
         raise RuntimeError(f"temperature fit did not converge: {result.message}")
     return float(np.exp(result.x))
-
-
-def temperature_scaling_report(
-    val_logits: np.ndarray,
-    val_labels: np.ndarray,
-    test_logits: np.ndarray,
-    test_labels: np.ndarray,
-    head: str,
-    n_bins: int = 15,
-) -> dict[str, float]:
-    """Fits T on validation; test "nll", "ece", "brier", "accuracy" before, the same with "_ts" after, "temperature"."""
-    temperature = fit_temperature(val_logits, val_labels, head)
-    test_logits = heads.check_logits(test_logits, head)
-    report: dict[str, float] = {"temperature": temperature}
-    for suffix, scaled in (("", test_logits), ("_ts", test_logits / temperature)):
-        metrics = calibration_metrics(heads.probabilities(scaled, head), test_labels, n_bins)
-        report.update({f"{key}{suffix}": metrics[key] for key in ("nll", "ece", "brier", "accuracy")})
-    return report

@@ -6,6 +6,20 @@ registered for `.keras` saving under the package "xent_lab":
 - `BinaryCrossentropy`, `CategoricalCrossentropy`, `SparseCategoricalCrossentropy`
 - `BinaryFocalCrossentropy`, `CategoricalFocalCrossentropy`
 
+and the losses calibration studies compare cross-entropy with, one family per module:
+
+- `sparse_focal`: `SparseCategoricalFocalCrossentropy`, the categorical focal loss on integer labels
+  (with `ignore_class`; Keras has none);
+- `poly`: `CategoricalPolyCrossentropy`, `BinaryPolyCrossentropy`, Poly-1 = CE + epsilon (1 - p_t)
+  (Leng et al., ICLR 2022);
+- `brier`: `CategoricalBrier`, sum_k (p_k - y_k)^2 per sample;
+- `mmce`: `MMCECrossentropy`, CE + weight * MMCE of the batch, and `mmce` for the batch term alone
+  (Kumar, Sarawagi & Jain, ICML 2018).
+
+`naive` holds the textbook forms of the first five, under the same names (`loss.impl=naive`, registered
+under "xent_lab.naive"): for showing what the stable forms buy, never for training real models.
+Importing this package registers all of them, so a saved model with any of these losses loads as is.
+
 Laid out like Keras' own losses: `functional` has one pure function per loss (its formula, and where
 it differs from Keras: stable forms from logits, float16 computed in float32, label smoothing for
 the sparse loss, `gamma="flsd53"`, validation), `classes` the thin `Loss` classes over them, and
@@ -14,7 +28,9 @@ the sparse loss, `gamma="flsd53"`, validation), `classes` the thin `Loss` classe
 `xent_lab.heads`.
 """
 
+from xent_lab.losses import naive  # noqa: F401  (registers the textbook classes for loading)
 from xent_lab.losses._checks import FLSD53
+from xent_lab.losses.brier import CategoricalBrier, categorical_brier
 from xent_lab.losses.classes import (
     BinaryCrossentropy,
     BinaryFocalCrossentropy,
@@ -30,6 +46,14 @@ from xent_lab.losses.functional import (
     sparse_categorical_crossentropy,
 )
 from xent_lab.losses.information import cross_entropy, entropy, kl_divergence, loss_decomposition, smoothed_targets
+from xent_lab.losses.mmce import MMCECrossentropy, mmce, mmce_crossentropy
+from xent_lab.losses.poly import (
+    BinaryPolyCrossentropy,
+    CategoricalPolyCrossentropy,
+    binary_poly_crossentropy,
+    categorical_poly_crossentropy,
+)
+from xent_lab.losses.sparse_focal import SparseCategoricalFocalCrossentropy, sparse_categorical_focal_crossentropy
 
 __all__ = [
     "FLSD53",
@@ -43,6 +67,17 @@ __all__ = [
     "categorical_crossentropy",
     "categorical_focal_crossentropy",
     "sparse_categorical_crossentropy",
+    "BinaryPolyCrossentropy",
+    "CategoricalBrier",
+    "CategoricalPolyCrossentropy",
+    "MMCECrossentropy",
+    "SparseCategoricalFocalCrossentropy",
+    "binary_poly_crossentropy",
+    "categorical_brier",
+    "categorical_poly_crossentropy",
+    "mmce",
+    "mmce_crossentropy",
+    "sparse_categorical_focal_crossentropy",
     "cross_entropy",
     "entropy",
     "kl_divergence",

@@ -23,6 +23,9 @@ except ImportError:  # pragma: no cover - other Keras backends
 
 Tensor = Any
 
+# The smallest normal float32.
+_TINY = 1.1754944e-38
+
 
 class Prepared(NamedTuple):
     """The inputs of a loss as tensors of one float dtype."""
@@ -129,6 +132,49 @@ def binary_log_probs(y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Tensor]
     return ops.log(p), ops.log(1.0 - p)
 
 
+def binary_xent_terms(y: Tensor, y_pred: Tensor, from_logits: bool) -> Tensor:
+    """Element-wise binary cross-entropy -(y log p + (1 - y) log(1 - p)).
+
+    From logits x it is max(x, 0) - x y + log(1 + exp(-|x|)) (as `tf.nn.sigmoid_cross_entropy_with_logits`,
+    exact for any finite x): one exp and one log1p instead of the two log-sigmoids of `binary_log_probs`.
+    """
+    if not from_logits:
+        log_p, log_q = binary_log_probs(y_pred, from_logits)
+        return -(y * log_p + (1.0 - y) * log_q)
+    return ops.relu(y_pred) - y_pred * y + ops.log1p(ops.exp(-ops.abs(y_pred)))
+
+
+def _binary_1m_pt_parts(y: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
+    """From logits x: (w + (1 - w) e, e) with e = exp(-|x|) and w the label weight of the class the sign
+    of x favours (1 - y if x > 0, else y), so that 1 - p_t = (w + (1 - w) e) / (1 + e) without cancellation.
+    The graph optimizers (Grappler, XLA) compute e once with the cross-entropy's."""
+    e = ops.exp(-ops.abs(y_pred))
+    w = ops.where(y_pred > 0, 1.0 - y, y)
+    return w + (1.0 - w) * e, e
+
+
+def binary_1m_pt(y: Tensor, y_pred: Tensor, from_logits: bool) -> Tensor:
+    """1 - p_t with p_t = y p + (1 - y)(1 - p) (probabilities clipped to [epsilon, 1 - epsilon])."""
+    if not from_logits:
+        p = clip_probs(y_pred)
+        return y * (1.0 - p) + (1.0 - y) * p
+    numerator, e = _binary_1m_pt_parts(y, y_pred)
+    return numerator / (1.0 + e)
+
+
+def binary_log1m_pt(y: Tensor, y_pred: Tensor, from_logits: bool) -> Tensor:
+    """log(1 - p_t), finite with finite gradients for any finite logits.
+
+    Clipped probabilities give 1 - p_t >= epsilon. From logits the numerator of `_binary_1m_pt_parts`
+    is floored at the smallest normal float: it is below that only where w = 0 and |x| > 87, where the
+    focal term (1 - p_t)^gamma * bce and its gradient are below 1e-38 either way (bce = log(1 + e) there).
+    """
+    if not from_logits:
+        return ops.log(binary_1m_pt(y, y_pred, from_logits))
+    numerator, e = _binary_1m_pt_parts(y, y_pred)
+    return ops.log(ops.maximum(numerator, _TINY)) - ops.log1p(e)
+
+
 def renormalized_probs(y_pred: Tensor, axis: int) -> Tensor:
     # As Keras: rows are rescaled to sum to 1, then clipped.
     return clip_probs(y_pred / ops.sum(y_pred, axis=axis, keepdims=True))
@@ -141,32 +187,50 @@ def categorical_log_probs(y_pred: Tensor, from_logits: bool, axis: int) -> Tenso
     return ops.log(renormalized_probs(y_pred, axis))
 
 
-def categorical_log1m_probs(y_pred: Tensor, from_logits: bool, axis: int) -> Tensor:
+def _categorical_top_split(log_p: Tensor, axis: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(p, whether p > 1/2, 1 - p of that class as the sum of the other classes' p): at most one class
+    per sample has p > 1/2, and summing the others has no cancellation where p is close to 1."""
+    p = ops.exp(log_p)
+    top = p > 0.5
+    rest = ops.where(top, 0.0, p)
+    return rest, top, ops.sum(rest, axis=axis, keepdims=True)
+
+
+def categorical_1m_probs(y_pred: Tensor, from_logits: bool, axis: int, log_p: Tensor | None = None) -> Tensor:
+    """1 - p per class, without cancellation for the class with p > 1/2 (see `categorical_log1m_probs`)."""
+    if not from_logits:
+        return 1.0 - renormalized_probs(y_pred, axis)
+    rest, top, others = _categorical_top_split(ops.log_softmax(y_pred, axis=axis) if log_p is None else log_p, axis)
+    return ops.where(top, others, 1.0 - rest)
+
+
+def categorical_log1m_probs(y_pred: Tensor, from_logits: bool, axis: int, log_p: Tensor | None = None) -> Tensor:
     """log(1 - p) per class, finite and with finite gradients for any finite logits.
 
-    For the arg-max class 1 - p can underflow, so it is computed as logsumexp(other logits) -
-    logsumexp(all logits); every other class has p <= 1/2, where log1p(-p) is accurate.
+    From logits, with p = exp(log_p) (`log_p`: their log-softmax, computed here if not given): a class
+    with p > 1/2 (at most one per sample) gets 1 - p as the sum of the other classes' p, which has no
+    cancellation, floored at the smallest normal float (below it (1 - p)^gamma * log p is 0 in float32
+    anyway); every other class has p <= 1/2, where log1p(-p) is accurate.
     """
     if not from_logits:
-        return ops.log(1.0 - renormalized_probs(y_pred, axis))
-    num_classes = ops.shape(y_pred)[axis]
-    is_max = ops.cast(ops.one_hot(ops.argmax(y_pred, axis=axis), num_classes, axis=axis), "bool")
-    log_total = ops.logsumexp(y_pred, axis=axis, keepdims=True)
-    log_others = ops.logsumexp(ops.where(is_max, -math.inf, y_pred), axis=axis, keepdims=True)
-    # Zero the arg-max entry before log1p: a -inf in the unused branch of `where` would make its
-    # gradient NaN.
-    p_rest = ops.where(is_max, 0.0, ops.exp(y_pred - log_total))
-    return ops.where(is_max, log_others - log_total, ops.log1p(-p_rest))
+        return ops.log(categorical_1m_probs(y_pred, from_logits, axis))
+    # p is zeroed where p > 1/2 before log1p: log1p(-1) = -inf in the unused branch of `where` would
+    # make its gradient NaN.
+    rest, top, others = _categorical_top_split(ops.log_softmax(y_pred, axis=axis) if log_p is None else log_p, axis)
+    return ops.where(top, ops.log(ops.maximum(others, _TINY)), ops.log1p(-rest))
 
 
-def log_or_neg_inf(x: Tensor) -> Tensor:
-    """log(x) with log(0) = -inf, keeping the gradient w.r.t. x finite (double-where trick)."""
-    positive = x > 0
-    return ops.where(positive, ops.log(ops.where(positive, x, 1.0)), -math.inf)
+def power_is_safe(gamma: float | str) -> bool:
+    """Whether (1 - p)^gamma may be a plain power of a constant: its gradient gamma (1 - p)^(gamma - 1)
+    is finite at 1 - p = 0 for gamma >= 1, and Grappler and XLA turn gamma = 2 into a multiplication,
+    as for Keras' own focal losses. Below 1, and for flsd53 (a per-sample exponent, for which a power
+    is no faster and less exact), see `focal_factor`."""
+    return gamma != FLSD53 and gamma >= 1
 
 
 def focal_factor(log_1m_p: Tensor, gamma: float | str, p_true: Tensor | None) -> Tensor:
-    """(1 - p)^gamma as exp(gamma * log(1 - p)): finite with finite gradients even where 1 - p = 0.
+    """(1 - p)^gamma as exp(gamma * log(1 - p)): finite with finite gradients even where 1 - p = 0, for
+    any gamma >= 0 (for gamma >= 1 a plain power is too: see `power_is_safe`).
 
     With gamma="flsd53" the exponent is 5 where the true-class probability `p_true` < 0.2, else 3;
     `p_true` is a constant for the gradient, as in Mukhoti et al.'s code.

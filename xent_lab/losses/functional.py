@@ -30,7 +30,7 @@ Error messages name the loss class (e.g. "BinaryCrossentropy: ..."), which is ho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -45,7 +45,11 @@ from xent_lab.losses._ops import (
     Prepared,
     Tensor,
     aligned,
+    binary_1m_pt,
+    binary_log1m_pt,
     binary_log_probs,
+    binary_xent_terms,
+    categorical_1m_probs,
     categorical_log1m_probs,
     categorical_log_probs,
     class_axis,
@@ -53,24 +57,22 @@ from xent_lab.losses._ops import (
     finish,
     focal_factor,
     guard,
-    log_or_neg_inf,
+    power_is_safe,
     prepare,
 )
 
 
 class _Binary(NamedTuple):
-    """What the binary losses share: aligned inputs, smoothed targets and both log-probabilities."""
+    """What the binary losses share: aligned inputs, the axis and the smoothed targets."""
 
     inputs: Prepared
     axis: int
     targets: Tensor  # y_s
-    log_p: Tensor  # log p
-    log_q: Tensor  # log(1 - p)
 
     @property
     def terms(self) -> Tensor:
         """Element-wise binary cross-entropy."""
-        return -(self.targets * self.log_p + (1.0 - self.targets) * self.log_q)
+        return binary_xent_terms(self.targets, self.inputs.y_pred, self.inputs.from_logits)
 
 
 def _binary(y_true: Tensor, y_pred: Tensor, from_logits: bool, label_smoothing: float, axis: int, who: str) -> _Binary:
@@ -78,8 +80,7 @@ def _binary(y_true: Tensor, y_pred: Tensor, from_logits: bool, label_smoothing: 
     inputs = prepare(y_true, y_pred, from_logits)
     y_true, y_pred = aligned(inputs.y_true, inputs.y_pred, who)
     inputs = inputs._replace(y_true=y_true, y_pred=y_pred)
-    log_p, log_q = binary_log_probs(y_pred, inputs.from_logits)
-    return _Binary(inputs, check_axis(axis), smooth_labels(y_true, label_smoothing, 2), log_p, log_q)
+    return _Binary(inputs, check_axis(axis), smooth_labels(y_true, label_smoothing, 2))
 
 
 class _Categorical(NamedTuple):
@@ -88,7 +89,7 @@ class _Categorical(NamedTuple):
     inputs: Prepared
     axis: int  # non-negative
     targets: Tensor  # y_s
-    log_p: Tensor
+    log_p: Tensor | None  # None on the logits path of a caller that asked for none
 
     @property
     def terms(self) -> Tensor:
@@ -97,16 +98,34 @@ class _Categorical(NamedTuple):
 
 
 def _categorical(
-    y_true: Tensor, y_pred: Tensor, from_logits: bool, label_smoothing: float, axis: int, who: str
+    y_true: Tensor,
+    y_pred: Tensor,
+    from_logits: bool,
+    label_smoothing: float,
+    axis: int,
+    who: str,
+    log_p_of_logits: bool = True,
 ) -> _Categorical:
     check_label_smoothing(label_smoothing)
     inputs = prepare(y_true, y_pred, from_logits)
     y_true, y_pred = aligned(inputs.y_true, inputs.y_pred, who)
     inputs = inputs._replace(y_true=y_true, y_pred=y_pred)
     axis, num_classes = class_axis(y_pred, check_axis(axis), who)
-    log_p = categorical_log_probs(y_pred, inputs.from_logits, axis)
     targets = smooth_labels(y_true, label_smoothing, ops.cast(num_classes, y_pred.dtype))
-    return _Categorical(inputs, axis, targets, log_p)
+    need_log_p = log_p_of_logits or not inputs.from_logits
+    return _Categorical(
+        inputs, axis, targets, categorical_log_probs(y_pred, inputs.from_logits, axis) if need_log_p else None
+    )
+
+
+def _focal_factor(
+    gamma: float | str, p_true: Tensor | None, one_minus_p: Callable[[], Tensor], log_1m_p: Callable[[], Tensor]
+) -> Tensor:
+    """(1 - p)^gamma: a plain power where that is safe (gamma >= 1, as fast as Keras' own), else
+    exp(gamma * log(1 - p)); only the form used is computed."""
+    if power_is_safe(gamma):
+        return ops.power(one_minus_p(), gamma)
+    return focal_factor(log_1m_p(), gamma, p_true)
 
 
 def binary_crossentropy(
@@ -151,18 +170,20 @@ def binary_focal_crossentropy(
 
     The same as `keras.losses.binary_focal_crossentropy` (including that `alpha` is ignored unless
     `apply_class_balancing=True`), except that the focal factor is computed as
-    `exp(gamma * log(1 - p_t))` with `log(1 - p_t)` from log-sigmoids, which keeps loss and gradient
-    finite for large logits (Keras' gradient is NaN there for gamma < 1), that on the probability
-    path it uses the clipped probabilities, and the validation described in the module docstring.
+    `exp(gamma * log(1 - p_t))` with `log(1 - p_t)` computed from the logits (`_ops.binary_log1m_pt`),
+    which keeps loss and gradient finite for large logits (Keras' gradient is NaN there for gamma < 1),
+    that on the probability path it uses the clipped probabilities, and the validation described in
+    the module docstring.
     """
     check_gamma(gamma)
     b = _binary(y_true, y_pred, from_logits, label_smoothing, axis, "BinaryFocalCrossentropy")
-    # log(1 - p_t) = log(y_s * (1 - p) + (1 - y_s) * p), in log space so that it stays finite
-    # where 1 - p_t underflows (hard labels and large logits).
-    log_1m_pt = ops.logaddexp(log_or_neg_inf(b.targets) + b.log_q, log_or_neg_inf(1.0 - b.targets) + b.log_p)
-    y = b.inputs.y_true
-    p_true = y * ops.exp(b.log_p) + (1.0 - y) * ops.exp(b.log_q) if gamma == FLSD53 else None
-    terms = focal_factor(log_1m_pt, gamma, p_true) * b.terms
+    p_true = None
+    if gamma == FLSD53:
+        log_p, log_q = binary_log_probs(b.inputs.y_pred, b.inputs.from_logits)
+        y = b.inputs.y_true
+        p_true = y * ops.exp(log_p) + (1.0 - y) * ops.exp(log_q)
+    args = (b.targets, b.inputs.y_pred, b.inputs.from_logits)
+    terms = _focal_factor(gamma, p_true, lambda: binary_1m_pt(*args), lambda: binary_log1m_pt(*args)) * b.terms
     if apply_class_balancing:
         terms = (b.targets * alpha + (1.0 - b.targets) * (1.0 - alpha)) * terms
     return finish(ops.mean(terms, axis=b.axis), b.inputs, b.axis)
@@ -185,19 +206,25 @@ def categorical_crossentropy(
     class (always 0) raises ValueError (Keras warns); mismatched shapes raise ValueError; probability
     entries outside [0, 1] are an error (Keras silently rescales any non-negative scores).
     """
-    c = _categorical(y_true, y_pred, from_logits, label_smoothing, axis, "CategoricalCrossentropy")
-    return finish(ops.sum(c.terms, axis=c.axis), c.inputs, c.axis)
+    c = _categorical(
+        y_true, y_pred, from_logits, label_smoothing, axis, "CategoricalCrossentropy", log_p_of_logits=False
+    )
+    if c.inputs.from_logits:
+        # The fused softmax cross-entropy of the backend, as Keras' own: loss and gradient in one pass.
+        loss = ops.categorical_crossentropy(c.targets, c.inputs.y_pred, from_logits=True, axis=c.axis)
+    else:
+        loss = ops.sum(c.terms, axis=c.axis)
+    return finish(loss, c.inputs, c.axis)
 
 
-def _class_weights(alpha: float | Sequence[float], terms: Tensor, axis: int) -> float | Tensor:
+def _class_weights(alpha: float | Sequence[float], terms: Tensor, axis: int, who: str) -> float | Tensor:
     """`alpha` as a factor of the per-class terms: a scalar, or one weight per class along `axis`."""
     if np.ndim(alpha) == 0:
         return alpha
     num_classes = terms.shape[axis]
     if num_classes is not None and num_classes != len(alpha):
         raise ValueError(
-            f"CategoricalFocalCrossentropy: alpha has {len(alpha)} weights but y_pred has "
-            f"{num_classes} classes along axis {axis}."
+            f"{who}: alpha has {len(alpha)} weights but y_pred has {num_classes} classes along axis {axis}."
         )
     shape = [1] * len(terms.shape)
     shape[axis] = len(alpha)
@@ -233,10 +260,11 @@ def categorical_focal_crossentropy(
     """
     check_gamma(gamma)
     c = _categorical(y_true, y_pred, from_logits, label_smoothing, axis, "CategoricalFocalCrossentropy")
-    log_1m_p = categorical_log1m_probs(c.inputs.y_pred, c.inputs.from_logits, c.axis)
     p_true = ops.sum(c.inputs.y_true * ops.exp(c.log_p), axis=c.axis, keepdims=True) if gamma == FLSD53 else None
+    args = (c.inputs.y_pred, c.inputs.from_logits, c.axis, c.log_p)
+    factor = _focal_factor(gamma, p_true, lambda: categorical_1m_probs(*args), lambda: categorical_log1m_probs(*args))
     terms = c.terms
-    terms = _class_weights(alpha, terms, c.axis) * focal_factor(log_1m_p, gamma, p_true) * terms
+    terms = _class_weights(alpha, terms, c.axis, "CategoricalFocalCrossentropy") * factor * terms
     return finish(ops.sum(terms, axis=c.axis), c.inputs, c.axis)
 
 
@@ -252,6 +280,52 @@ def _sparse_labels(y_true: Tensor, y_pred: Tensor, axis: int, who: str) -> Tenso
             f"y_pred.shape={tuple(y_pred.shape)}."
         )
     return y_true
+
+
+class _Sparse(NamedTuple):
+    """What the sparse losses share: the inputs, the class axis, the labels, log p and the label checks."""
+
+    inputs: Prepared
+    axis: int  # non-negative
+    labels: Tensor
+    log_p: Tensor
+    valid: Tensor  # integer labels in [0, k)
+    ignored: Tensor | None  # labels equal to ignore_class
+    index: Tensor  # the label along `axis`, for take_along_axis (0 where invalid or ignored)
+
+
+def _sparse(
+    y_true: Tensor, y_pred: Tensor, from_logits: bool, ignore_class: int | None, axis: int, who: str
+) -> _Sparse:
+    inputs = prepare(y_true, y_pred, from_logits)
+    axis, num_classes = class_axis(inputs.y_pred, check_axis(axis), who)
+    labels = _sparse_labels(inputs.y_true, inputs.y_pred, axis, who)
+    valid = ops.logical_and(
+        ops.logical_and(labels >= 0, labels < ops.cast(num_classes, labels.dtype)),
+        ops.equal(labels, ops.floor(labels)),
+    )
+    ignored = ops.equal(labels, ignore_class) if ignore_class is not None else None
+    used = valid if ignored is None else ops.logical_and(valid, ops.logical_not(ignored))
+    # Invalid or ignored labels index class 0, so the gather never goes out of range.
+    index = ops.expand_dims(ops.cast(ops.where(used, labels, 0), "int32"), axis)
+    log_p = categorical_log_probs(inputs.y_pred, inputs.from_logits, axis)
+    return _Sparse(inputs, axis, labels, log_p, valid, ignored, index)
+
+
+def _finish_sparse(loss: Tensor, s: _Sparse, who: str) -> Tensor:
+    """The per-sample `loss`: an error for invalid labels, 0 and masked out of the reduction where ignored."""
+    loss = guard(
+        loss,
+        s.valid if s.ignored is None else ops.logical_or(s.valid, s.ignored),
+        f"{who}: labels must be integers in [0, num_classes) (num_classes = y_pred.shape[axis]).",
+        s.labels,
+    )
+    loss = finish(loss, s.inputs, s.axis)
+    if s.ignored is None:
+        return loss
+    loss = ops.where(s.ignored, 0.0, loss)
+    set_keras_mask(loss, ops.logical_not(s.ignored))
+    return loss
 
 
 def sparse_categorical_crossentropy(
@@ -282,32 +356,8 @@ def sparse_categorical_crossentropy(
     """
     who = "SparseCategoricalCrossentropy"
     check_label_smoothing(label_smoothing)
-    inputs = prepare(y_true, y_pred, from_logits)
-    axis, num_classes = class_axis(inputs.y_pred, check_axis(axis), who)
-    labels = _sparse_labels(inputs.y_true, inputs.y_pred, axis, who)
-    log_p = categorical_log_probs(inputs.y_pred, inputs.from_logits, axis)
-
-    valid = ops.logical_and(
-        ops.logical_and(labels >= 0, labels < ops.cast(num_classes, labels.dtype)),
-        ops.equal(labels, ops.floor(labels)),
-    )
-    ignored = ops.equal(labels, ignore_class) if ignore_class is not None else None
-    used = valid if ignored is None else ops.logical_and(valid, ops.logical_not(ignored))
-    # Invalid or ignored labels index class 0, so the gather never goes out of range.
-    index = ops.expand_dims(ops.cast(ops.where(used, labels, 0), "int32"), axis)
-    loss = -ops.squeeze(ops.take_along_axis(log_p, index, axis=axis), axis=axis)
+    s = _sparse(y_true, y_pred, from_logits, ignore_class, axis, who)
+    loss = -ops.squeeze(ops.take_along_axis(s.log_p, s.index, axis=s.axis), axis=s.axis)
     if label_smoothing:
-        loss = (1.0 - label_smoothing) * loss - label_smoothing * ops.mean(log_p, axis=axis)
-
-    loss = guard(
-        loss,
-        valid if ignored is None else ops.logical_or(valid, ignored),
-        f"{who}: labels must be integers in [0, num_classes) (num_classes = y_pred.shape[axis]).",
-        labels,
-    )
-    loss = finish(loss, inputs, axis)
-    if ignored is None:
-        return loss
-    loss = ops.where(ignored, 0.0, loss)
-    set_keras_mask(loss, ops.logical_not(ignored))
-    return loss
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * ops.mean(s.log_p, axis=s.axis)
+    return _finish_sparse(loss, s, who)

@@ -16,21 +16,29 @@ those of `xent_lab.tracking.tags`):
   flattened config); final `test/*` and `perf/*` metrics; the `val/loss` history; the artifact
   `predictions/test_predictions.npz`.
 
-Layers: `load` (the runs of one launch), `stats` (summaries over seeds), `markdown` (REPORT.md),
-`figures` (the plots), `__main__` (the command line); `build_report` here ties them together.
+Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
+`findings` (every row against the baseline), `overfit` (over-fit detection from histories), `markdown`,
+`narrative` and `tables` (REPORT.md's sections), `document` (REPORT.md), `figures` (the plots), `readme`
+(README.md's findings block), `__main__` (the command line); `build_report` here ties them together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow.entities import Run
 
 from xent_lab import atomic
+from xent_lab.report import overfit
+from xent_lab.report.document import render_report
 from xent_lab.report.figures import recall_figure, reliability_figure, val_loss_figure, write_figures
+from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
-from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table, render_report
-from xent_lab.report.stats import ImplComparison, Summary, compare_impls, summarize
+from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
+from xent_lab.report.overfit import Overfit, detect_overfit
+from xent_lab.report.readme import update_readme
+from xent_lab.report.stats import ImplComparison, PairedTest, Summary, compare_impls, holm, paired_test, summarize
 from xent_lab.tracking import tags
 
 __all__ = [
@@ -38,22 +46,31 @@ __all__ = [
     "REPORT_FILE",
     "SETTINGS",
     "Column",
+    "Comparison",
+    "Findings",
     "Groups",
     "ImplComparison",
     "Job",
     "Launch",
+    "Overfit",
+    "PairedTest",
     "ReportError",
     "Summary",
     "build_report",
     "compare_impls",
+    "compute_findings",
     "default_out_dir",
+    "detect_overfit",
     "group_jobs",
+    "holm",
     "load_launch",
     "markdown_table",
+    "paired_test",
     "recall_figure",
     "reliability_figure",
     "render_report",
     "summarize",
+    "update_readme",
     "val_loss_figure",
 ]
 
@@ -75,6 +92,7 @@ def build_report(
     experiment: str | None = None,
     parent_run_id: str | None = None,
     out_dir: Path | None = None,
+    baseline: Mapping[str, str] | None = None,
 ) -> Path:
     """Writes REPORT.md and the plots of a launch of `study` to `out_dir`, logs them to its parent run under `report/`.
 
@@ -82,7 +100,7 @@ def build_report(
     study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository for a
     launch of the study as defined (parent tag `xent.published=true`), else to `report/` in the
     launch's sweep folder, so that a trial run with command-line changes never overwrites the
-    published report.
+    published report. `baseline` ({key: value}) replaces the study's `study.baseline` for the Findings.
     Returns the path of REPORT.md. Raises ReportError or TrackingError (XentError) for user errors.
     """
     client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
@@ -90,9 +108,13 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_jobs(launch.jobs)
     # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
+    findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
     plots = write_figures(client, launch, groups, out_dir)
+    overfits = (
+        {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
+    )
     report = out_dir / REPORT_FILE
-    text = render_report(launch, groups, plots)
+    text = render_report(launch, groups, plots, findings, overfits)
     atomic.write_text(report, text)
     for name in [*plots, REPORT_FILE]:
         client.log_artifact(launch.parent.info.run_id, str(out_dir / name), tags.REPORT_ARTIFACT_DIR)

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow.tracking import MlflowClient
 
 from xent_lab import atomic, calibration, heads
-from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, Launch
+from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, Launch, job_predictions
 from xent_lab.report.stats import finished_values
 from xent_lab.tracking import tags
 
@@ -104,24 +104,14 @@ def val_loss_figure(client: MlflowClient, groups: Groups) -> Figure | None:
     return figure
 
 
-def _has_predictions(client: MlflowClient, job: Job) -> bool:
-    """Whether the job finished and logged its test predictions (listed first: downloading a missing one raises)."""
-    if not job.finished:
-        return False
-    listed = client.list_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT.rsplit("/", 1)[0])
-    return any(item.path == tags.PREDICTIONS_ARTIFACT for item in listed)
-
-
 def _pooled_probabilities(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Test probabilities and labels of the finished jobs, concatenated; None when none logged predictions."""
     probs, labels = [], []
     for job in jobs:
-        if not _has_predictions(client, job):
-            continue
-        path = client.download_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT, str(tmp / job.run_id))
-        predictions = calibration.load_predictions(path)
-        probs.append(heads.probabilities(predictions.logits, predictions.head))
-        labels.append(predictions.labels)
+        predictions = job_predictions(client, job, tmp)
+        if predictions is not None:
+            probs.append(heads.probabilities(predictions.logits, predictions.head))
+            labels.append(predictions.labels)
     return (np.concatenate(probs), np.concatenate(labels)) if probs else None
 
 

@@ -12,7 +12,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xent_lab import tracking
+from xent_lab import calibration, tracking
 from xent_lab.errors import TrackingError, XentError
 from xent_lab.tracking import tags
 
@@ -85,6 +85,11 @@ class Launch:
     parent: Run
     jobs: tuple[Job, ...]
     missing_reused: tuple[str, ...]  # run ids named by xent.reused.* tags but not found
+
+    @property
+    def sweep(self) -> dict[str, str]:
+        """The launch's swept keys -> their values as written (`xent.sweep`), e.g. `loss` -> `cce,focal`."""
+        return _json_tag(self.parent, tags.SWEEP)
 
 
 # dataset -> variant -> impl -> jobs, each level in sorted order.
@@ -202,3 +207,16 @@ def group_jobs(jobs: Iterable[Job]) -> Groups:
     for job in sorted(jobs, key=lambda job: (job.dataset, job.variant, job.impl)):
         groups.setdefault(job.dataset, {}).setdefault(job.variant, {}).setdefault(job.impl, []).append(job)
     return groups
+
+
+def job_predictions(client: MlflowClient, job: Job, folder: Path) -> calibration.Predictions | None:
+    """The test predictions a finished job logged, downloaded under `folder`; None when it logged none.
+
+    The artifact is listed first: downloading a missing one raises."""
+    if not job.finished:
+        return None
+    listed = client.list_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT.rsplit("/", 1)[0])
+    if not any(item.path == tags.PREDICTIONS_ARTIFACT for item in listed):
+        return None
+    path = client.download_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT, str(folder / job.run_id))
+    return calibration.load_predictions(path)

@@ -1,4 +1,4 @@
-"""REPORT.md: the header, setup, results, comparison, plots and failures sections, as GitHub Markdown."""
+"""REPORT.md's sections: the header, setup, results, comparison, plots and failures, as GitHub Markdown."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _mean_std(summary: Summary | None, digits: int) -> str:
     return f"{summary.mean:.{digits}f} ± {summary.std:.{digits}f}"
 
 
-def _interval(summary: Summary | None, digits: int) -> str:
+def interval_cell(summary: Summary | None, digits: int) -> str:
     if summary is None:
         return NO_VALUE
     if summary.n < 2:
@@ -200,7 +200,7 @@ def results_section(dataset: str, variants: Mapping[str, Mapping[str, Sequence[J
             summaries = [(summarize(finished_values(jobs, c.metric)), c.digits) for c in COLUMNS]
             finished = sum(job.finished for job in jobs)
             means.append([variant, impl, finished, len(jobs) - finished, *(_mean_std(*s) for s in summaries)])
-            intervals.append([variant, impl, finished, *(_interval(*s) for s in summaries)])
+            intervals.append([variant, impl, finished, *(interval_cell(*s) for s in summaries)])
     labels = [c.label for c in COLUMNS]
     return [
         f"## Results: {dataset}",
@@ -272,14 +272,3 @@ def plots_section(plots: Mapping[str, str]) -> list[str]:
     for name, caption in plots.items():
         lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
     return lines
-
-
-def render_report(launch: Launch, groups: Groups, plots: Mapping[str, str]) -> str:
-    """The whole REPORT.md."""
-    lines = header_section(launch) + setup_section(launch.jobs)
-    for dataset, variants in groups.items():
-        lines += results_section(dataset, variants)
-    if not groups:
-        lines += ["## Results", "", "No jobs in this launch.", ""]
-    lines += comparison_section(groups) + plots_section(plots) + failures_section(launch.jobs)
-    return "\n".join(lines)

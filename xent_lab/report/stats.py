@@ -1,4 +1,5 @@
-"""Statistics over the seeds of one row: mean, spread and Student-t interval; custom against built-in."""
+"""Statistics over the seeds of one row: mean, spread and Student-t interval; custom against built-in; the
+paired t-test of two rows over seeds and the Holm correction across the tests of a report."""
 
 from __future__ import annotations
 
@@ -61,3 +62,47 @@ def compare_impls(by_impl: Mapping[str, Sequence[Job]]) -> ImplComparison | None
         return max((abs(c - b) for c, b in pairs if c is not None and b is not None), default=math.nan)
 
     return ImplComparison(len(seeds), max_diff(tags.TEST_LOSS), max_diff(tags.TEST_ACCURACY))
+
+
+class PairedTest(NamedTuple):
+    """Mean of paired differences, its Student-t interval and the two-sided paired t-test p-value."""
+
+    n: int
+    mean: float
+    low: float  # NaN when n < 2, as are high and p
+    high: float
+    p: float
+
+
+def paired_test(differences: Sequence[float]) -> PairedTest:
+    """Paired t-test of the per-seed differences d_s = row_s - baseline_s (Student 1908).
+
+    t = mean(d) / (std(d) / sqrt(n)) with n - 1 degrees of freedom; the interval is `summarize`'s. When
+    every difference is equal the statistic is 0/0 or ±inf: p is then 1 for all zeros (no difference at
+    all, e.g. two implementations that agree exactly) and 0 otherwise (a constant shift).
+    """
+    if not differences:
+        raise ValueError("paired_test needs at least one difference, got none")
+    summary = summarize(differences)
+    if summary.n < 2:
+        return PairedTest(summary.n, summary.mean, math.nan, math.nan, math.nan)
+    low, high = summary.mean - summary.half_width, summary.mean + summary.half_width
+    if summary.std == 0:
+        return PairedTest(summary.n, summary.mean, low, high, 1.0 if summary.mean == 0 else 0.0)
+    p = float(stats.ttest_1samp(differences, 0.0).pvalue)
+    return PairedTest(summary.n, summary.mean, low, high, p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the input order; NaN stays NaN and is not counted.
+
+    With the m finite p-values sorted, p_(1) <= ... <= p_(m): adjusted p_(i) = min(1, max_{j <= i} (m - j + 1) p_(j)).
+    Rejecting where adjusted p < alpha controls the family-wise error rate at alpha.
+    """
+    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(finite, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (len(finite) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -10,12 +10,14 @@ ends it builds the report and ends the parent run; if the launch dies first, an 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import platform
 import shlex
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,16 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from xent_lab import atomic, stopping
+from xent_lab.config import check_added_keys
 from xent_lab.errors import TrackingError, XentError
 from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, job_context, sweep_of
+from xent_lab.study.launch import groups, scrub_hydra_files, validate_launch
 from xent_lab.study.progress import Progress, sweep_size
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.lock import patiently
+from xent_lab.tracking.runs import close_stale, process_tags
 
 
 def _cpu_description() -> str:
@@ -41,63 +48,88 @@ def _cpu_description() -> str:
     return platform.processor() or platform.machine()
 
 
+def _or_exit(step: Callable[[], None]) -> None:
+    """Run a launch step; any error is printed as one line and ends the launch with status 2 (no job runs)."""
+    try:
+        step()
+    except XentError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as exc:  # e.g. OmegaConf's on a config it cannot compose: still no job outside the study
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: the launch could not start: {type(exc).__name__}: {detail}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 class StudyCallback(Callback):
     """Hydra callback: store set-up before a sweep; for a named study, the parent run and the report."""
 
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
+        self.uri = ""  # the launch's tracking URI, password included: never written to a file
         self.launch: StudyLaunch | None = None
         self.progress: Progress | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A single run: a `+key` typo stops it before Hydra creates its output folder.
+        _or_exit(lambda: check_added_keys(config, list(config.hydra.overrides.task), groups(config)))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings and launches the jobs anyway; a sweep that
-        # cannot be tracked should stop here instead, with the reason.
-        try:
-            self._start(config)
-        except XentError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(2)
+        # is invalid or cannot be tracked stops here instead, with the reason, before anything exists.
+        _or_exit(lambda: self._start(config))
 
     def _start(self, config: DictConfig) -> None:
+        validate_launch(config)
         uri = resolve_uri(config.tracking.uri)
         scrub_logs(uri)
         check_reachable(uri, config.tracking.connect_timeout)
-        tracker = Tracker(uri, config.tracking.experiment)
         try:
+            tracker = Tracker(uri, config.tracking.experiment, config.tracking.lock_timeout_s)
             experiment_id = tracker.experiment_id()  # creates the store and experiment once, before the jobs
+            self._guard_launch(config, tracker.client)
             if config.study.name:
-                self._open_parent(config, tracker.client, experiment_id, uri)
+                self._open_parent(config, tracker, experiment_id)
         except XentError:
             raise
         except Exception as exc:
             raise TrackingError(f"cannot prepare the MLflow store {redact(uri)}: {exc}") from exc
 
-    def _open_parent(self, config: DictConfig, client: MlflowClient, experiment_id: str, uri: str) -> None:
+    def _open_parent(self, config: DictConfig, tracker: Tracker, experiment_id: str) -> None:
+        uri, client = tracker.uri, tracker.client
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:  # the launch's own folder (see xent_lab.study.launch), made before the parent run
+            sweep_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise XentError(
+                f"the sweep folder {sweep_dir} exists already (another launch made it); launch again"
+            ) from None
         sweep = sweep_of(config)
-        parent = client.create_run(
-            experiment_id,
-            run_name=f"{config.study.name} (study)",
-            tags={
-                T.STUDY: config.study.name,
-                T.ROLE: T.ROLE_PARENT,
-                T.SWEEP: scrub(json.dumps(sweep, sort_keys=True), uri),
-                T.COMMAND: scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
-                T.PUBLISHED: str(is_published(config)).lower(),
-                T.LAUNCH_HOST: f"{socket.gethostname()}: {_cpu_description()}, {os.cpu_count()} CPU cores",
-                T.GIT_COMMIT: git_commit(),
-            },
-        )
-        self.client = client
-        self.launch = StudyLaunch(config.study.name, parent.info.run_id, uri, config.tracking.experiment, sweep)
+        tags = {
+            T.STUDY: config.study.name,
+            T.ROLE: T.ROLE_PARENT,
+            T.SWEEP: scrub(json.dumps(sweep, sort_keys=True), uri),
+            T.COMMAND: scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
+            T.PUBLISHED: str(is_published(config)).lower(),
+            T.LAUNCH_HOST: f"{socket.gethostname()}: {_cpu_description()}, {os.cpu_count()} CPU cores",
+            T.GIT_COMMIT: git_commit(),
+            T.SWEEP_DIR: str(sweep_dir.resolve()),
+            **process_tags(),
+        }
+        create = functools.partial(client.create_run, experiment_id, run_name=f"{config.study.name} (study)", tags=tags)
+        parent = patiently(create, uri=uri, timeout_s=tracker.lock_timeout_s)
+        self.client, self.uri = client, uri
+        # study.json is read by every job; the password stays in the launch's memory and the jobs' own config.
+        self.launch = StudyLaunch(config.study.name, parent.info.run_id, redact(uri), config.tracking.experiment, sweep)
         self.progress = Progress(sweep_size(sweep))
         atexit.register(self._end_parent, "KILLED", "the launch stopped before the sweep ended")
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / STUDY_FILE).write_text(json.dumps(asdict(self.launch), indent=2))
-        client.set_tag(parent.info.run_id, T.SWEEP_DIR, str(sweep_dir.resolve()))
+        atomic.write_text(sweep_dir / STUDY_FILE, json.dumps(asdict(self.launch), indent=2))
         print(f"study {config.study.name}: parent run {parent.info.run_id} in {redact(uri)}", flush=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = resolve_uri(config.tracking.uri)
+        scrub_logs(uri)  # the job's log handlers exist now
+        scrub_hydra_files(config, uri)  # Hydra has just written them
         if self.progress is not None and self.progress.reports_here():
             self.progress.start_job()
 
@@ -116,6 +148,8 @@ class StudyCallback(Callback):
             print(f"warning: the study's progress tag could not be set ({type(exc).__name__})", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if stopping.requested() is not None:
+            self._end_stopped()
         if self.launch is None or self.client is None:
             return
         from xent_lab import report  # matplotlib and report code are needed only here
@@ -125,6 +159,7 @@ class StudyCallback(Callback):
             filter_string=f"tags.`{T.PARENT_RUN_ID}` = '{self.launch.parent_run_id}'",
             max_results=10000,
         )
+        scrub_hydra_files(config, self.uri)  # multirun.yaml, if no job ran in this process
         failed = [run for run in children if run.info.status != "FINISHED"]
         reused = [k for k in self.client.get_run(self.launch.parent_run_id).data.tags if k.startswith(T.REUSED_PREFIX)]
         self.client.set_tag(self.launch.parent_run_id, T.FAILED_JOBS, str(len(failed)))
@@ -136,7 +171,7 @@ class StudyCallback(Callback):
             try:
                 path = report.build_report(
                     self.launch.study,
-                    self.launch.tracking_uri,
+                    self.uri,
                     self.launch.experiment,
                     self.launch.parent_run_id,
                     Path(config.study.report_dir) if config.study.report_dir else None,
@@ -150,6 +185,9 @@ class StudyCallback(Callback):
         if failed:
             print(f"{len(failed)} job(s) failed; the report lists why", file=sys.stderr, flush=True)
             sys.exit(1)
+        if not children and not reused:  # e.g. jobs that died before they could record a run
+            print("no job of the study finished", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     def _end_parent(self, status: str, reason: str | None) -> None:
         """End the parent run once; later calls (the exit hook after a normal end) do nothing."""
@@ -159,3 +197,33 @@ class StudyCallback(Callback):
         if reason is not None:
             self.client.set_tag(run_id, T.FAILURE_REASON, reason)
         self.client.set_terminated(run_id, status)
+
+    # --- stop signals and runs left RUNNING (issue 15): the launch's part
+    def _guard_launch(self, config: DictConfig, client: MlflowClient) -> None:
+        """Before the parent run: exit 130 if a stop signal came already; from now on pass stop signals to the
+        pool workers (joblib's; the handler is `xent_lab.train`'s); end KILLED this study's runs whose process
+        died without ending them (`xent_lab.tracking.runs`), so that a relaunch leaves none RUNNING."""
+        if stopping.requested() is not None:
+            print(f"{stopping.reason()}: the launch stopped before any job ran", file=sys.stderr, flush=True)
+            sys.exit(130)
+        stopping.on_stop(stopping.forward_to_workers)
+        if config.study.name:
+            for run_id, reason in close_stale(client, study=config.study.name).items():
+                print(f"closed run {run_id} of an earlier launch as KILLED: {reason}", flush=True)
+
+    def _end_stopped(self) -> None:
+        """After a stop signal the jobs have ended (each run KILLED, the later jobs not started): end the parent run
+        KILLED, with the reason and the count of jobs never run (`xent.not_run_jobs`), and exit 130."""
+        if self.launch is not None and self.client is not None and self.progress is not None:
+            parent = self.client.get_run(self.launch.parent_run_id)
+            children = self.client.search_runs(
+                [parent.info.experiment_id],
+                filter_string=f"tags.`{T.PARENT_RUN_ID}` = '{parent.info.run_id}'",
+                max_results=10000,
+            )
+            reused = sum(key.startswith(T.REUSED_PREFIX) for key in parent.data.tags)
+            not_run = max(self.progress.total - len(children) - reused, 0)
+            self.client.set_tag(parent.info.run_id, T.NOT_RUN_JOBS, str(not_run))
+            self._end_parent("KILLED", f"{stopping.reason()}: {not_run} of {self.progress.total} jobs not run")
+        print(f"{stopping.reason()}: the sweep stopped", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -21,6 +21,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from xent_lab.errors import TrackingError
+from xent_lab.tracking import resolve_uri
 from xent_lab.tracking import tags as T
 
 STUDY_FILE = "study.json"
@@ -34,7 +36,7 @@ class StudyLaunch:
 
     study: str
     parent_run_id: str
-    tracking_uri: str
+    tracking_uri: str  # where the parent run is, password redacted: jobs connect with their own config's URI
     experiment: str
     sweep: dict[str, str]  # swept key -> its values as written, e.g. {"loss": "cce,bce"}
 
@@ -106,8 +108,13 @@ def job_context(cfg: DictConfig) -> JobContext | None:
         return None
     hydra_cfg = HydraConfig.get()
     path = Path(hydra_cfg.sweep.dir) / STUDY_FILE
-    if hydra_cfg.mode != RunMode.MULTIRUN or not path.exists():
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
+    if not path.exists():  # never train a study's job outside its study
+        raise TrackingError(
+            f"job of study {cfg.study.name} found no {STUDY_FILE} in {hydra_cfg.sweep.dir}: its launch did not "
+            "open the study (see the launch's error); launch the study again"
+        )
     launch = StudyLaunch(**json.loads(path.read_text()))
     overrides = {
         override.get_key_element(): override.get_value_string()
@@ -150,7 +157,7 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
         return
     if job is None:
         return
-    client = MlflowClient(job.launch.tracking_uri)
+    client = MlflowClient(resolve_uri(cfg.tracking.uri))
     parent = client.get_run(job.launch.parent_run_id)
     existing = client.search_runs(
         [parent.info.experiment_id],

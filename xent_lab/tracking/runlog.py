@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.lock import DEFAULT_LOCK_TIMEOUT_S, patiently
 from xent_lab.tracking.record import LocalRecord
 from xent_lab.tracking.secrets import scrub
 
@@ -36,8 +37,10 @@ class RunLogger:
         experiment_id: str,
         record: LocalRecord | None = None,
         uri: str = "",
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
-        self.uri = uri  # its password is kept out of messages
+        self.uri = uri  # its password is kept out of messages; a local SQLite store's lock is waited for
+        self.lock_timeout_s = lock_timeout_s
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -48,14 +51,14 @@ class RunLogger:
         if self.lost is not None:
             return None
         try:
-            return call(*args)
+            return patiently(call, *args, uri=self.uri, timeout_s=self.lock_timeout_s)
         except Exception as exc:
             if self.record is None:
                 raise
             self.lost = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500], self.uri)
             self.record.update(complete_in_mlflow=False)
             print(
-                f"warning: MLflow stopped answering ({self.lost}); training goes on and everything is kept "
+                f"warning: MLflow could not be written ({self.lost}); training goes on and everything is kept "
                 f"in {self.record.folder}",
                 file=sys.stderr,
                 flush=True,

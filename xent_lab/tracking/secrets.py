@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -21,22 +22,29 @@ def scrub(text: str, uri: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-class _ScrubPassword(logging.Filter):
-    def __init__(self, uri: str) -> None:
-        super().__init__()
-        self.uri = uri
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = scrub(message, self.uri)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        return True
+_scrubbed: set[str] = set()  # the passwords already hidden from log records in this process
 
 
 def scrub_logs(uri: str) -> None:
-    """Hide the password of `uri` in everything the logging handlers print (e.g. Hydra's job lines)."""
-    if urlsplit(uri).password is None:
+    """Hide the password of `uri` in every log record from now on (e.g. Hydra's lines listing a job's overrides).
+
+    Done where records are made rather than on handlers: Hydra replaces the handlers when it sets up each
+    job's logging and its launchers', after this is called.
+    """
+    password = urlsplit(uri).password
+    if password is None or password in _scrubbed:
         return
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_ScrubPassword(uri))
+    _scrubbed.add(password)
+    make_record = logging.getLogRecordFactory()
+
+    def scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it as it would have
+            return record
+        if password in message:
+            record.msg, record.args = message.replace(password, "***"), None
+        return record
+
+    logging.setLogRecordFactory(scrubbed_record)

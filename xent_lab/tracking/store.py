@@ -7,6 +7,7 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import subprocess
 import urllib.error
@@ -16,10 +17,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xent_lab.errors import TrackingError
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.lock import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    check_database,
+    creation_lock,
+    patiently,
+    sqlite_path,
+    wait_for_lock,
+)
 from xent_lab.tracking.record import LocalRecord, RunInfo
 from xent_lab.tracking.runlog import RunLogger
 from xent_lab.tracking.secrets import redact, scrub
@@ -93,24 +103,81 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def _experiment(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        # Another launch created it between the two calls (a server has no lock to share with us).
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def open_client(uri: str, lock_timeout_s: float) -> MlflowClient:
+    """A client of the store at `uri`, the store (its schema) created if new; errors are one line.
+
+    MLflow creates a new SQLite store's tables when the client is made. A local store is checked to be
+    SQLite first, and made under a lock file beside it, so that launches and runs starting at the same
+    moment never race that creation; a store another process keeps locked is waited for.
+    """
+    path = sqlite_path(uri)
+    try:
+        if path is None:
+            return MlflowClient(tracking_uri=uri)
+        check_database(path)
+        with creation_lock(path, lock_timeout_s):
+            wait_for_lock(path, lock_timeout_s)
+            return MlflowClient(tracking_uri=uri)
+    except TrackingError:
+        raise
+    except Exception as exc:  # e.g. a scheme MLflow has no store for
+        raise _unusable(uri, exc) from None
+
+
+def ensure_experiment(client: MlflowClient, uri: str, experiment: str, lock_timeout_s: float) -> str:
+    """The id of `experiment`, created if new (also when another process creates it at the same moment)."""
+    try:
+        return patiently(_experiment, client, experiment, uri=uri, timeout_s=lock_timeout_s)
+    except TrackingError:
+        raise
+    except Exception as exc:
+        raise _unusable(uri, exc) from None
+
+
+def _unusable(uri: str, exc: Exception) -> TrackingError:
+    detail = scrub(str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__, uri)
+    if "unsupported URI" in detail or "registered tracking store" in detail:  # MLflow lists every scheme it knows
+        detail = f"MLflow has no store for the scheme '{urlsplit(uri).scheme}'"
+    return TrackingError(
+        f"cannot use the MLflow store {redact(uri)} (tracking.uri or MLFLOW_TRACKING_URI): {detail[:200]}; expected "
+        "sqlite:///PATH, http(s)://HOST:PORT of a running server, or postgresql://USER@HOST/DB"
+    )
+
+
 class Tracker:
     """A tracking store and experiment; `run()` opens runs in it."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
         self.uri = uri
         self.experiment = experiment
+        self.lock_timeout_s = lock_timeout_s  # how long a write waits for a locked SQLite store
+        self._experiment_id: str | None = None
         if uri.startswith(("http://", "https://")):
             # MLflow's defaults retry a dead server for minutes; give up in seconds and go offline
             # (the run's local record keeps everything). The environment can still set its own.
             for name, value in _HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri, lock_timeout_s)
 
     def experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(self.experiment)
+        """The experiment's id; the first call creates the experiment if it is new."""
+        if self._experiment_id is None:
+            self._experiment_id = ensure_experiment(self.client, self.uri, self.experiment, self.lock_timeout_s)
+        return self._experiment_id
 
     @contextmanager
     def run(
@@ -125,7 +192,10 @@ class Tracker:
         tags = dict(tags or {})
         try:
             experiment_id = self.experiment_id()
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+            create = functools.partial(self.client.create_run, experiment_id, run_name=run_name, tags=tags)
+            run = patiently(create, uri=self.uri, timeout_s=self.lock_timeout_s)
+        except TrackingError:
+            raise
         except Exception as exc:
             raise TrackingError(f"cannot create a run in the MLflow store {redact(self.uri)}: {exc}") from exc
         record = None
@@ -133,12 +203,12 @@ class Tracker:
             record = LocalRecord(
                 record_dir, RunInfo(self.experiment, run_name, redact(self.uri), tags, run_id=run.info.run_id)
             )
-        logger = RunLogger(self.client, run.info.run_id, experiment_id, record, self.uri)
+        logger = RunLogger(self.client, run.info.run_id, experiment_id, record, self.uri, self.lock_timeout_s)
         status, reason = "FINISHED", None
         try:
             yield logger
-        except KeyboardInterrupt:
-            status, reason = "KILLED", "interrupted by the user (Ctrl-C or SIGTERM)"
+        except KeyboardInterrupt as exc:  # xent_lab.stopping.Stopped says which signal
+            status, reason = "KILLED", str(exc) or "interrupted by the user (Ctrl-C or SIGTERM)"
             raise
         except BaseException as exc:
             status, reason = "FAILED", f"{type(exc).__name__}: {exc}"

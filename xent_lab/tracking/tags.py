@@ -24,6 +24,12 @@ FAILURE_REASON = "failure_reason"  # why a run did not finish
 NOTE = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
 PARENT_RUN_ID = "mlflow.parentRunId"
 
+# --- the process a run lives in (xent_lab.tracking.runs): what `xent-runs close-stale` checks
+HOST = "xent.host"
+PID = "xent.pid"
+PROCESS_START = "xent.process_start"  # the process's start time as the system counts it (Linux: /proc ticks)
+HEARTBEAT = "xent.heartbeat"  # unix time, set when the run starts and after each epoch
+
 # --- the SLURM job a run ran in (xent_lab.tracking.cluster); absent outside SLURM
 SLURM_JOB_ID = "slurm_job_id"  # as squeue shows it, scancel takes it: <array job id>_<index> for an array task
 SLURM_ARRAY_JOB_ID = "slurm_array_job_id"  # the array of a study launch's jobs
@@ -41,6 +47,7 @@ COMMAND = "xent.command"
 PUBLISHED = "xent.published"  # "true" when launched exactly as the study file defines it
 LAUNCH_HOST = "xent.launch_host"
 FAILED_JOBS = "xent.failed_jobs"
+NOT_RUN_JOBS = "xent.not_run_jobs"  # jobs a stopped launch never started (no run of theirs exists)
 PROGRESS = "xent.progress"  # the last "job N/M done (...); about T left" line of a running study
 REUSED_PREFIX = "xent.reused."  # + config hash -> the earlier run a relaunch reused
 

@@ -1,4 +1,4 @@
-"""The Keras callbacks of a training run: the NaN stop, validation calibration, and per-epoch logging.
+"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, and per-epoch logging.
 
 Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochMetricsLogger`, placed
 last, logs everything the callbacks before it wrote.
@@ -14,10 +14,27 @@ from typing import Any
 import keras
 import numpy as np
 
-from xent_lab import calibration, heads
+from xent_lab import calibration, heads, stopping
 from xent_lab.errors import NonFiniteLossError
 from xent_lab.tracking import RunLogger
 from xent_lab.tracking import tags as T
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise `stopping.Stopped` at the first batch after a stop signal (SIGINT, SIGTERM, SIGUSR2).
+
+    Between batches the step function has returned: no graph is being traced, and no library code can swallow it.
+    Not at epoch end, where it would cut off the epoch's logging and checkpoint.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        stopping.check()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        stopping.check()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        stopping.check()
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -102,7 +119,8 @@ class CalibrationCallback(keras.callbacks.Callback):
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch.
+    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch, then the
+    run's heartbeat (`xent.heartbeat`, unix time: `xent-runs close-stale --older-than` reads it).
 
     Place it last among the callbacks, so it sees the metrics the others write into `logs`.
     """
@@ -127,3 +145,4 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         metrics = {T.metric_name(key): value for key, value in (logs or {}).items()}
         metrics[T.EPOCH_SECONDS] = seconds
         self.run.log_metrics(metrics, step=epoch)
+        self.run.set_tags({T.HEARTBEAT: f"{time.time():.0f}"})

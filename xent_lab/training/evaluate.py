@@ -28,8 +28,9 @@ def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.nd
 def evaluate(
     model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
 ) -> tuple[dict[str, float], dict[str, dict]]:
-    """Test metrics and their bootstrap intervals under their MLflow names; with `calibration.temperature_scaling`,
-    also after it (test/*_ts); then the test metrics after each of `calibration.methods` (test/recal/...).
+    """Test metrics and their bootstrap intervals under their MLflow names; the test metrics after each of
+    `calibration.methods` (test/recal/...); with `calibration.temperature_scaling`, also test/*_ts and
+    test/temperature, read from the same "temperature" fit (with `calibration.temperature_objective`).
 
     Returns the metrics and each recalibration method's fitted parameters (logged as JSON artifacts)."""
     test_loss, test_accuracy = model.evaluate(
@@ -42,20 +43,20 @@ def evaluate(
     results.update(T.with_intervals({k: v for k, v in scores.values.items() if k != "accuracy"}, scores.intervals))
     recall = calibration.per_class_recall(probs, dataset.y_test)
     results.update({f"{T.TEST_RECALL_PREFIX}{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
-    if calib.temperature_scaling:
-        scaled = calibration.temperature_scaling_report(
-            logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, calib.n_bins
-        )
-        results.update(
-            {T.test_metric(k): v for k, v in scaled.items() if k.endswith(T.TS_SUFFIX) or k == "temperature"}
-        )
+    methods = list(calib.methods)
+    # One temperature fit serves test/recal/temperature/* and the test/*_ts metrics.
+    extra = ["temperature"] if calib.temperature_scaling and "temperature" not in methods else []
     recalibrated = calibration.recalibrate(
-        *(logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, list(calib.methods)),
+        *(logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, [*methods, *extra]),
         n_bins=calib.n_bins,
         n_resamples=calib.bootstrap,
         seed=calib.bootstrap_seed,
         temperature_objective=calib.temperature_objective,
     )
+    if calib.temperature_scaling:
+        summary = calibration.temperature_summary(scores, recalibrated["temperature"])
+        results.update({T.test_metric(k): v for k, v in summary.items()})
+    recalibrated = {method: recalibrated[method] for method in methods}
     for method, fitted in recalibrated.items():
         results.update(T.with_intervals(fitted.scores.values, fitted.scores.intervals, partial(T.recal_metric, method)))
     return results, {method: fitted.params for method, fitted in recalibrated.items()}

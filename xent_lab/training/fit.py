@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from xent_lab.objectives import Objective
-from xent_lab.training.callbacks import StopOnNonFiniteLoss
+from xent_lab.training.callbacks import StopOnNonFiniteLoss, StopOnSignal
 
 
 def compile_model(model: keras.Model, trainer: DictConfig, objective: Objective) -> None:
@@ -46,13 +46,13 @@ def fit(
     callbacks: list[keras.callbacks.Callback],
     class_weight: dict[int, float] | None = None,
 ) -> keras.callbacks.History:
-    """Train; `callbacks` run after the NaN check and early stopping, in the order given."""
+    """Train; `callbacks` run after the stop-signal and NaN checks and early stopping, in the order given."""
     return model.fit(
         *train,
         validation_data=val,
         class_weight=class_weight,
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
-        callbacks=[StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
+        callbacks=[StopOnSignal(), StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
         verbose=min(trainer.verbose, 2),  # 3 also shows TensorFlow's own lines (xent_lab.console); Keras stops at 2
     )

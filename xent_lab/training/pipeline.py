@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from xent_lab import config, data, models, objectives, study
+from xent_lab import config, data, models, objectives, stopping, study
 from xent_lab.errors import TrackingError
 from xent_lab.losses import loss_decomposition
 from xent_lab.study import JobContext
@@ -37,6 +37,7 @@ from xent_lab.tracking import (
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.record import CHECKPOINT
+from xent_lab.tracking.runs import process_tags
 from xent_lab.training import artifacts, fit, logged_model, summary
 from xent_lab.training.callbacks import CalibrationCallback, EpochMetricsLogger
 from xent_lab.training.evaluate import check_methods, evaluate, split_logits
@@ -60,8 +61,10 @@ def train(
 
     `overrides` (the command-line overrides) and `output_dir` (the job's folder: the local run record and
     the checkpoint go there) are recorded as tags; `launched_at` (a `perf_counter()` taken at process
-    start) gives `perf/startup_seconds`.
+    start) gives `perf/startup_seconds`. A stop signal (`xent_lab.stopping`) is acted on between batches and
+    before each phase: loading the data, fitting, evaluating, logging the model, ending the run.
     """
+    stopping.check()
     config.validate(cfg)
     tracker = open_tracker(cfg)
     job = study.job_context(cfg)
@@ -69,6 +72,7 @@ def train(
     if earlier is not None:
         return earlier
     runtime = configure_runtime(cfg.trainer, cfg.seed)
+    stopping.check()
     built = build(cfg)
     name = summary.run_name(cfg, job)
     tags = run_tags(cfg, runtime, built.dataset, list(overrides), output_dir, job, tracker.uri)
@@ -83,6 +87,7 @@ def train(
         outcome = fit_and_evaluate(cfg, built, run, output_dir, launched_at)
         results = outcome.results
         epochs_run = int(results[T.EPOCHS_RUN])
+        stopping.check()
         model_id = logged_model.log_model(
             run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run, params
         )
@@ -91,22 +96,25 @@ def train(
         artifacts.log_outputs(
             run, cfg, name, built.dataset, built.objective, outcome.logits, outcome.history, outcome.recal_params
         )
+        stopping.check()  # a stop that came during the last phase ends the run KILLED too, as the exit code says
     print(summary.console_summary(results, tracker, run), flush=True)
     if run.lost is not None:
         raise TrackingError(
             f"the run could not be finished in MLflow ({run.lost}). Training completed and nothing is lost: "
-            f"metrics, config, artifacts and the model checkpoint are in {output_dir}. When the tracking "
-            f"server is back, log them as one complete run with: python -m xent_lab.relog {output_dir}"
+            f"metrics, config, artifacts and the model checkpoint are in {output_dir}. When the store answers "
+            f"again, log them as one complete run with: python -m xent_lab.relog {output_dir}"
         )
     return results
 
 
 def open_tracker(cfg: DictConfig) -> Tracker:
-    """The configured store, its password kept out of log lines; an HTTP server must answer first."""
+    """The configured store, created if new, its password kept out of log lines; an HTTP server must answer."""
     uri = resolve_uri(cfg.tracking.uri)
     scrub_logs(uri)
     check_reachable(uri, cfg.tracking.connect_timeout)
-    return Tracker(uri, cfg.tracking.experiment)
+    tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.lock_timeout_s)
+    tracker.experiment_id()  # the store and the experiment, created once, before the data is loaded
+    return tracker
 
 
 def _finished_earlier(tracker: Tracker, job: JobContext) -> dict[str, float] | None:
@@ -162,6 +170,7 @@ def run_tags(
         **{f"{T.DATA_SHA256_PREFIX}{name}": digest for name, digest in dataset.checksums.items()},
         **(job.tags() if job is not None else {}),
         **slurm_tags(),  # the SLURM job and array task, when the job runs under SLURM
+        **process_tags(),  # for `xent-runs close-stale`, should this process die without ending the run
     }
 
 
@@ -181,6 +190,7 @@ def fit_and_evaluate(
     """Fit with the per-epoch callbacks, then evaluate on the test split."""
     dataset, objective = built.dataset, built.objective
     epochs = EpochMetricsLogger(run)
+    stopping.check()
     started = time.perf_counter()
     history = fit.fit(
         built.model,
@@ -191,6 +201,7 @@ def fit_and_evaluate(
         fit.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
     )
     train_seconds = time.perf_counter() - started
+    stopping.check()
     # Taken after training: early stopping may have restored earlier weights.
     logits = split_logits(built.logits_model, dataset)
     results, recal_params = evaluate(built.model, dataset, objective, logits, cfg.calibration)

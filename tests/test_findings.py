@@ -1,0 +1,369 @@
+"""Findings, recalibration, bootstrap-interval and over-fitting tables, and the README block, on a real MLflow
+SQLite store whose runs log real metrics computed from the test predictions they log.
+
+The store (experiment "findings"), one launch, 3 seeds of each row on one shared test set:
+- `loss=cce` [custom]: the baseline; logits 4·onehot(y) + N(0, σ²) per seed;
+- `loss=focal` [custom]: a planted effect: the baseline's logits times 0.3 (same argmax, so the same
+  accuracy; softer probabilities, so a higher ECE in every seed);
+- `loss=sparse_cce` [custom]: noise: logits from the same distribution as the baseline, other draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from xent_lab import calibration, report
+from xent_lab.report import findings as F
+from xent_lab.report import readme
+from xent_lab.report.load import ReportError, group_jobs, load_launch
+
+STUDY = "findings"
+SEEDS = (0, 1, 2)
+N, K = 2000, 5
+T0 = 1_700_000_000_000
+RECAL = {"temperature": 0.01, "isotonic": 0.02}  # method -> offset of its test ECE from the seed's ECE
+CI = (0.9, 0.95)  # test/accuracy/ci_low, /ci_high of every run, plus the seed / 100
+
+
+def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    return 4.0 * np.eye(K)[labels] + rng.normal(0, 1.5, (N, K))
+
+
+def _log_run(client, experiment_id, parent_id, tmp: Path, loss: str, seed: int, logits, labels, overfits: bool):
+    overrides = {"loss": loss, "loss.impl": "custom", "seed": str(seed)}
+    run = client.create_run(
+        experiment_id,
+        start_time=T0 + 1000 * seed,
+        run_name=f"{loss}-s{seed}",
+        tags={
+            "mlflow.parentRunId": parent_id,
+            "xent.study": STUDY,
+            "xent.role": "child",
+            "xent.job_overrides": json.dumps(overrides),
+            "dataset": "mnist",
+            "loss": loss,
+            "impl": "custom",
+            "seed": str(seed),
+        },
+    )
+    run_id = run.info.run_id
+    params = {
+        "dataset.limit.train": "20000",
+        "trainer.epochs": "4",
+        "model.name": "mlp",
+        "calibration.bootstrap": "200",
+        "calibration.bootstrap_seed": "0",
+        "calibration.n_bins": "15",
+    }
+    probs = calibration.probabilities(logits, "softmax")
+    scores = calibration.calibration_metrics(probs, labels, 15)
+    metrics = {
+        "test/accuracy": scores["accuracy"],
+        "test/nll": scores["nll"],
+        "test/ece": scores["ece"],
+        "test/ece_ts": scores["ece"],  # temperature 1: the scaled predictions are the predictions
+        "test/temperature": 1.0,
+        "test/accuracy/ci_low": CI[0] + seed / 100,
+        "test/accuracy/ci_high": CI[1] + seed / 100,
+        **{f"test/recal/{m}/ece": scores["ece"] + offset for m, offset in RECAL.items()},
+    }
+    # Over-fitting: the baseline reaches training accuracy 0.995 and its val NLL bottoms out at epoch 1 (of 0-3).
+    train_accuracy = [0.9, 0.97, 0.99, 0.995] if overfits else [0.8, 0.85, 0.88, 0.9]
+    val_nll = [0.5, 0.3, 0.35, 0.4 + seed / 100] if overfits else [0.5, 0.4, 0.35, 0.3]
+    history = [Metric("train/accuracy", a, T0, e) for e, a in enumerate(train_accuracy)]
+    history += [Metric("val/nll", v, T0, e) for e, v in enumerate(val_nll)]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), T0, 4) for k, v in metrics.items()] + history,
+        params=[Param(k, v) for k, v in params.items()],
+    )
+    folder = tmp / run_id
+    folder.mkdir()
+    # The artifact the training logs (tags.PREDICTIONS_ARTIFACT): predictions/test_predictions.npz.
+    client.log_artifact(
+        run_id,
+        str(calibration.save_predictions(folder / "test_predictions.npz", logits, labels, "softmax")),
+        "predictions",
+    )
+    client.set_terminated(run_id, "FINISHED", end_time=T0 + 1000 * seed + 500)
+    return scores
+
+
+def _make_store(root: Path, seeds=SEEDS):
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(STUDY)
+    sweep = {"loss": "cce,focal,sparse_cce", "loss.impl": "custom", "seed": ",".join(map(str, seeds))}
+    parent = client.create_run(
+        experiment_id, start_time=T0, tags={"xent.study": STUDY, "xent.role": "parent", "xent.sweep": json.dumps(sweep)}
+    ).info.run_id
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, K, N)
+    scores = {}
+    for seed in seeds:
+        base = _logits(rng, labels)
+        for loss, logits in (("cce", base), ("focal", 0.3 * base), ("sparse_cce", _logits(rng, labels))):
+            scores[loss, seed] = _log_run(
+                client, experiment_id, parent, root, loss, seed, logits, labels, loss == "cce"
+            )
+    return uri, client, scores
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _make_store(tmp_path_factory.mktemp("findings-store"))
+
+
+@pytest.fixture(scope="module")
+def built(store, tmp_path_factory):
+    uri, client, _ = store
+    client_, launch = load_launch(STUDY, uri)
+    groups = group_jobs(launch.jobs)
+    found = F.compute_findings(client_, groups, launch.sweep)
+    path = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path_factory.mktemp("findings-report"))
+    return found, path.read_text()
+
+
+def _get(found: F.Findings, variant: str, label: str) -> F.Comparison:
+    (match,) = [c for c in found.comparisons if c.row.variant == variant and c.compared.label == label]
+    return match
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_holm_matches_hand_computed_adjusted_p_values():
+    # Sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.06, 0.04*1) = 0.06; back in input order.
+    assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = report.holm([0.5, math.nan, 0.4])  # NaN is not a test: m = 2
+    assert adjusted[0] == pytest.approx(0.8) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.8)
+    assert report.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+
+
+def test_paired_test_matches_the_closed_form_of_student_t_with_2_degrees_of_freedom():
+    # d = 1, 2, 3: mean 2, std 1, t = 2 sqrt(3). With 2 df, P(T <= t) = 1/2 + t / (2 sqrt(2 + t^2)), so
+    # p = 1 - t / sqrt(2 + t^2); the 97.5% quantile solves that CDF: 0.95 sqrt(2 / (4 * 0.975 * 0.025)).
+    test = report.paired_test([1.0, 2.0, 3.0])
+    t = 2 * math.sqrt(3)
+    half = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025)) / math.sqrt(3)
+    assert test.n == 3 and test.mean == pytest.approx(2.0)
+    assert test.p == pytest.approx(1 - t / math.sqrt(2 + t**2), rel=1e-9)
+    assert (test.low, test.high) == pytest.approx((2 - half, 2 + half))
+    assert report.paired_test([0.0, 0.0]).p == 1.0 and report.paired_test([0.1, 0.1]).p == 0.0
+    assert math.isnan(report.paired_test([0.3]).p)
+
+
+# --------------------------------------------------------------------------- over-fitting
+
+
+def test_overfit_detected_when_train_accuracy_is_high_and_val_nll_rose():
+    found = report.detect_overfit({0: 0.95, 1: 0.992}, {0: 0.4, 1: 0.3, 2: 0.33, 3: 0.41})
+    assert found.overfitted and (found.best_epoch, found.best_val_nll, found.last_epoch) == (1, 0.3, 3)
+    assert found.rise == pytest.approx(0.11)
+
+
+def test_no_overfit_below_the_accuracy_threshold_or_with_the_minimum_at_the_last_epoch():
+    assert not report.detect_overfit({0: 0.9, 1: 0.989}, {0: 0.4, 1: 0.3, 2: 0.5}).overfitted
+    last = report.detect_overfit({0: 0.99, 1: 1.0}, {0: 0.4, 1: 0.3, 2: 0.2})
+    assert not last.overfitted and last.best_epoch == 2 and last.rise == 0
+    assert report.detect_overfit({0: 1.0}, {0: 0.2, 1: 0.2}).best_epoch == 0  # ties: the earliest epoch
+    assert report.detect_overfit({}, {0: 0.2}) is None
+
+
+# --------------------------------------------------------------------------- findings on the store
+
+
+def test_planted_difference_is_significant_with_the_hand_computed_mean(store, built):
+    _, _, scores = store
+    found, _ = built
+    ece = _get(found, "loss=focal", "ECE")
+    planted = [scores["focal", s]["ece"] - scores["cce", s]["ece"] for s in SEEDS]
+    assert min(planted) > 0.05  # the planted effect is real in every seed
+    assert ece.seeds.mean == pytest.approx(np.mean(planted)) and ece.verdict == "significant"
+    assert ece.p_holm < 0.05 and ece.p_holm >= ece.seeds.p
+    # The test-set bootstrap sees it in every seed pair; its observed differences are those of the logged metrics.
+    assert ece.bootstrap.pairs == 3 and ece.bootstrap.excluding_zero == 3
+    assert ece.bootstrap.difference == pytest.approx(np.mean(planted), abs=1e-9)
+    assert 0 < ece.bootstrap.low < ece.bootstrap.difference < ece.bootstrap.high
+    # Dividing logits by a constant keeps the argmax: no accuracy difference at all.
+    accuracy = _get(found, "loss=focal", "accuracy")
+    assert accuracy.seeds.mean == 0 and accuracy.verdict == "not significant"
+
+
+def test_noise_is_not_significant(built):
+    found, _ = built
+    for compared in F.COMPARED:
+        assert _get(found, "loss=sparse_cce", compared.label).verdict == "not significant", compared
+
+
+def test_holm_runs_over_every_comparison_of_the_report(built):
+    found, text = built
+    assert len(found.comparisons) == 2 * len(F.COMPARED)
+    assert [c.p_holm for c in found.comparisons] == pytest.approx(
+        sorted(report.holm([c.seeds.p for c in found.comparisons]))
+    )
+    assert "Holm–Bonferroni adjusted over the 8 tests of this report" in text
+
+
+def _sentences(text: str) -> list[str]:
+    section = text.split("## Findings\n", 1)[1].split("\n#", 1)[0]
+    return [line.split(". ", 1)[1] for line in section.splitlines() if line[:1].isdigit()]
+
+
+def test_findings_sentences_follow_the_numbers(built):
+    found, text = built
+    ece = _get(found, "loss=focal", "ECE")
+    b = ece.bootstrap
+    expected = (
+        f"`loss=focal` [custom] has a higher ECE than `loss=cce` [custom]: {ece.seeds.mean:+.4f} "
+        f"[{ece.seeds.low:+.4f}, {ece.seeds.high:+.4f}] over 3 seeds, p_Holm "
+        f"{'< 0.001' if ece.p_holm < 0.001 else f'= {ece.p_holm:.3f}'}, significant; on the test set "
+        f"{b.difference:+.4f} [{b.low:+.4f}, {b.high:+.4f}], excluding 0 in 3 of 3 seed pairs."
+    )
+    sentences = _sentences(text)
+    assert expected in sentences and len(sentences) == 8
+    assert "`loss=focal` [custom] has the same accuracy as `loss=cce` [custom]: +0.0000" in text
+    shown = [float(s.split("p_Holm ")[1].split(",")[0].lstrip("=< ")) for s in sentences]
+    assert shown == sorted(shown)  # most significant first
+    assert (
+        "- **Regime:** mnist: `dataset.limit.train`=20000, `trainer.epochs`=4, `model.name`=mlp, seeds 0, 1, 2" in text
+    )
+    assert "- **Baseline:** mnist: `loss=cce` [custom] (automatic" in text
+
+
+def test_study_baseline_param_and_override_choose_the_row(tmp_path):
+    uri, client, _ = _make_store(tmp_path, seeds=(0, 1))
+    client_, launch = load_launch(STUDY, uri)
+    groups = group_jobs(launch.jobs)
+    found = F.compute_findings(client_, groups, launch.sweep, {"loss": "sparse_cce"})
+    assert (
+        found.baselines["mnist"].variant == "loss=sparse_cce" and "`study.baseline: {loss: sparse_cce}`" in found.rule
+    )
+    with pytest.raises(ReportError, match=r"study.baseline=\{loss.impl: custom\} matches 3 rows of mnist"):
+        F.compute_findings(client_, groups, launch.sweep, {"loss.impl": "custom"})
+    with pytest.raises(ReportError, match=r"study.baseline=\{loss: bce\} matches no row"):
+        F.compute_findings(client_, groups, launch.sweep, {"loss": "bce"})
+    # As a study sets it: the runs' params study.baseline.<key>; the report then compares with that row.
+    for job in launch.jobs:
+        client.log_param(job.run_id, "study.baseline.loss", "focal")
+    path = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path / "out")
+    assert "- **Baseline:** mnist: `loss=focal` [custom] (`study.baseline: {loss: focal}` from the study's config)" in (
+        path.read_text()
+    )
+
+
+def test_auto_baseline_prefers_custom_cce_then_builtin_when_rows_differ_by_implementation_only(store):
+    _, launch = load_launch(STUDY, store[0])
+    rows = F.rows_of(group_jobs(launch.jobs))["mnist"]
+    assert F.auto_baseline(rows, launch.sweep).variant == "loss=cce"
+    cce = next(row for row in rows if row.variant == "loss=cce")
+    custom, builtin = cce, cce._replace(impl="builtin")
+    assert F.auto_baseline([custom, builtin], launch.sweep) is builtin
+    assert F.auto_baseline([builtin, custom, rows[1]], launch.sweep) is custom
+
+
+# --------------------------------------------------------------------------- the other tables
+
+
+def _table_row(text: str, heading: str, variant: str) -> dict[str, str]:
+    lines = text.split(heading + "\n", 1)[1].split("\n#", 1)[0].splitlines()
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+    header, _, *rows = table
+    (row,) = [dict(zip(header, r, strict=True)) for r in rows if r[0] == variant]
+    return row
+
+
+def test_recalibration_table_shows_mean_and_interval_per_method_and_the_best(store, built):
+    _, _, scores = store
+    row = _table_row(built[1], "### Test ECE after recalibration", "loss=focal")
+    for method, offset in RECAL.items():
+        values = np.array([scores["focal", s]["ece"] + offset for s in SEEDS])
+        half = 4.302653 * values.std(ddof=1) / math.sqrt(3)  # t_{0.975, 2}
+        assert row[method] == f"{values.mean():.4f} [{values.mean() - half:.4f}, {values.mean() + half:.4f}]"
+    assert row["best"] == "temperature"
+    assert row["none"].startswith(f"{np.mean([scores['focal', s]['ece'] for s in SEEDS]):.4f} [")
+
+
+def test_bootstrap_interval_table_is_the_mean_of_the_runs_bounds(built):
+    row = _table_row(built[1], "### 95% bootstrap intervals on the test set (mean of the runs' bounds)", "loss=cce")
+    assert row["accuracy"] == f"[{CI[0] + 0.01:.4f}, {CI[1] + 0.01:.4f}]"  # seeds 0, 1, 2 add 0.01 on average
+    assert set(row) == {"variant", "impl", "seeds", "accuracy"}  # only the columns whose runs logged intervals
+
+
+def test_overfitting_table_appears_when_a_run_reaches_the_accuracy_threshold(built):
+    cce = _table_row(built[1], "### Over-fitting", "loss=cce")
+    assert cce["over-fitted"] == "3/3" and cce["final train accuracy"] == "0.9950"
+    assert cce["val NLL min at epoch"] == "2 of 4, 2 of 4, 2 of 4" and cce["rise after min"] == "+0.1100"
+    assert _table_row(built[1], "### Over-fitting", "loss=focal")["over-fitted"] == "0/3"
+
+
+# --------------------------------------------------------------------------- README block
+
+
+README = """# Project
+
+Intro text that must stay.
+
+<!-- findings:start -->
+old, hand-written findings
+<!-- findings:end -->
+
+## After
+Trailing text.
+"""
+
+
+def _readme_tree(tmp_path: Path, report_text: str) -> Path:
+    (tmp_path / "experiments" / "a_study").mkdir(parents=True)
+    (tmp_path / "experiments" / "a_study" / "REPORT.md").write_text(report_text)
+    (tmp_path / "experiments" / "old_study").mkdir()
+    (tmp_path / "experiments" / "old_study" / "REPORT.md").write_text("# Study report: old_study\n\n## Setup\n")
+    readme_path = tmp_path / "README.md"
+    readme_path.write_text(README)
+    return readme_path
+
+
+def test_readme_block_is_rewritten_from_the_reports_idempotently(built, tmp_path):
+    path = _readme_tree(tmp_path, built[1])
+    assert report.update_readme(path) is True
+    text = path.read_text()
+    before, block = text.split("<!-- findings:start -->\n")
+    block, after = block.split("<!-- findings:end -->\n")
+    assert before == README.split("<!-- findings:start -->")[0] and after == README.split("<!-- findings:end -->\n")[1]
+    assert "old, hand-written" not in block
+    top = _sentences(built[1])[:3]
+    assert [line.removeprefix("  - ") for line in block.splitlines() if line.startswith("  - ")] == top
+    assert "- **[a_study](experiments/a_study/REPORT.md)** (mnist: `dataset.limit.train`=20000" in block
+    assert "- **[old_study](experiments/old_study/REPORT.md)**: no Findings section yet" in block
+    assert report.update_readme(path) is False and path.read_text() == text
+
+
+def test_readme_without_markers_is_a_clear_error(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text("# no markers\n")
+    with pytest.raises(ReportError, match="expected one line <!-- findings:start --> followed by one line"):
+        report.update_readme(path)
+    path.write_text(f"{readme.END}\n{readme.START}\n")
+    with pytest.raises(ReportError, match="in the wrong order"):
+        report.update_readme(path)
+    assert path.read_text() == f"{readme.END}\n{readme.START}\n"
+
+
+def test_cli_readme_rewrites_the_block_and_exits_2_on_missing_markers(built, tmp_path):
+    path = _readme_tree(tmp_path, built[1])
+    command = [sys.executable, "-m", "xent_lab.report", "--readme", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "findings block rewritten" in done.stdout and "old, hand-written" not in path.read_text()
+    path.write_text("no markers\n")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {path}: expected one line")

@@ -1,0 +1,511 @@
+"""The losses beyond cross-entropy (xent_lab.losses: sparse focal, Poly-1, Brier, MMCE), one test class per
+loss: values computed by hand from the formulas (logits and probabilities, sample weights, every reduction),
+the special cases that reduce to cross-entropy, agreement with the categorical focal losses (ours and
+Keras'), `ignore_class`, finite gradients at +-1e4 logits, validation errors and serialization."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_losses import (
+    ATOL,
+    BINARY_LOGITS,
+    BINARY_PROBS,
+    BINARY_Y,
+    EXACT_RTOL,
+    LABELS,
+    PROBS,
+    REDUCTIONS,
+    RTOL,
+    WEIGHTS,
+    HandComputed,
+    assert_same_as,
+    categorical_formula,
+    random_onehot,
+    random_predictions,
+    random_weights,
+    reduced,
+    softmax,
+    value_and_grad,
+)
+from xent_lab import losses
+from xent_lab.calibration import brier_score
+
+ALPHA = [0.2, 0.3, 0.5]
+EXTREME_LOGITS = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, -1e4], [-1e4, -1e4, -1e4]], "float32")
+EXTREME_LABELS = np.array([0, 0, 2, 1])
+
+
+def onehot(labels, k=3):
+    return np.eye(k, dtype="float32")[labels]
+
+
+def focal_formula(y, p, alpha=ALPHA, gamma=2.0):
+    return -(np.asarray(alpha) * (1 - p) ** gamma * y * np.log(p)).sum(axis=-1)
+
+
+def mmce_formula(y, p, kernel_width=0.4, weighted=False, by_counts=False):
+    """MMCE_m or MMCE_w of the batch, written out as the block sums of Kumar et al. (2018); MMCE_w divides
+    by the groups' total residuals m_C, m_W, or with `by_counts` by their sizes (the authors' code)."""
+    r, c = p.max(axis=-1), p.argmax(axis=-1) == y.argmax(axis=-1)
+    kernel = np.exp(-np.abs(r[:, None] - r[None, :]) / kernel_width)
+    if not weighted:
+        return math.sqrt(((c - r)[:, None] * (c - r)[None, :] * kernel).sum() / len(r) ** 2)
+    if c.all() or not c.any():
+        return 0.0
+    right, wrong = 1 - r[c], r[~c]
+    m_c, m_w = (c.sum(), (~c).sum()) if by_counts else (right.sum(), wrong.sum())
+    total = (right[:, None] * right[None, :] * kernel[c][:, c]).sum() / m_c**2
+    total += (wrong[:, None] * wrong[None, :] * kernel[~c][:, ~c]).sum() / m_w**2
+    total -= 2 * (right[:, None] * wrong[None, :] * kernel[c][:, ~c]).sum() / (m_c * m_w)
+    return math.sqrt(max(total, 0.0))
+
+
+def assert_equal_losses(ours, reference, y_ours, y_reference, y_pred, sample_weight=None):
+    np.testing.assert_allclose(
+        ours(y_ours, y_pred, sample_weight=sample_weight),
+        reference(y_reference, y_pred, sample_weight=sample_weight),
+        rtol=RTOL,
+        atol=ATOL,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-loss tests
+# --------------------------------------------------------------------------------------------
+
+
+class TestSparseCategoricalFocalCrossentropy(HandComputed):
+    loss_class = losses.SparseCategoricalFocalCrossentropy
+    function = staticmethod(losses.sparse_categorical_focal_crossentropy)
+    kwargs = dict(alpha=ALPHA, gamma=2.0)
+    y_true = LABELS
+    # Row 0 from probabilities, label 0, p = 0.7: 0.2 * 0.3^2 * -ln 0.7 = 0.018 * 0.35667.
+    literal = 0.006420149
+    formula = staticmethod(focal_formula)
+
+    def test_gamma_zero_alpha_one_is_sparse_crossentropy(self):
+        rng = np.random.default_rng(0)
+        labels = rng.integers(0, 4, 7)
+        for from_logits in (True, False):
+            y_pred = random_predictions(rng, (7, 4), from_logits, "float32", binary=False)
+            for ls in (0.0, 0.2):
+                kwargs = dict(from_logits=from_logits, label_smoothing=ls)
+                focal = losses.SparseCategoricalFocalCrossentropy(alpha=1.0, gamma=0.0, **kwargs)
+                assert_equal_losses(focal, losses.SparseCategoricalCrossentropy(**kwargs), labels, labels, y_pred)
+            builtin = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+            focal = losses.SparseCategoricalFocalCrossentropy(alpha=1.0, gamma=0.0, from_logits=from_logits)
+            assert_equal_losses(focal, builtin, labels, labels, y_pred)
+
+    @pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+    @pytest.mark.parametrize("alpha", [0.25, [0.1, 0.2, 0.3, 0.4]], ids=["scalar_alpha", "per_class_alpha"])
+    def test_equals_categorical_focal_on_one_hot(self, from_logits, alpha):
+        # Values and gradients, ours and Keras' (Keras has no smoothing-aware sparse focal loss: it is the
+        # reference on one-hot labels, inside the logit range where its clipping does not bite).
+        rng = np.random.default_rng(1)
+        for ls in (0.0, 0.1, 0.3):
+            for gamma in (0.0, 0.5, 2.0):
+                labels = rng.integers(0, 4, 8)
+                y_pred = random_predictions(rng, (8, 4), from_logits, "float32", binary=False)
+                kwargs = dict(alpha=alpha, gamma=gamma, from_logits=from_logits, label_smoothing=ls)
+                sparse = losses.SparseCategoricalFocalCrossentropy(**kwargs)
+                for categorical in (losses.CategoricalFocalCrossentropy, keras.losses.CategoricalFocalCrossentropy):
+                    weights = random_weights(rng, 8)
+                    assert_same_as(
+                        sparse, categorical(**kwargs), labels, y_pred, weights, builtin_y_true=onehot(labels, 4)
+                    )
+        flsd = dict(alpha=alpha, gamma="flsd53", from_logits=from_logits, label_smoothing=0.1)
+        assert_same_as(
+            losses.SparseCategoricalFocalCrossentropy(**flsd),
+            losses.CategoricalFocalCrossentropy(**flsd),
+            labels,
+            y_pred,
+            builtin_y_true=onehot(labels, 4),
+        )
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3, label 1: targets [0.1, 0.8, 0.1], alpha per class, gamma 2.
+        loss = losses.SparseCategoricalFocalCrossentropy(alpha=[0.1, 0.7, 0.2], gamma=2.0, label_smoothing=0.3)
+        expected = -(
+            0.1 * 0.1 * 0.6**2 * math.log(0.4) + 0.8 * 0.7 * 0.6**2 * math.log(0.4) + 0.1 * 0.2 * 0.8**2 * math.log(0.2)
+        )
+        assert float(loss([[1]], [[0.4, 0.4, 0.2]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+    def test_flsd53_known_values(self):
+        # The label's probabilities 0.1 (gamma 5) and 0.4 (gamma 3); alpha = 1.
+        loss = losses.SparseCategoricalFocalCrossentropy(gamma="flsd53", alpha=1.0, reduction="none")
+        value = loss([0, 1], [[0.1, 0.6, 0.3], [0.4, 0.4, 0.2]])
+        np.testing.assert_allclose(value, [0.9**5 * -math.log(0.1), 0.6**3 * -math.log(0.4)], rtol=EXACT_RTOL)
+
+    @pytest.mark.parametrize("reduction", REDUCTIONS)
+    @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+    def test_ignore_class_hand_computed(self, weighted, reduction):
+        # Sample 1's label 255 is ignored: its loss is 0 and it is masked out of the reduction.
+        loss = losses.SparseCategoricalFocalCrossentropy(alpha=ALPHA, ignore_class=255, reduction=reduction)
+        sample_weight = WEIGHTS if weighted else None
+        per_sample = np.array([0.2 * 0.3**2 * -math.log(0.7), 0.0, 0.5 * 0.5**2 * -math.log(0.5)])
+        expected = reduced(per_sample, reduction, sample_weight, mask=np.array([1.0, 0.0, 1.0]))
+        value = loss(np.array([0, 255, 2]), PROBS, sample_weight=sample_weight)
+        np.testing.assert_allclose(value, expected, rtol=EXACT_RTOL)
+
+    def test_ignore_class_on_a_sequence_matches_keras_masking(self):
+        # gamma = 0, alpha = 1: the same numbers as Keras' sparse CE with ignore_class, pixel mask included.
+        rng = np.random.default_rng(2)
+        labels = rng.integers(0, 3, (4, 5))
+        labels[0, :2] = 255
+        x = random_predictions(rng, (4, 5, 3), True, "float32", binary=False)
+        for reduction in REDUCTIONS:
+            kwargs = dict(from_logits=True, ignore_class=255, reduction=reduction)
+            ours = losses.SparseCategoricalFocalCrossentropy(alpha=1.0, gamma=0.0, **kwargs)
+            builtin = keras.losses.SparseCategoricalCrossentropy(**kwargs)
+            assert_same_as(ours, builtin, labels[..., None], x, random_weights(rng, 20).reshape(4, 5))
+
+    @pytest.mark.parametrize("bad_label", [3, -1, 1.5])
+    def test_invalid_labels_raise(self, bad_label):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be integers in \[0, num_classes\)"):
+            losses.SparseCategoricalFocalCrossentropy()(np.array([0.0, bad_label]), PROBS[:2])
+
+    def test_alpha_errors(self):
+        with pytest.raises(ValueError, match="alpha has 2 weights but y_pred has 3 classes along axis 1"):
+            losses.SparseCategoricalFocalCrossentropy(alpha=[0.5, 0.5])([1], [[0.4, 0.4, 0.2]])
+        for bad in ([], [[0.5, 0.5]]):
+            with pytest.raises(ValueError, match="alpha must be a number or a list of one weight per class"):
+                losses.SparseCategoricalFocalCrossentropy(alpha=bad)
+
+
+class TestCategoricalPolyCrossentropy(HandComputed):
+    loss_class = losses.CategoricalPolyCrossentropy
+    function = staticmethod(losses.categorical_poly_crossentropy)
+    kwargs = dict(epsilon=2.0)
+    literal = -math.log(0.7) + 2.0 * 0.3  # row 0 from probabilities: label 0, p = 0.7
+
+    @staticmethod
+    def formula(y, p):
+        return categorical_formula(y, p) + 2.0 * (1 - (y * p).sum(axis=-1))
+
+    def test_epsilon_zero_is_crossentropy(self):
+        rng = np.random.default_rng(3)
+        y_true = rng.dirichlet(np.ones(4), 6).astype("float32")  # soft labels too
+        for from_logits in (True, False):
+            y_pred = random_predictions(rng, (6, 4), from_logits, "float32", binary=False)
+            kwargs = dict(from_logits=from_logits, label_smoothing=0.1)
+            poly = losses.CategoricalPolyCrossentropy(epsilon=0.0, **kwargs)
+            assert_same_as(poly, keras.losses.CategoricalCrossentropy(**kwargs), y_true, y_pred, random_weights(rng, 6))
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3: targets [0.1, 0.8, 0.1], so p_t = 0.04 + 0.32 + 0.02 = 0.38.
+        loss = losses.CategoricalPolyCrossentropy(epsilon=1.0, label_smoothing=0.3)
+        expected = -(0.1 * math.log(0.4) + 0.8 * math.log(0.4) + 0.1 * math.log(0.2)) + (1 - 0.38)
+        assert float(loss([[0, 1, 0]], [[0.4, 0.4, 0.2]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+    def test_epsilon_minus_one_stays_non_negative(self):
+        # -log p + p - 1 >= 0, with equality only at p = 1.
+        p = np.array([[0.999, 0.001], [0.5, 0.5], [0.01, 0.99]], "float32")
+        value = losses.CategoricalPolyCrossentropy(epsilon=-1.0, reduction="none")(onehot([0, 0, 0], 2), p)
+        expected = [-math.log(q) + q - 1 for q in (0.999, 0.5, 0.01)]
+        np.testing.assert_allclose(value, expected, rtol=1e-4)
+        assert np.all(np.asarray(value) >= 0)
+
+
+class TestBinaryPolyCrossentropy(HandComputed):
+    loss_class = losses.BinaryPolyCrossentropy
+    function = staticmethod(losses.binary_poly_crossentropy)
+    kwargs = dict(epsilon=2.0)
+    binary = True
+    y_true = targets = BINARY_Y
+    probs, logits = BINARY_PROBS, BINARY_LOGITS
+    # Row 0 from probabilities, y = [1, 0], p = [0.8, 0.4]: p_t = [0.8, 0.6],
+    # (-ln 0.8 + 2 * 0.2 - ln 0.6 + 2 * 0.4) / 2 = (0.22314 + 0.4 + 0.51083 + 0.8) / 2.
+    literal = 0.9669846
+
+    @staticmethod
+    def formula(y, p):
+        p_t = y * p + (1 - y) * (1 - p)
+        return (-np.log(p_t) + 2.0 * (1 - p_t)).mean(axis=-1)
+
+    def test_epsilon_zero_is_crossentropy(self):
+        rng = np.random.default_rng(4)
+        y_true = rng.uniform(0, 1, (6, 3)).astype("float32")  # soft labels too
+        for from_logits in (True, False):
+            y_pred = random_predictions(rng, (6, 3), from_logits, "float32", binary=True)
+            kwargs = dict(from_logits=from_logits, label_smoothing=0.2)
+            poly = losses.BinaryPolyCrossentropy(epsilon=0.0, **kwargs)
+            assert_same_as(poly, keras.losses.BinaryCrossentropy(**kwargs), y_true, y_pred, random_weights(rng, 6))
+
+    def test_known_value_with_label_smoothing(self):
+        # y = 1 smoothed by 0.2 is 0.9; p = 0.8: p_t = 0.72 + 0.02 = 0.74.
+        loss = losses.BinaryPolyCrossentropy(epsilon=1.0, label_smoothing=0.2)
+        expected = -(0.9 * math.log(0.8) + 0.1 * math.log(0.2)) + (1 - 0.74)
+        assert float(loss([[1.0]], [[0.8]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+
+class TestCategoricalBrier(HandComputed):
+    loss_class = losses.CategoricalBrier
+    function = staticmethod(losses.categorical_brier)
+    literal = 0.3**2 + 0.2**2 + 0.1**2  # row 0 from probabilities: label 0, p = [0.7, 0.2, 0.1]
+
+    @staticmethod
+    def formula(y, p):
+        return ((p - y) ** 2).sum(axis=-1)
+
+    def test_equals_calibration_brier_score(self):
+        rng = np.random.default_rng(5)
+        labels = rng.integers(0, 5, 200)
+        logits = rng.normal(scale=3.0, size=(200, 5)).astype("float32")
+        probs = softmax(logits)
+        expected = brier_score(probs, labels)
+        from_probs = float(losses.CategoricalBrier()(onehot(labels, 5), probs.astype("float32")))
+        from_logits = float(losses.CategoricalBrier(from_logits=True)(onehot(labels, 5), logits))
+        assert from_probs == pytest.approx(expected, rel=1e-6)
+        assert from_logits == pytest.approx(expected, rel=1e-6)
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3: targets [0.1, 0.8, 0.1] against [0.4, 0.4, 0.2].
+        loss = losses.CategoricalBrier(label_smoothing=0.3)
+        assert float(loss([[0, 1, 0]], [[0.4, 0.4, 0.2]])) == pytest.approx(0.09 + 0.16 + 0.01, rel=EXACT_RTOL)
+
+    def test_gradient_of_probabilities_is_twice_the_residual(self):
+        # No clipping: the gradient 2 (p - y) is exact even at p = 0 and 1.
+        p = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], "float32")
+        y = onehot([0, 2])
+        _, grad = value_and_grad(losses.CategoricalBrier(reduction="sum"), y, p)
+        # d/dp of sum (p / sum(p) - y)^2 on rows that sum to 1: 2 (p - y) - 2 sum_j (p_j - y_j) p_j.
+        residual = p - y
+        np.testing.assert_allclose(grad, 2 * residual - 2 * (residual * p).sum(-1, keepdims=True), atol=1e-6)
+
+
+class TestMMCECrossentropy(HandComputed):
+    loss_class = losses.MMCECrossentropy
+    function = staticmethod(losses.mmce_crossentropy)
+    kwargs = dict(weight=1.5, kernel_width=0.4)
+    # Row 0 alone, from probabilities: label 0, p = 0.7, correct, so MMCE = |1 - 0.7| = 0.3.
+    literal = -math.log(0.7) + 1.5 * 0.3
+
+    @classmethod
+    def formula(cls, y, p):
+        extra = {"weighted": cls.kwargs.get("weighted", False), "kernel_width": cls.kwargs["kernel_width"]}
+        return categorical_formula(y, p) + cls.kwargs["weight"] * mmce_formula(y, p, **extra)
+
+    def test_known_values_of_the_batch_term(self):
+        # r = [0.8 (right), 0.6 (wrong)], k_12 = exp(-0.2 / 0.4): MMCE_m^2 = (0.2^2 + 0.6^2 - 2 0.2 0.6 k_12) / 2^2.
+        # MMCE_w divides the residuals by m_C = 0.2 and m_W = 0.6: v = [1, -1], so MMCE_w^2 = 2 - 2 k_12.
+        y, p = onehot([0, 2]), np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]], "float32")
+        squared = 0.04 + 0.36 - 0.24 * math.exp(-0.5)
+        assert float(losses.mmce(y, p)) == pytest.approx(math.sqrt(squared) / 2, rel=1e-6)
+        assert float(losses.mmce(y, p, weighted=True)) == pytest.approx(math.sqrt(2 - 2 * math.exp(-0.5)), rel=1e-6)
+
+    def test_weighted_is_zero_for_a_batch_of_one_group(self):
+        # All correct (r = 0.7, 0.5): MMCE_m = sqrt((0.3^2 + 0.5^2 + 2 0.3 0.5 k) / 4), k = exp(-0.5); MMCE_w = 0.
+        y, p = onehot([0, 1]), np.array([[0.7, 0.2, 0.1], [0.3, 0.5, 0.2]], "float32")
+        expected = math.sqrt((0.09 + 0.25 + 0.3 * math.exp(-0.5)) / 4)
+        assert float(losses.mmce(y, p)) == pytest.approx(expected, rel=1e-6)
+        value, grad = value_and_grad(lambda y, p, sample_weight: losses.mmce(y, p, weighted=True), y, p)
+        assert float(value) == 0.0 and np.all(grad == 0)
+
+    def test_weight_zero_is_crossentropy(self):
+        rng = np.random.default_rng(6)
+        y, x = random_onehot(rng, 6, 4), random_predictions(rng, (6, 4), True, "float32", binary=False)
+        loss = losses.MMCECrossentropy(weight=0.0, from_logits=True, label_smoothing=0.1)
+        assert_same_as(loss, keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), y, x)
+
+    @pytest.mark.parametrize("weighted", [False, True], ids=["mmce_m", "mmce_w"])
+    def test_near_zero_when_calibrated_positive_when_over_confident(self, weighted):
+        # Labels drawn from the predicted distribution: P(argmax correct) = confidence, a calibrated batch.
+        # The same labels against logits three times as sharp: over-confident by ~0.2 on average.
+        rng = np.random.default_rng(7)
+        logits = rng.normal(scale=1.5, size=(3000, 4))
+        p = softmax(logits)
+        labels = np.array([rng.choice(4, p=row) for row in p])
+        y = onehot(labels, 4)
+        calibrated = float(losses.mmce(y, logits.astype("float32"), weighted=weighted, from_logits=True))
+        sharp = float(losses.mmce(y, (3 * logits).astype("float32"), weighted=weighted, from_logits=True))
+        accuracy = (p.argmax(1) == labels).mean()
+        confidence = softmax(3 * logits).max(1).mean()
+        assert calibrated < 0.05
+        assert sharp > 0.5 * (confidence - accuracy) > 0.1
+        if weighted:
+            # The authors' code divides by the group sizes: far from 0 on the calibrated batch (accuracy != 1/2).
+            assert mmce_formula(y, p, weighted=True, by_counts=True) > 0.1 > 0.05 > calibrated
+
+    def test_gradient_finite_where_mmce_is_zero(self):
+        # Saturated, correct predictions: r = 1 = c exactly, MMCE^2 = 0, and the loss is the cross-entropy.
+        x = tf.constant([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4]])
+        for weighted in (False, True):
+            loss = losses.MMCECrossentropy(weighted=weighted, from_logits=True)
+            value, grad = value_and_grad(loss, onehot([0, 1]), x)
+            assert float(value) == 0.0 and np.all(np.isfinite(grad))
+
+    def test_batch_term_spans_every_position(self):
+        # A sequence batch (n, t, k): one MMCE over the n * t positions.
+        rng = np.random.default_rng(8)
+        y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, 5))]
+        x = random_predictions(rng, (4, 5, 3), True, "float32", binary=False)
+        per_position = losses.mmce_crossentropy(y, x, weight=2.0, from_logits=True)
+        flat = losses.mmce_crossentropy(y.reshape(20, 3), x.reshape(20, 3), weight=2.0, from_logits=True)
+        np.testing.assert_allclose(np.asarray(per_position).ravel(), flat, rtol=RTOL, atol=ATOL)
+
+
+class TestMMCEWeightedCrossentropy(TestMMCECrossentropy):
+    kwargs = dict(weight=1.5, kernel_width=0.3, weighted=True)
+    literal = -math.log(0.7)  # row 0 alone: no incorrect sample, so MMCE_w = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Across the new losses
+# --------------------------------------------------------------------------------------------
+
+CLASSES = [
+    losses.SparseCategoricalFocalCrossentropy,
+    losses.CategoricalPolyCrossentropy,
+    losses.BinaryPolyCrossentropy,
+    losses.CategoricalBrier,
+    losses.MMCECrossentropy,
+]
+FUNCTIONS = {
+    losses.SparseCategoricalFocalCrossentropy: losses.sparse_categorical_focal_crossentropy,
+    losses.CategoricalPolyCrossentropy: losses.categorical_poly_crossentropy,
+    losses.BinaryPolyCrossentropy: losses.binary_poly_crossentropy,
+    losses.CategoricalBrier: losses.categorical_brier,
+    losses.MMCECrossentropy: losses.mmce_crossentropy,
+}
+# The constructors other code is configured with: argument names and defaults, in order.
+COMMON = [("from_logits", False), ("label_smoothing", 0.0), ("axis", -1)]
+SIGNATURES = {
+    losses.SparseCategoricalFocalCrossentropy: [
+        ("alpha", 0.25),
+        ("gamma", 2.0),
+        ("from_logits", False),
+        ("ignore_class", None),
+        ("label_smoothing", 0.0),
+        ("axis", -1),
+    ],  # fmt: skip
+    losses.CategoricalPolyCrossentropy: [
+        ("epsilon", 1.0),
+        ("from_logits", False),
+        ("label_smoothing", 0.0),
+        ("axis", -1),
+    ],
+    losses.BinaryPolyCrossentropy: [("epsilon", 1.0), ("from_logits", False), ("label_smoothing", 0.0), ("axis", -1)],
+    losses.CategoricalBrier: COMMON,
+    losses.MMCECrossentropy: [
+        ("weight", 1.0),
+        ("kernel_width", 0.4),
+        ("weighted", False),
+        ("from_logits", False),
+        ("label_smoothing", 0.0),
+        ("axis", -1),
+    ],  # fmt: skip
+}
+
+
+def labels_for(cls, labels, k=3):
+    if cls is losses.SparseCategoricalFocalCrossentropy:
+        return labels
+    return onehot(labels, k)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_signature_and_registered_name(cls):
+    params = [(p.name, p.default) for p in inspect.signature(cls).parameters.values()]
+    tail = [("reduction", "sum_over_batch_size"), ("name", FUNCTIONS[cls].__name__), ("dtype", None)]
+    assert params == [*SIGNATURES[cls], *tail]
+    assert keras.saving.get_registered_object(f"xent_lab>{cls.__name__}") is cls
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+def test_gradients_finite_at_extreme_logits(cls, ls):
+    loss = cls(from_logits=True, label_smoothing=ls)
+    value, grad = value_and_grad(loss, labels_for(cls, EXTREME_LABELS), EXTREME_LOGITS)
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), (value, grad)
+    assert np.any(grad != 0)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_float16_is_computed_in_float32(cls):
+    rng = np.random.default_rng(9)
+    labels, x = rng.integers(0, 3, 6), random_predictions(rng, (6, 3), True, "float32", binary=False)
+    y = labels_for(cls, labels)
+    half = cls(from_logits=True, dtype="float16", reduction="none")(y, x.astype("float16"))
+    full = cls(from_logits=True, reduction="none")(y, x.astype("float16").astype("float32"))
+    assert half.dtype == "float16"
+    # float16 rounding of the result (subnormal below 6e-5).
+    np.testing.assert_allclose(np.asarray(half, "float32"), full, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_probabilities_out_of_range_raise(cls):
+    y_pred = np.array([[0.5, -0.1, 0.6], [0.2, 0.3, 0.5]], "float32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"y_pred must be probabilities in \[0, 1\]"):
+        cls()(labels_for(cls, np.array([0, 2])), y_pred)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: losses.CategoricalPolyCrossentropy(epsilon=-1.5), "epsilon must be a number >= -1"),
+        (lambda: losses.BinaryPolyCrossentropy(epsilon=float("nan")), "epsilon must be a number >= -1"),
+        (lambda: losses.categorical_poly_crossentropy(onehot([0]), PROBS[:1], epsilon=-2), "epsilon must be"),
+        (lambda: losses.binary_poly_crossentropy(BINARY_Y, BINARY_PROBS, epsilon=-2), "epsilon must be"),
+        (lambda: losses.SparseCategoricalFocalCrossentropy(gamma=-0.5), "gamma must be a number >= 0 or 'flsd53'"),
+        (lambda: losses.SparseCategoricalFocalCrossentropy(gamma="FLSD-53"), "gamma must be a number >= 0"),
+        (lambda: losses.sparse_categorical_focal_crossentropy(LABELS, PROBS, gamma=-1), "gamma must be"),
+        (lambda: losses.MMCECrossentropy(kernel_width=0.0), "kernel_width must be a number > 0"),
+        (lambda: losses.mmce(onehot([0]), PROBS[:1], kernel_width=-1), "kernel_width must be a number > 0"),
+        (lambda: losses.MMCECrossentropy(weight=-0.1), "weight must be a number >= 0"),
+        (lambda: losses.mmce_crossentropy(onehot(LABELS), PROBS, weight=-1), "weight must be a number >= 0"),
+        (lambda: losses.CategoricalBrier(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\]"),
+        (lambda: losses.CategoricalBrier()(onehot([0, 1], 2), PROBS[:2]), "y_true and y_pred must have the same"),
+    ],
+)
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+CONFIGURED = [
+    losses.SparseCategoricalFocalCrossentropy(alpha=ALPHA, gamma="flsd53", ignore_class=255, label_smoothing=0.1),
+    losses.SparseCategoricalFocalCrossentropy(alpha=0.5, gamma=1.5, from_logits=True, reduction="sum"),
+    losses.CategoricalPolyCrossentropy(epsilon=2.0, from_logits=True, label_smoothing=0.1, name="poly"),
+    losses.BinaryPolyCrossentropy(epsilon=-1.0, label_smoothing=0.05, reduction="mean"),
+    losses.CategoricalBrier(from_logits=True, label_smoothing=0.1),
+    losses.CategoricalBrier(dtype="float16"),
+    losses.MMCECrossentropy(weight=4.0, kernel_width=0.2, weighted=True, from_logits=True),
+    losses.MMCECrossentropy(label_smoothing=0.1),
+]
+
+
+@pytest.mark.parametrize("loss", CONFIGURED, ids=lambda loss: type(loss).__name__)
+def test_config_round_trip(loss):
+    config = loss.get_config()
+    restored = type(loss).from_config(config)
+    assert restored.get_config() == config and restored.dtype == loss.dtype
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(clone) is type(loss) and clone.get_config() == config
+
+
+@pytest.mark.parametrize(
+    "loss", [loss for loss in CONFIGURED if loss.dtype == "float32"], ids=lambda loss: type(loss).__name__
+)
+def test_saved_model_restores_loss(loss, tmp_path):
+    binary = isinstance(loss, losses.BinaryPolyCrossentropy)
+    activation = None if loss.from_logits else ("sigmoid" if binary else "softmax")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1 if binary else 3, activation=activation)(inputs))
+    model.compile(optimizer="sgd", loss=loss)
+    model.save(tmp_path / "model.keras")
+
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(loaded.loss) is type(loss) and loaded.loss.get_config() == loss.get_config()
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    labels = rng.integers(0, 2 if binary else 3, 8)
+    y = labels[:, None].astype("float32") if binary else labels_for(type(loss), labels)
+    # One batch of 8, so the MMCE term of `evaluate` is that of the eager call.
+    assert loaded.evaluate(x, y, batch_size=8, verbose=0) == pytest.approx(float(loss(y, model(x))), rel=1e-6)

@@ -1,0 +1,40 @@
+"""REPORT.md as a whole: the sections of `markdown`, `narrative` and `tables` in reading order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from xent_lab.report.findings import Findings
+from xent_lab.report.load import Groups, Launch
+from xent_lab.report.markdown import (
+    comparison_section,
+    failures_section,
+    header_section,
+    plots_section,
+    results_section,
+    setup_section,
+)
+from xent_lab.report.narrative import findings_section
+from xent_lab.report.overfit import Overfit
+from xent_lab.report.tables import bootstrap_section, overfit_section, recalibration_section
+
+
+def render_report(
+    launch: Launch,
+    groups: Groups,
+    plots: Mapping[str, str],
+    findings: Findings | None = None,
+    overfits: Mapping[str, Overfit | None] | None = None,
+) -> str:
+    """The whole REPORT.md. `overfits` (run id -> reading) adds the over-fitting tables; None leaves them out."""
+    lines = header_section(launch) + setup_section(launch.jobs)
+    if findings is not None:
+        lines += findings_section(findings, groups)
+    for dataset, variants in groups.items():
+        lines += results_section(dataset, variants) + bootstrap_section(variants) + recalibration_section(variants)
+        if overfits is not None:
+            lines += overfit_section(variants, overfits)
+    if not groups:
+        lines += ["## Results", "", "No jobs in this launch.", ""]
+    lines += comparison_section(groups) + plots_section(plots) + failures_section(launch.jobs)
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Per-row tables of a dataset beyond the results: the runs' bootstrap intervals, the test ECE after each
+recalibration method, and over-fitting (`overfit`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from xent_lab.report.load import Job
+from xent_lab.report.markdown import COLUMNS, NO_VALUE, interval_cell, markdown_table
+from xent_lab.report.overfit import TRAIN_ACCURACY_THRESHOLD, Overfit
+from xent_lab.report.stats import CONFIDENCE, Summary, finished_values, summarize
+from xent_lab.tracking import tags
+
+Variants = Mapping[str, Mapping[str, Sequence[Job]]]  # variant -> impl -> jobs
+UNCALIBRATED = "none"
+
+
+def _rows(variants: Variants) -> list[tuple[str, str, list[Job]]]:
+    return [(variant, impl, list(jobs)) for variant, by_impl in variants.items() for impl, jobs in by_impl.items()]
+
+
+def _mean_interval(summary: Summary | None, digits: int) -> str:
+    """`mean [low, high]`; the value alone for one seed."""
+    if summary is None:
+        return NO_VALUE
+    if summary.n < 2:
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} {interval_cell(summary, digits)}"
+
+
+def bootstrap_section(variants: Variants) -> list[str]:
+    """Mean over seeds of each run's bootstrap interval bounds, for the columns whose runs logged them."""
+    bounds = {c: [f"{c.metric}/{tags.CI_LOW}", f"{c.metric}/{tags.CI_HIGH}"] for c in COLUMNS}
+    jobs = [job for _, _, row_jobs in _rows(variants) for job in row_jobs]
+    columns = [c for c in COLUMNS if finished_values(jobs, bounds[c][0])]
+    heading = [f"### {CONFIDENCE:.0%} bootstrap intervals on the test set (mean of the runs' bounds)", ""]
+    if not columns:
+        return [*heading, "No run logged bootstrap intervals (`calibration.bootstrap=0`).", ""]
+    rows = []
+    for variant, impl, row_jobs in _rows(variants):
+        cells = []
+        for c in columns:
+            pairs = [
+                (job.metric(bounds[c][0]), job.metric(bounds[c][1]))
+                for job in row_jobs
+                if job.finished and job.metric(bounds[c][0]) is not None and job.metric(bounds[c][1]) is not None
+            ]
+            low, high = np.mean(pairs, axis=0) if pairs else (None, None)
+            cells.append(NO_VALUE if low is None else f"[{low:.{c.digits}f}, {high:.{c.digits}f}]")
+        rows.append([variant, impl, sum(job.finished for job in row_jobs), *cells])
+    return [
+        *heading,
+        "Each run's percentile bootstrap of its test samples (`calibration.bootstrap` resamples); a cell is the "
+        "mean over the row's seeds of the runs' lower and upper bounds. It shows the test set's sampling noise, "
+        "the Student-t interval above the seeds'.",
+        "",
+        *markdown_table(["variant", "impl", "seeds", *(c.label for c in columns)], rows),
+        "",
+    ]
+
+
+def recal_methods(jobs: Sequence[Job]) -> list[str]:
+    """The recalibration methods whose test ECE a finished job logged (test/recal/<method>/ece)."""
+    methods = set()
+    for job in jobs:
+        for key in job.run.data.metrics if job.finished else ():
+            method, _, metric = key.removeprefix(tags.RECAL_PREFIX).partition("/")
+            if key.startswith(tags.RECAL_PREFIX) and metric == "ece":
+                methods.add(method)
+    return sorted(methods)
+
+
+def recalibration_section(variants: Variants) -> list[str]:
+    """Test ECE before and after each logged recalibration method, mean [t interval] over seeds; the best."""
+    methods = recal_methods([job for _, _, row_jobs in _rows(variants) for job in row_jobs])
+    heading = ["### Test ECE after recalibration", ""]
+    if not methods:
+        return [*heading, "No run logged recalibrated metrics (`calibration.methods`).", ""]
+    rows = []
+    for variant, impl, row_jobs in _rows(variants):
+        summaries = {m: summarize(finished_values(row_jobs, tags.recal_metric(m, "ece"))) for m in methods}
+        best = min((m for m, s in summaries.items() if s is not None), key=lambda m: summaries[m].mean, default=None)
+        before = summarize(finished_values(row_jobs, tags.TEST_ECE))
+        cells = [_mean_interval(s, 4) for s in summaries.values()]
+        rows.append(
+            [variant, impl, sum(job.finished for job in row_jobs), _mean_interval(before, 4), *cells, best or NO_VALUE]
+        )
+    return [
+        *heading,
+        f"Mean over seeds [{CONFIDENCE:.0%} Student-t interval]; each method is fitted on the validation split "
+        f"and scored on test; `{UNCALIBRATED}`: before recalibration; best: the method of lowest mean ECE.",
+        "",
+        *markdown_table(["variant", "impl", "seeds", UNCALIBRATED, *methods, "best"], rows),
+        "",
+    ]
+
+
+def overfit_section(variants: Variants, overfits: Mapping[str, Overfit | None]) -> list[str]:
+    """Per row: how many seeds over-fitted, the final training accuracy, where validation NLL bottomed out."""
+    rows = []
+    for variant, impl, row_jobs in _rows(variants):
+        found = [o for job in row_jobs if (o := overfits.get(job.run_id)) is not None]
+        if not found:
+            rows.append([variant, impl, 0, NO_VALUE, NO_VALUE, NO_VALUE, NO_VALUE, NO_VALUE])
+            continue
+        rows.append(
+            [
+                variant,
+                impl,
+                len(found),
+                f"{sum(o.overfitted for o in found)}/{len(found)}",
+                f"{np.mean([o.final_train_accuracy for o in found]):.4f}",
+                ", ".join(f"{o.best_epoch + 1} of {o.last_epoch + 1}" for o in found),
+                f"{np.mean([o.best_val_nll for o in found]):.4f}",
+                f"{np.mean([o.rise for o in found]):+.4f}",
+            ]
+        )
+    header = ["variant", "impl", "seeds", "over-fitted", "final train accuracy", "val NLL min at epoch"]
+    return [
+        "### Over-fitting",
+        "",
+        f"A run over-fitted when its final training accuracy is >= {TRAIN_ACCURACY_THRESHOLD} and its "
+        "validation NLL reached its minimum before the last epoch. Epochs count from 1, one per seed; the "
+        "min and the rise after it (last epoch − min) are means over seeds.",
+        "",
+        *markdown_table([*header, "min val NLL", "rise after min"], rows),
+        "",
+    ]
