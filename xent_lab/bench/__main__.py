@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if section("losses", "custom vs built-in losses"):
         figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
-            dataset, steps=20 if quick else 300, rounds=rounds
+            dataset, steps=10 if quick else 150, rounds=rounds
         )
         figures["loss_forward_backward_custom_over_builtin"] = losses.loss_forward_backward_ratio(
             batch=4096 if quick else 65_536, repeat=3 if quick else 20, rounds=rounds

@@ -51,7 +51,8 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
     """Per loss: seconds per block of `steps` `train_on_batch` steps with `impl=custom` over `impl=builtin`.
 
     Both models (same architecture and initial weights) live in this process and train on the same
-    batches, block after block in alternating order; each round pairs one block of each.
+    batches, block after block. Each round times four blocks of each in ABBA order (so neither always goes
+    first) and takes their medians; one round is run first untimed, as a warm-up of both.
     """
     results: dict[str, Any] = {}
     for name in ("bce", "cce", "sparse_cce", "focal"):
@@ -70,7 +71,8 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
 
             block()  # traces the train function
             blocks[impl] = block
-        results[name] = {**paired_summary(alternating(blocks, 1, rounds), "<= 1.02"), "steps_per_block": steps}
+        alternating(blocks, 2, 1)  # warm-up: the first blocks after tracing run slower, for either impl
+        results[name] = {**paired_summary(alternating(blocks, 4, rounds), "<= 1.02"), "steps_per_block": steps}
     return results
 
 
