@@ -23,14 +23,24 @@ def run_name(cfg: DictConfig, job: JobContext | None) -> str:
     return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
 
 
+# The settings that tell runs of one loss apart, shown in the run's note.
+LOSS_DETAILS = {
+    "focal": ("gamma",),
+    "sparse_focal": ("gamma",),
+    "poly1": ("poly_epsilon",),
+    "mmce": ("mmce_weight", "mmce_weighted"),
+}
+
+
 def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime) -> str:
     """The run's note in the MLflow UI (Markdown): what was trained and how it came out."""
     loss = cfg.loss
     details = [f"from_logits={loss.from_logits}"]
     if loss.label_smoothing:
         details.append(f"label_smoothing={loss.label_smoothing}")
-    if loss.name == "focal":
-        details.append(f"gamma={loss.gamma}")
+    details.extend(f"{key}={loss[key]}" for key in LOSS_DETAILS.get(loss.name, ()))
+    if loss.impl == "naive":
+        details.append(f"epsilon={loss.epsilon}")
     if loss.class_weight:
         details.append(f"class_weight={loss.class_weight}")
     ece_ts = results.get(T.TEST_ECE_TS, math.nan)
