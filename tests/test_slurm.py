@@ -132,10 +132,10 @@ def _launch(name: str, workdir: Path, env: dict[str, str], server: Server, *over
     return Launch(name, process, folder)
 
 
-def _first_training_child(client: MlflowClient, launch: Launch, deadline: float) -> Run:
+def _first_training_child(client: MlflowClient, launch: Launch, deadline: float, study: str = STUDY) -> Run:
     """The first child run of the study seen RUNNING, that is, training."""
     while time.monotonic() < deadline and launch.process.poll() is None:
-        experiment = client.get_experiment_by_name(STUDY)
+        experiment = client.get_experiment_by_name(study)
         if experiment is not None:
             running = client.search_runs(
                 [experiment.experiment_id],
@@ -252,6 +252,44 @@ def test_no_run_is_left_running_and_no_job_is_left(study: Study):
         assert not [r.info.run_name for r in study.runs(experiment) if r.info.status == "RUNNING"]
     queue = subprocess.run(["squeue", "-h"], env=study.cluster.env, capture_output=True, text=True, timeout=30)
     assert queue.returncode == 0 and not queue.stdout.strip(), queue.stdout + queue.stderr
+
+
+STOP_STUDY = "slurm_stop"
+
+
+@on_the_cluster
+def test_sigterm_to_a_slurm_launch_cancels_its_jobs_and_ends_every_run(study: Study, cache_dir):
+    """After the shared launches (the cluster is idle): 3 jobs, one at a time; SIGTERM to the launch while the
+    first trains. The running job ends KILLED, the pending ones never start, and nothing is left in the queue."""
+    env = train_env(cache_dir, SLURM_CONF=str(study.cluster.conf))
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    launch = _launch(
+        "stop", study.workdir, env, study.server, f"study.name={STOP_STUDY}", "study.report=false",
+        "loss=cce", "loss.impl=builtin", "seed=0,1,2", "hydra.launcher.array_parallelism=1", "trainer.epochs=1000",
+    )  # fmt: skip
+    try:
+        training = _first_training_child(study.client, launch, deadline, STOP_STUDY)
+        launch.process.send_signal(signal.SIGTERM)
+        returncode = launch.wait(deadline)
+    finally:
+        if launch.process.poll() is None:
+            os.killpg(launch.process.pid, signal.SIGKILL)
+            launch.process.wait()
+    assert returncode == 130, launch.logs()
+    (parent,) = study.parents(STOP_STUDY)
+    assert parent.info.status == "KILLED" and "SIGTERM" in parent.data.tags[T.FAILURE_REASON], launch.logs()
+    assert parent.data.tags[T.NOT_RUN_JOBS] == "2"
+    # The cancelled job ends its own run, at its next batch, and leaves the queue once its step has ended.
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h"], env=study.cluster.env, capture_output=True, text=True, timeout=30)
+        children = study.children(STOP_STUDY)
+        if not queue.stdout.strip() and all(child.info.status != "RUNNING" for child in children):
+            break
+        time.sleep(1)
+    assert not queue.stdout.strip(), queue.stdout + queue.stderr
+    (child,) = children  # the pending jobs never started
+    assert child.info.run_id == training.info.run_id and child.info.status == "KILLED", launch.logs()
+    assert "SIGTERM" in child.data.tags[T.FAILURE_REASON]
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:

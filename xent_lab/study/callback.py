@@ -32,6 +32,7 @@ from xent_lab.errors import TrackingError, XentError
 from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, job_context, sweep_of
 from xent_lab.study.launch import groups, scrub_hydra_files, validate_launch
 from xent_lab.study.progress import Progress, sweep_size
+from xent_lab.study.slurm import make_launches_stoppable
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.lock import patiently
@@ -201,12 +202,15 @@ class StudyCallback(Callback):
     # --- stop signals and runs left RUNNING (issue 15): the launch's part
     def _guard_launch(self, config: DictConfig, client: MlflowClient) -> None:
         """Before the parent run: exit 130 if a stop signal came already; from now on pass stop signals to the
-        pool workers (joblib's; the handler is `xent_lab.train`'s); end KILLED this study's runs whose process
-        died without ending them (`xent_lab.tracking.runs`), so that a relaunch leaves none RUNNING."""
+        pool workers (joblib's; the handler is `xent_lab.train`'s) or cancel the SLURM jobs; end KILLED this
+        study's runs whose process died without ending them (`xent_lab.tracking.runs`), so that a relaunch
+        leaves none RUNNING."""
         if stopping.requested() is not None:
             print(f"{stopping.reason()}: the launch stopped before any job ran", file=sys.stderr, flush=True)
             sys.exit(130)
         stopping.on_stop(stopping.forward_to_workers)
+        if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+            make_launches_stoppable()  # a stop cancels the launch's SLURM jobs
         if config.study.name:
             for run_id, reason in close_stale(client, study=config.study.name).items():
                 print(f"closed run {run_id} of an earlier launch as KILLED: {reason}", flush=True)
