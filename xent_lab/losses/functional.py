@@ -320,11 +320,15 @@ def _finish_sparse(loss: Tensor, s: _Sparse, who: str) -> Tensor:
         f"{who}: labels must be integers in [0, num_classes) (num_classes = y_pred.shape[axis]).",
         s.labels,
     )
-    loss = finish(loss, s.inputs, s.axis)
-    if s.ignored is None:
+    return _masked(finish(loss, s.inputs, s.axis), s.ignored)
+
+
+def _masked(loss: Tensor, ignored: Tensor | None) -> Tensor:
+    """`loss` with 0 where `ignored` (`ignore_class`), and those entries masked out of the reduction."""
+    if ignored is None:
         return loss
-    loss = ops.where(s.ignored, 0.0, loss)
-    set_keras_mask(loss, ops.logical_not(s.ignored))
+    loss = ops.where(ignored, 0.0, loss)
+    set_keras_mask(loss, ops.logical_not(ignored))
     return loss
 
 

@@ -24,14 +24,11 @@ import keras
 import numpy as np
 from keras import ops
 
-# No public Keras API: the loss mask through which `ignore_class` reaches the reduction, as in Keras.
-from keras.src.backend import set_keras_mask
-
 from xent_lab.heads import smooth_labels
 from xent_lab.losses._checks import FLSD53, check_gamma
 from xent_lab.losses._ops import Tensor, aligned
 from xent_lab.losses.classes import _LossFunctionWrapper
-from xent_lab.losses.functional import _class_weights, _sparse_labels
+from xent_lab.losses.functional import _class_weights, _masked, _sparse_labels
 
 EPSILON = 1e-15
 
@@ -196,12 +193,7 @@ def sparse_categorical_crossentropy(
     if ignored is not None:
         labels = ops.where(ignored, 0, labels)
     onehot = ops.one_hot(labels, ops.shape(y_pred)[axis], axis=axis, dtype=y_pred.dtype)
-    loss = categorical_crossentropy(onehot, y_pred, from_logits, label_smoothing, axis, epsilon)
-    if ignored is None:
-        return loss
-    loss = ops.where(ignored, 0.0, loss)
-    set_keras_mask(loss, ops.logical_not(ignored))
-    return loss
+    return _masked(categorical_crossentropy(onehot, y_pred, from_logits, label_smoothing, axis, epsilon), ignored)
 
 
 class _NaiveLoss(_LossFunctionWrapper):
