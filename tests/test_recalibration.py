@@ -43,6 +43,8 @@ def test_registry_and_heads():
     assert cal.methods_for("sigmoid") == ("temperature", "isotonic", "histogram", "platt", "beta")
     assert cal.methods_for("softmax") == cal.methods_for("sigmoid_ovr")
     assert cal.methods_for("softmax") == ("temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram")
+    assert cal.resolve_methods(cal.ALL_METHODS, "sigmoid") == list(cal.methods_for("sigmoid"))
+    assert cal.resolve_methods(["isotonic", "platt"], "sigmoid") == ["isotonic", "platt"]
 
 
 # Dirichlet maps ln P = z - logsumexp(z), not z: W ln P + b is W z + b only when the rows of W have equal sums,
@@ -199,10 +201,8 @@ def test_recalibrate_scores_each_method():
 
 
 def test_run_logs_every_method_and_calibrate_refits_it(tmp_path, cache_dir, capsys):
-    methods = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram"]
-    trained = train_here(
-        tmp_path, cache_dir, QUICK, f"calibration.methods=[{','.join(methods)}]", "calibration.bootstrap=200"
-    )
+    methods = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram"]  # all, for a softmax head
+    trained = train_here(tmp_path, cache_dir, QUICK, "calibration.methods=all", "calibration.bootstrap=200")
     metrics, run_id = trained.run.data.metrics, trained.run.info.run_id
     for name in cal.BOOTSTRAP_METRICS:  # smooth_ece and ece_sweep included
         assert metrics[f"{T.test_metric(name)}/{T.CI_LOW}"] <= metrics[f"{T.test_metric(name)}/{T.CI_HIGH}"], name

@@ -153,6 +153,7 @@ def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_pat
         ("loss=focal loss.gamma=-1", "loss.gamma"),
         ("trainer.device=tpu", "trainer.device"),
         ("loss=_common", "loss.name"),
+        ("calibration.methods=most", "calibration.methods"),
     ],
 )
 def test_invalid_config_fails_before_any_run(tmp_path, cache_dir, override, key):

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xent_lab.calibration.recalibration import RECALIBRATORS
+from xent_lab.calibration.recalibration import ALL_METHODS, RECALIBRATORS
 from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.errors import ConfigError, NotApplicable
 
@@ -216,12 +216,16 @@ def _validate_calibration(cfg: DictConfig) -> None:
     if not _is_int(cfg.calibration.bootstrap_seed):
         _fail("calibration.bootstrap_seed", cfg.calibration.bootstrap_seed, "an integer")
     methods = cfg.calibration.methods
-    if (
+    if methods != ALL_METHODS and (
         not isinstance(methods, ListConfig)
         or any(m not in RECALIBRATORS for m in methods)
         or len(set(methods)) != len(methods)
     ):
-        _fail("calibration.methods", methods, "a list of distinct methods among " + ", ".join(RECALIBRATORS))
+        _fail(
+            "calibration.methods",
+            methods,
+            f"'{ALL_METHODS}' or a list of distinct methods among " + ", ".join(RECALIBRATORS),
+        )
     _choice(cfg, "calibration.temperature_objective", ("nll", "ece"))
 
 

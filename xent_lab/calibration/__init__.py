@@ -44,13 +44,21 @@ from xent_lab.calibration.metrics import (
 )
 from xent_lab.calibration.plots import draw_reliability, draw_smooth, reliability_diagram, reliability_overlay
 from xent_lab.calibration.predictions import Predictions, load_predictions, save_predictions
-from xent_lab.calibration.recalibration import RECALIBRATORS, Recalibrator, methods_for, recalibrator
+from xent_lab.calibration.recalibration import (
+    ALL_METHODS,
+    RECALIBRATORS,
+    Recalibrator,
+    methods_for,
+    recalibrator,
+    resolve_methods,
+)
 from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
 from xent_lab.heads import HEADS, probabilities
 
 __all__ = [
+    "ALL_METHODS",
     "BOOTSTRAP_METRICS",
     "HEADS",
     "NLL_EPS",
@@ -88,6 +96,7 @@ __all__ = [
     "per_class_recall",
     "probabilities",
     "recalibrate",
+    "resolve_methods",
     "recalibrator",
     "reliability_bins",
     "reliability_diagram",

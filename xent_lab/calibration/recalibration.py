@@ -28,6 +28,7 @@ fitted by L-BFGS on the mean NLL with its analytic gradient.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -355,10 +356,20 @@ RECALIBRATORS: dict[str, type[Recalibrator]] = {
 }
 
 
+# `calibration.methods: all`: every method that applies to the head, so that one study can cover losses of
+# different heads (a single sigmoid takes Platt and beta, a softmax vector, matrix and Dirichlet scaling).
+ALL_METHODS = "all"
+
+
 def methods_for(head: str) -> tuple[str, ...]:
     """The names of RECALIBRATORS that apply to `head`."""
     head = heads.check_head(head)
     return tuple(name for name, cls in RECALIBRATORS.items() if head in cls.heads)
+
+
+def resolve_methods(methods: str | Sequence[str], head: str) -> list[str]:
+    """`methods` as a list: the configured names, or for `ALL_METHODS` every method that applies to `head`."""
+    return list(methods_for(head)) if methods == ALL_METHODS else list(methods)
 
 
 def recalibrator(name: str, head: str, **options: Any) -> Recalibrator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import keras
@@ -43,7 +44,7 @@ def evaluate(
     results.update(T.with_intervals({k: v for k, v in scores.values.items() if k != "accuracy"}, scores.intervals))
     recall = calibration.per_class_recall(probs, dataset.y_test)
     results.update({f"{T.TEST_RECALL_PREFIX}{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
-    methods = list(calib.methods)
+    methods = calibration.resolve_methods(calib.methods, objective.head)
     # One temperature fit serves test/recal/temperature/* and the test/*_ts metrics.
     extra = ["temperature"] if calib.temperature_scaling and "temperature" not in methods else []
     recalibrated = calibration.recalibrate(
@@ -62,8 +63,9 @@ def evaluate(
     return results, {method: fitted.params for method, fitted in recalibrated.items()}
 
 
-def check_methods(methods: list[str], head: str) -> None:
+def check_methods(methods: str | Sequence[str], head: str) -> None:
     """Before training: every configured recalibration method applies to the head the loss gave the model."""
+    methods = calibration.resolve_methods(methods, head)
     usable = calibration.methods_for(head)
     wrong = [method for method in methods if method not in usable]
     if wrong:

@@ -141,7 +141,7 @@ def build(cfg: DictConfig) -> Built:
     """Load the data, then build the loss, the model with the head it asks for, and compile."""
     dataset = load_data(cfg)
     objective = objectives.build_objective(cfg.loss, dataset.num_classes)
-    check_methods(list(cfg.calibration.methods), objective.head)  # before the training, not after
+    check_methods(cfg.calibration.methods, objective.head)  # before the training, not after
     model = models.build_model(cfg.model, dataset.x_train.shape[1:], objective, dataset.vocab_size)
     fit.compile_model(model, cfg.trainer, objective)
     return Built(dataset, objective, model, models.logits_model(model))
