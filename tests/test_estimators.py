@@ -71,6 +71,16 @@ def test_ece_sweep_by_hand():
     assert cal.ece_sweep(p, np.array([0, 0, 1, 1])) == pytest.approx(0.3)
 
 
+def test_ece_sweep_of_a_collapsed_model_is_its_one_bin_gap():
+    # The same prediction for every input (a model that stopped learning): one tie group, one filled bin at any
+    # bin count, so the sweep is |accuracy - confidence| = |0.3 - 0.7|; in every bootstrap resample too.
+    probs = np.tile([0.7, 0.2, 0.1], (4000, 1))
+    labels = np.where(np.arange(4000) % 10 < 3, 0, 1)
+    assert cal.ece_sweep(probs, labels) == pytest.approx(0.4)
+    low, high = cal.bootstrap_ci(probs, labels, ["ece_sweep", "ece"], n_resamples=50, seed=0)["ece_sweep"]
+    assert (low, high) == pytest.approx(cal.bootstrap_ci(probs, labels, ["ece"], n_resamples=50, seed=0)["ece"])
+
+
 def test_smooth_ece_by_hand():
     # Every confidence .7, every prediction right: the smoothed residual is -.3 wherever the density is not
     # negligible, so smECE_σ = .3 at any σ and the fixed point is σ* ≈ .3.

@@ -367,3 +367,121 @@ def test_cli_readme_rewrites_the_block_and_exits_2_on_missing_markers(built, tmp
     path.write_text("no markers\n")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {path}: expected one line")
+
+
+# --------------------------------------------------------------------------- two evaluations, baselines in strata
+# A launch of trainer.keep=best_val_accuracy runs: each run logs the kept epoch's metrics and predictions (the
+# logits above) and the last epoch's under last_epoch/ and in their own artifact: the kept logits times LAST
+# (same argmax, more confident), so each run is two rows with known, different ECEs.
+LAST = 3.0
+
+
+def _make_keep_store(root: Path, within: str | None = None):
+    uri, client, scores = _make_store(root, seeds=(0, 1))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, K, N)  # the labels _make_store drew first from the same seed
+    last_scores = {}
+    for run in client.search_runs([client.get_experiment_by_name(STUDY).experiment_id], "tags.`xent.role` = 'child'"):
+        run_id, loss, seed = run.info.run_id, run.data.tags["loss"], int(run.data.tags["seed"])
+        folder = root / run_id
+        kept = calibration.load_predictions(folder / "test_predictions.npz")
+        assert np.array_equal(kept.labels, labels)
+        last = LAST * kept.logits
+        scores_last = calibration.calibration_metrics(calibration.probabilities(last, "softmax"), labels, 15)
+        last_scores[loss, seed] = scores_last
+        metrics = {"last_epoch/test/ece": scores_last["ece"], "last_epoch/test/accuracy": scores_last["accuracy"]}
+        metrics["perf/epochs_run"] = 4
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), T0, 4) for k, v in metrics.items()],
+            params=[Param("trainer.keep", "best_val_accuracy")]
+            + ([Param("study.baseline_within", within)] if within is not None else []),
+        )
+        client.set_tag(run_id, "xent.keep", "best_val_accuracy")
+        path = calibration.save_predictions(folder / "test_predictions_last_epoch.npz", last, labels, "softmax")
+        client.log_artifact(run_id, str(path), "predictions")
+    return uri, client, scores, last_scores
+
+
+def test_a_run_kept_at_its_best_epoch_is_two_rows_reading_their_own_metrics_and_predictions(tmp_path):
+    uri, client, scores, last_scores = _make_keep_store(tmp_path)
+    client_, launch = load_launch(STUDY, uri)
+    assert len(launch.jobs) == 6  # runs, not evaluations
+    rows = {(row.variant, row.impl): row for row in F.rows_of(group_jobs(launch.jobs))["mnist"]}
+    assert sorted(variant for variant, _ in rows) == [
+        f"loss={loss}, trainer.keep={keep}"
+        for loss in ("cce", "focal", "sparse_cce")
+        for keep in ("best_val_accuracy", "last")
+    ]
+    last = rows["loss=focal, trainer.keep=last", "custom"]
+    best = rows["loss=focal, trainer.keep=best_val_accuracy", "custom"]
+    for job in last.jobs:
+        assert job.metric("test/ece") == pytest.approx(last_scores["focal", int(job.seed)]["ece"])
+        assert job.metric("test/nll") is None  # the kept epoch's own test/nll is not the last epoch's
+        assert job.metric("train/kept_epoch") == 3  # the last of 4 epochs, from 0
+        assert job.metrics["perf/epochs_run"] == 4
+        predictions = F.job_predictions(client_, job, tmp_path / "download")
+        assert np.allclose(
+            predictions.logits,
+            LAST * calibration.load_predictions(tmp_path / job.run_id / "test_predictions.npz").logits,
+        )
+    for job in best.jobs:
+        assert job.metric("test/ece") == pytest.approx(scores["focal", int(job.seed)]["ece"])
+        assert "last_epoch/test/ece" not in job.metrics
+    # A baseline without trainer.keep now matches two rows of each loss.
+    with pytest.raises(ReportError, match=r"study.baseline=\{loss: cce\} matches 2 rows of mnist"):
+        F.compute_findings(client_, group_jobs(launch.jobs), launch.sweep, {"loss": "cce"})
+
+
+def test_baseline_within_compares_each_row_with_the_baseline_of_its_stratum(tmp_path):
+    uri, client, scores, last_scores = _make_keep_store(tmp_path, within="['trainer.keep']")
+    client_, launch = load_launch(STUDY, uri)
+    groups = group_jobs(launch.jobs)
+    found = F.compute_findings(client_, groups, launch.sweep, {"loss": "cce"})  # within from the runs' params
+    assert {name: row.variant for name, row in found.baselines.items()} == {
+        "mnist (trainer.keep=best_val_accuracy)": "loss=cce, trainer.keep=best_val_accuracy",
+        "mnist (trainer.keep=last)": "loss=cce, trainer.keep=last",
+    }
+    pairs = {(c.row.variant, c.baseline.variant) for c in found.comparisons}
+    assert pairs == {
+        (f"loss={loss}, trainer.keep={keep}", f"loss=cce, trainer.keep={keep}")
+        for loss in ("focal", "sparse_cce")
+        for keep in ("best_val_accuracy", "last")
+    }
+    ece = [
+        c for c in found.comparisons if c.row.variant == "loss=focal, trainer.keep=last" and c.compared.label == "ECE"
+    ]
+    expected = np.mean([last_scores["focal", s]["ece"] - last_scores["cce", s]["ece"] for s in (0, 1)])
+    assert len(ece) == 1 and ece[0].seeds.mean == pytest.approx(expected)
+    assert "within strata (`study.baseline_within`)" in found.rule and "not compared" in found.rule
+    # A stratum without the baseline's values gets none, and its rows are not compared.
+    lone = F.compute_findings(client_, groups, launch.sweep, {"loss": "cce", "trainer.keep": "last"})
+    assert lone.baselines["mnist (trainer.keep=best_val_accuracy)"] is None
+    assert {c.row.variant for c in lone.comparisons} == {
+        "loss=focal, trainer.keep=last",
+        "loss=sparse_cce, trainer.keep=last",
+    }
+    # Empty within: today's one baseline per dataset; an unknown key is an error.
+    assert F.compute_findings(
+        client_, groups, launch.sweep, {"loss": "cce", "trainer.keep": "last"}, []
+    ).baselines.keys() == {"mnist"}
+    with pytest.raises(
+        ReportError, match=r"study.baseline_within=\['trainer.kept'\]: no run has the key\(s\) trainer.kept"
+    ):
+        F.compute_findings(client_, groups, launch.sweep, {"loss": "cce"}, ["trainer.kept"])
+
+
+def test_report_of_two_evaluations_counts_runs_and_shows_a_row_each(tmp_path):
+    uri, _, scores, last_scores = _make_keep_store(tmp_path, within="['trainer.keep']")
+    for job in load_launch(STUDY, uri)[1].jobs:
+        MlflowClient(uri).log_param(job.run_id, "study.baseline.loss", "cce")
+    text = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path / "out").read_text()
+    assert "6 jobs: 6 finished" in text and "6 of the runs evaluated twice" in text
+    row = _table_row(text, "### Mean ± std over seeds", "loss=cce, trainer.keep=last")
+    values = np.array([last_scores["cce", s]["ece"] for s in (0, 1)])
+    assert row["ECE"] == f"{values.mean():.4f} ± {values.std(ddof=1):.4f}" and row["seeds"] == "2"
+    kept = np.array([scores["cce", s]["ece"] for s in (0, 1)])
+    assert _table_row(text, "### Mean ± std over seeds", "loss=cce, trainer.keep=best_val_accuracy")["ECE"] == (
+        f"{kept.mean():.4f} ± {kept.std(ddof=1):.4f}"
+    )
+    assert "mnist (trainer.keep=last): `loss=cce, trainer.keep=last` [custom]" in text

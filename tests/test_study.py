@@ -61,13 +61,28 @@ def test_every_study_composes_validates_and_names_its_sweep(name):
 
 
 def test_the_shipped_studies_cover_the_issue():
-    assert {"mnist_losses", "imdb_losses", "mnist_imbalance", "logits_vs_probs"} <= set(STUDIES)
+    assert {"mnist_losses", "imdb_losses", "mnist_imbalance", "stability", "overfit_calibration"} <= set(STUDIES)
     mnist = compose_config("experiment=mnist_losses").hydra.sweeper.params
-    assert set(mnist.loss.split(",")) == {"cce", "sparse_cce", "bce", "focal", "focal_flsd53", "cce_smoothed"}
+    assert set(mnist.loss.split(",")) == {
+        *("cce", "sparse_cce", "bce", "focal", "focal_flsd53", "cce_smoothed"),
+        *("sparse_focal", "poly1", "brier", "mmce"),
+    }
     assert mnist["loss.impl"] == "custom,builtin"
     imbalance = compose_config("experiment=mnist_imbalance")
     assert imbalance.dataset.imbalance == 100 and imbalance.hydra.sweeper.params["loss.class_weight"] == "null,balanced"
-    assert compose_config("experiment=logits_vs_probs").hydra.sweeper.params["loss.from_logits"] == "true,false"
+    assert "sparse_focal" in imbalance.hydra.sweeper.params.loss.split(",")
+    overfit = compose_config("experiment=overfit_calibration")
+    assert set(overfit.hydra.sweeper.params.loss.split(",")) == {
+        *("cce", "brier", "mmce", "cce_smoothed05", "poly1"),
+        *("focal_gamma1", "focal", "focal_gamma3", "focal_flsd53"),
+    }
+    assert overfit.trainer.keep == "best_val_accuracy" and overfit.study.claims == "focal_calibration"
+    for dataset, model in (("imdb", "text_cnn"), ("mnist", "cnn")):  # each dataset its own no-dropout model
+        cfg = compose_config("experiment=overfit_calibration", f"dataset={dataset}")
+        assert (cfg.model.name, cfg.model.dropout) == (model, 0.0)
+        assert cfg.trainer.epochs == cfg.study.per_dataset.epochs[dataset]
+    stability = compose_config("experiment=stability").hydra.sweeper.params
+    assert stability["loss.from_logits"] == "true,false" and stability["loss.impl"] == "custom,builtin,naive"
     assert compose_config("experiment=imdb_losses").dataset.name == "imdb"
 
 
@@ -76,6 +91,10 @@ def test_loss_presets_set_what_their_names_say():
     assert (flsd.name, flsd.gamma, flsd.impl) == ("focal", "flsd53", "custom")
     smoothed = compose_config("loss=cce_smoothed").loss
     assert (smoothed.name, smoothed.label_smoothing) == ("cce", 0.1)
+    assert compose_config("loss=cce_smoothed05").loss.label_smoothing == 0.05
+    for gamma in (1, 3):
+        focal = compose_config(f"loss=focal_gamma{gamma}").loss
+        assert (focal.name, focal.gamma) == ("focal", gamma)
 
 
 def test_slurm_launcher_config_composes_to_submitit_settings():
@@ -113,6 +132,7 @@ def test_config_hash_ignores_where_files_live_but_not_what_is_trained():
 ADDED_SINCE_THE_RESTRUCTURING = (
     *("calibration.bootstrap", "calibration.bootstrap_seed", "calibration.methods"),
     *("calibration.temperature_objective", "loss.epsilon"),
+    *("trainer.on_nonfinite", "trainer.gradient_probe", "trainer.keep"),
 )
 
 

@@ -27,6 +27,7 @@ FOCAL_LOSSES = ("focal", "sparse_focal")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ADAPTIVE_GAMMAS = ("flsd53",)
+ON_NONFINITE = ("fail", "record")  # trainer.on_nonfinite
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 # Mappings whose keys are not fixed by conf/: the optimizer's keyword arguments (`+trainer.optimizer.momentum=0.9`).
 OPEN_KEYS = ("trainer.optimizer.",)
@@ -114,6 +115,7 @@ def _validate_loss(cfg: DictConfig, num_classes: int) -> None:
             f"invalid config value loss.impl={impl!r}: expected 'custom' with loss={name} "
             f"(only {', '.join(STANDARD_LOSSES)} have a Keras built-in and a naive form)"
         )
+    _check_epsilon_applies(impl, epsilon)
     if name == "sparse_cce" and impl == "builtin" and smoothing > 0:
         raise NotApplicable(
             f"invalid config value loss.label_smoothing={smoothing!r}: expected 0 with loss=sparse_cce "
@@ -133,6 +135,19 @@ def _validate_loss(cfg: DictConfig, num_classes: int) -> None:
         if not _is_number(width) or width <= 0:
             _fail("loss.mmce_kernel_width", width, "a number > 0")
         _boolean(cfg, "loss.mmce_weighted")
+
+
+def _check_epsilon_applies(impl: str, epsilon: float) -> None:
+    """`loss.epsilon` is the epsilon of impl=naive's log(p + epsilon): another value with another impl is not
+    applicable (a sweep over both skips those jobs), never silently ignored."""
+    # Here, not at the top: the config check runs before TensorFlow is needed, and naive.py imports Keras.
+    from xent_lab.losses.naive import EPSILON
+
+    if impl != "naive" and epsilon != EPSILON:
+        raise NotApplicable(
+            f"invalid config value loss.epsilon={epsilon!r}: expected {EPSILON} (the default) with loss.impl={impl!r}; "
+            "loss.epsilon is the epsilon of impl=naive's log(p + epsilon) only (the other impls clip at Keras' own)"
+        )
 
 
 def _validate_focal(cfg: DictConfig, num_classes: int) -> None:
@@ -181,6 +196,17 @@ def _validate_trainer(cfg: DictConfig) -> None:
     patience = cfg.trainer.early_stopping.patience
     if not _is_int(patience) or patience < 0:
         _fail("trainer.early_stopping.patience", patience, "an integer >= 0")
+    _choice(cfg, "trainer.on_nonfinite", ON_NONFINITE)
+    probe = cfg.trainer.gradient_probe
+    if not _is_int(probe) or probe < 0:
+        _fail("trainer.gradient_probe", probe, "a number of training samples >= 0 (0: off)")
+    keep = _choice(cfg, "trainer.keep", ("last", "best_val_accuracy"))
+    stop = cfg.trainer.early_stopping
+    if keep != "last" and stop.enabled and stop.restore_best_weights:
+        raise ConfigError(
+            f"trainer.keep={keep} and trainer.early_stopping.restore_best_weights=true both choose the "
+            "weights to keep: set trainer.early_stopping.restore_best_weights=false, or trainer.keep=last"
+        )
     if not _is_int(cfg.seed):
         _fail("seed", cfg.seed, "an integer")
 

@@ -58,7 +58,7 @@ def main(cfg: DictConfig) -> float | None:
         if not sweeping and stopping.requested() is not None:
             print(f"{stopping.reason()} after the run had finished", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED)
-        return results[tags.TEST_ACCURACY]
+        return results.get(tags.TEST_ACCURACY)  # none when training diverged (trainer.on_nonfinite=record)
     except KeyboardInterrupt:
         print(
             f"{stopping.reason()}: training stopped; a run already started was ended as KILLED",

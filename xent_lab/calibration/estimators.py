@@ -76,6 +76,10 @@ def resampled_ece_sweep(
     The sweep runs over the bin count b for all resamples at once, each stopping at its own first non-monotone b;
     the per-bin accuracies are ratios of integers, so the stopping b is exactly that of the explicit resample.
     """
+    if np.all(confidence == confidence[0]):
+        # One tie group (a collapsed model: the same prediction for every input) fills one bin at every b, so
+        # every b is monotone and ECE_b = ECE_1: the sweep would run all n bin counts to find that.
+        max_bins = 1
     return sweep_from_sums(*ranked_sums(confidence, correct, counts), max_bins)
 
 

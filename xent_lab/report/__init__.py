@@ -17,9 +17,10 @@ those of `xent_lab.tracking.tags`):
   `predictions/test_predictions.npz`.
 
 Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
-`findings` (every row against the baseline), `overfit` (over-fit detection from histories), `markdown`,
-`narrative` and `tables` (REPORT.md's sections), `document` (REPORT.md), `figures` (the plots), `readme`
-(README.md's findings block), `__main__` (the command line); `build_report` here ties them together.
+`findings` (every row against the baseline), `claims` (a paper's claims, verdicts from the numbers), `overfit`
+(over-fit detection from histories), `markdown`, `narrative` and `tables` (REPORT.md's sections), `document`
+(REPORT.md), `figures` (the plots), `readme` (README.md's findings block), `__main__` (the command line);
+`build_report` here ties them together.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mlflow.entities import Run
 
 from xent_lab import atomic
 from xent_lab.report import overfit
+from xent_lab.report.claims import compute_claims
 from xent_lab.report.document import render_report
 from xent_lab.report.figures import recall_figure, reliability_figure, val_loss_figure, write_figures
 from xent_lab.report.findings import Comparison, Findings, compute_findings
@@ -109,12 +111,13 @@ def build_report(
     groups = group_jobs(launch.jobs)
     # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
+    claims = compute_claims(client, groups)  # likewise a bad study.claims
     plots = write_figures(client, launch, groups, out_dir)
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
     report = out_dir / REPORT_FILE
-    text = render_report(launch, groups, plots, findings, overfits)
+    text = render_report(launch, groups, plots, findings, overfits, claims)
     atomic.write_text(report, text)
     for name in [*plots, REPORT_FILE]:
         client.log_artifact(launch.parent.info.run_id, str(out_dir / name), tags.REPORT_ARTIFACT_DIR)

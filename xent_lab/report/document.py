@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from xent_lab.report.claims import Claims, claims_section
 from xent_lab.report.findings import Findings
 from xent_lab.report.load import Groups, Launch
 from xent_lab.report.markdown import (
@@ -16,6 +17,7 @@ from xent_lab.report.markdown import (
 )
 from xent_lab.report.narrative import findings_section
 from xent_lab.report.overfit import Overfit
+from xent_lab.report.stability import stability_section
 from xent_lab.report.tables import bootstrap_section, overfit_section, recalibration_section
 
 
@@ -25,8 +27,10 @@ def render_report(
     plots: Mapping[str, str],
     findings: Findings | None = None,
     overfits: Mapping[str, Overfit | None] | None = None,
+    claims: Claims | None = None,
 ) -> str:
-    """The whole REPORT.md. `overfits` (run id -> reading) adds the over-fitting tables; None leaves them out."""
+    """The whole REPORT.md. `overfits` (run id -> reading) adds the over-fitting tables, `claims` the section
+    "Against the paper"; None leaves them out."""
     lines = header_section(launch) + setup_section(launch.jobs)
     if findings is not None:
         lines += findings_section(findings, groups)
@@ -36,5 +40,7 @@ def render_report(
             lines += overfit_section(variants, overfits)
     if not groups:
         lines += ["## Results", "", "No jobs in this launch.", ""]
+    lines += claims_section(claims) if claims is not None else []
+    lines += stability_section(launch.jobs)  # only when the runs diverged or logged the gradient probe
     lines += comparison_section(groups) + plots_section(plots) + failures_section(launch.jobs)
     return "\n".join(lines)

@@ -118,7 +118,7 @@ def _pooled_probabilities(client: MlflowClient, jobs: Iterable[Job], tmp: Path) 
 def _n_bins(jobs: Iterable[Job]) -> int:
     """The jobs' `calibration.n_bins`, so the diagrams bin like the logged ECE."""
     for job in jobs:
-        value = job.run.data.params.get("calibration.n_bins")
+        value = job.params.get("calibration.n_bins")
         if value is not None and value.isdigit():
             return int(value)
     return DEFAULT_N_BINS
@@ -163,7 +163,7 @@ def _recall_classes(jobs: Iterable[Job]) -> list[int]:
         {
             int(key.removeprefix(tags.TEST_RECALL_PREFIX))
             for job in jobs
-            for key in job.run.data.metrics
+            for key in job.metrics
             if key.startswith(tags.TEST_RECALL_PREFIX)
         }
     )

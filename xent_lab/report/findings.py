@@ -12,11 +12,16 @@ test accuracy, NLL, ECE and ECE after temperature scaling:
   its adjusted p-value is below 5%.
 
 The baseline is `study.baseline` ({key: value} of the swept keys or any config key, from the runs'
-params) when a study sets it, else chosen by `auto_baseline`.
+params) when a study sets it, else chosen by `auto_baseline`. With `study.baseline_within` ([key, ...]),
+the rows of a dataset are first split into strata by their values of those keys (`trainer.keep` among
+them, the key of a run's two evaluations, though it is not swept), and each stratum has its own baseline:
+a row is compared with the row that has the baseline's values on the baseline's keys and its own values
+on the `within` keys.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -33,6 +38,8 @@ from xent_lab.tracking import tags
 
 ALPHA = 0.05
 BASELINE_KEY = "study.baseline"
+WITHIN_KEY = "study.baseline_within"
+UNSET = "unset"  # a within key's value in a row whose runs do not have it
 BASELINE_LOSS = "cce"
 DEFAULT_RESAMPLES = 1000
 
@@ -69,7 +76,7 @@ class Row(NamedTuple):
     def values(self) -> dict[str, str]:
         """The row's config: its first job's params, `loss` and `loss.impl` from its tags, its swept values."""
         job = self.jobs[0]
-        values = {**job.run.data.params, "loss": job.tags.get(tags.LOSS, ""), "loss.impl": job.impl, **job.overrides}
+        values = {**job.params, "loss": job.tags.get(tags.LOSS, ""), "loss.impl": job.impl, **job.overrides}
         return {key: _normal(value) for key, value in values.items()}
 
 
@@ -100,7 +107,9 @@ class Comparison(NamedTuple):
 
 class Findings(NamedTuple):
     comparisons: tuple[Comparison, ...]  # sorted by significance: adjusted p-value, then effect size
-    baselines: dict[str, Row | None]  # dataset -> its baseline row (None: no row matches study.baseline)
+    # dataset -> its baseline row (None: no row matches study.baseline); with study.baseline_within, one per
+    # stratum: "dataset (key=value, ...)" -> its baseline row
+    baselines: dict[str, Row | None]
     rule: str  # how the baselines were chosen
 
 
@@ -127,10 +136,52 @@ def baseline_spec(jobs: Sequence[Job]) -> dict[str, str] | None:
     a reused run may predate the key."""
     prefix = BASELINE_KEY + "."
     for job in sorted(jobs, key=lambda job: job.reused):
-        spec = {k.removeprefix(prefix): v for k, v in job.run.data.params.items() if k.startswith(prefix)}
+        spec = {k.removeprefix(prefix): v for k, v in job.params.items() if k.startswith(prefix)}
         if spec:
             return spec
     return None
+
+
+def within_spec(jobs: Sequence[Job]) -> list[str]:
+    """`study.baseline_within` as the runs logged it (the list's Python repr); [] when unset or null."""
+    for job in sorted(jobs, key=lambda job: job.reused):
+        text = job.params.get(WITHIN_KEY)
+        if text is None or text == "None":
+            continue
+        try:
+            keys = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            keys = None
+        if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+            raise ReportError(f"invalid {WITHIN_KEY}={text} in run {job.run_id}'s params: expected a list of keys")
+        return keys
+    return []
+
+
+def strata(rows: Mapping[str, Sequence[Row]], within: Sequence[str]) -> dict[str, list[Row]]:
+    """The rows that share a baseline: each dataset's; with `within` keys, those of a dataset that agree on
+    them, named "dataset (key=value, ...)"."""
+    if not within:
+        return {dataset: list(dataset_rows) for dataset, dataset_rows in rows.items()}
+    known = {key for dataset_rows in rows.values() for row in dataset_rows for key in row.values()}
+    unknown = [key for key in within if key not in known]
+    if rows and unknown:
+        raise ReportError(f"{WITHIN_KEY}={list(within)}: no run has the key(s) {', '.join(unknown)}")
+    found: dict[str, list[Row]] = {}
+    for dataset, dataset_rows in rows.items():
+        for row in dataset_rows:
+            values = row.values()
+            shared = ", ".join(f"{key}={values.get(key, UNSET)}" for key in within)
+            found.setdefault(f"{dataset} ({shared})", []).append(row)
+    return found
+
+
+def _within_rule(within: Sequence[str]) -> str:
+    keys = ", ".join(f"`{key}`" for key in within)
+    return (
+        f"; within strata (`{WITHIN_KEY}`): each row against the row that has the baseline's values and its own "
+        f"values of {keys}; the rows of a stratum without such a row have no baseline and are not compared"
+    )
 
 
 def _position(listing: str, value: str) -> int:
@@ -168,8 +219,8 @@ AUTO_RULE = (
 def choose_baselines(
     rows: Mapping[str, Sequence[Row]], spec: Mapping[str, str] | None, sweep: Mapping[str, str]
 ) -> tuple[dict[str, Row | None], str]:
-    """dataset -> baseline row, and the rule in words. A `spec` must match one row in each dataset that has
-    a match, and at least one row in all."""
+    """dataset (or stratum, `strata`) -> baseline row, and the rule in words. A `spec` must match one row in
+    each dataset that has a match, and at least one row in all."""
     if not spec:
         return {dataset: auto_baseline(dataset_rows, sweep) for dataset, dataset_rows in rows.items()}, AUTO_RULE
     shown = ", ".join(f"{key}: {value}" for key, value in spec.items())
@@ -196,9 +247,10 @@ class _Pairs:
         self.predictions: dict[str, calibration.Predictions | None] = {}
 
     def _predictions(self, job: Job) -> calibration.Predictions | None:
-        if job.run_id not in self.predictions:
-            self.predictions[job.run_id] = job_predictions(self.client, job, self.folder)
-        return self.predictions[job.run_id]
+        key = job.predictions_artifact + job.run_id  # a run's two evaluations have their own predictions
+        if key not in self.predictions:
+            self.predictions[key] = job_predictions(self.client, job, self.folder)
+        return self.predictions[key]
 
     def _probabilities(self, job: Job, predictions: calibration.Predictions, scaled: bool) -> np.ndarray | None:
         if not scaled:
@@ -208,7 +260,7 @@ class _Pairs:
 
     def bootstrap(self, base: Job, job: Job, scaled: bool) -> dict[str, calibration.PairedDifference] | None:
         """{metric: row - baseline} on the same resamples; None without comparable predictions or resamples."""
-        params = base.run.data.params
+        params = base.params
         resamples = int(params.get("calibration.bootstrap", DEFAULT_RESAMPLES))
         a, b = self._predictions(base), self._predictions(job)
         if resamples == 0 or a is None or b is None or not np.array_equal(a.labels, b.labels):
@@ -265,21 +317,30 @@ def _significance(comparison: Comparison) -> tuple:
 
 
 def compute_findings(
-    client: MlflowClient, groups: Groups, sweep: Mapping[str, str], spec: Mapping[str, str] | None = None
+    client: MlflowClient,
+    groups: Groups,
+    sweep: Mapping[str, str],
+    spec: Mapping[str, str] | None = None,
+    within: Sequence[str] | None = None,
 ) -> Findings:
-    """Every row against its dataset's baseline, Holm-adjusted across the report, most significant first.
+    """Every row against its dataset's (or stratum's) baseline, Holm-adjusted across the report, most
+    significant first.
 
-    `spec` overrides the runs' `study.baseline` ({key: value}); `sweep` is the launch's swept key -> values."""
+    `spec` overrides the runs' `study.baseline` ({key: value}), `within` their `study.baseline_within`
+    ([key, ...]); `sweep` is the launch's swept key -> values."""
     rows = rows_of(groups)
     jobs = [job for dataset_rows in rows.values() for row in dataset_rows for job in row.jobs]
-    baselines, rule = choose_baselines(rows, spec or baseline_spec(jobs), sweep)
+    within = within_spec(jobs) if within is None else list(within)
+    shared = strata(rows, within)
+    baselines, rule = choose_baselines(shared, spec or baseline_spec(jobs), sweep)
+    rule += _within_rule(within) if within else ""
     comparisons: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="xent-findings-") as tmp:
         pairs = _Pairs(client, Path(tmp))
-        for dataset, dataset_rows in rows.items():
-            baseline = baselines[dataset]
+        for name, stratum_rows in shared.items():
+            baseline = baselines[name]
             if baseline is not None:
-                for row in dataset_rows:
+                for row in stratum_rows:
                     if row is not baseline:
                         comparisons += _compare(row, baseline, pairs)
     adjusted = holm([c.seeds.p for c in comparisons])

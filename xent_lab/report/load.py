@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from mlflow.entities import Run, ViewType
@@ -19,6 +20,7 @@ from xent_lab.tracking import tags
 CUSTOM, BUILTIN = "custom", "builtin"  # values of the `impl` tag
 # Swept values that do not make a row: seeds are averaged over, implementations get a row each.
 NOT_VARIANT = ("seed", "loss.impl")
+KEEP_KEY = "trainer.keep"  # the key of a run's two evaluations (`evaluations`)
 PAGE_SIZE = 1000  # runs per search_runs request
 # A study name goes into a search filter and a folder name: no quotes, no path separators.
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -30,10 +32,15 @@ class ReportError(XentError):
 
 @dataclass(frozen=True)
 class Job:
-    """One child run of the launch: trained by it, or reused from an earlier launch."""
+    """One child run of the launch: trained by it, or reused from an earlier launch; or one of its two
+    evaluations (`evaluations`): `keep` = tags.KEEP_BEST, the kept weights (its test/* metrics), or
+    tags.KEEP_LAST, the last epoch's (its last_epoch/test/* metrics, read here as test/*).
+
+    Read a job's numbers through `metric`, `metrics` and `params`, never `run.data`: they are the view's."""
 
     run: Run
     reused: bool
+    keep: str | None = None  # None: the run as it is, one evaluation
 
     @property
     def tags(self) -> Mapping[str, str]:
@@ -61,8 +68,34 @@ class Job:
 
     @property
     def overrides(self) -> dict[str, str]:
-        """This job's swept values (`xent.job_overrides`)."""
-        return _json_tag(self.run, tags.JOB_OVERRIDES)
+        """This job's swept values (`xent.job_overrides`), and `trainer.keep` for one of two evaluations."""
+        swept = _json_tag(self.run, tags.JOB_OVERRIDES)
+        return swept if self.keep is None else {**swept, KEEP_KEY: self.keep}
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        return self.run.data.params
+
+    @cached_property
+    def metrics(self) -> Mapping[str, float]:
+        """The run's metrics as this evaluation sees them: for the last epoch, last_epoch/<name> as <name>,
+        the kept weights' test/* left out, and train/kept_epoch the last epoch."""
+        metrics = self.run.data.metrics
+        if self.keep is None:
+            return metrics
+        own = {key: value for key, value in metrics.items() if not key.startswith(tags.LAST_EPOCH_PREFIX)}
+        if self.keep != tags.KEEP_LAST:
+            return own
+        last = {k.removeprefix(tags.LAST_EPOCH_PREFIX): v for k, v in metrics.items() if k not in own}
+        shared = {key: value for key, value in own.items() if not key.startswith(tags.TEST_PREFIX)}
+        if tags.EPOCHS_RUN in shared:
+            shared[tags.KEPT_EPOCH] = shared[tags.EPOCHS_RUN] - 1
+        return {**shared, **last}
+
+    @property
+    def predictions_artifact(self) -> str:
+        """The artifact of this evaluation's test predictions."""
+        return tags.LAST_EPOCH_PREDICTIONS_ARTIFACT if self.keep == tags.KEEP_LAST else tags.PREDICTIONS_ARTIFACT
 
     @property
     def variant(self) -> str:
@@ -73,7 +106,19 @@ class Job:
         return ", ".join(f"{key}={value}" for key, value in rest.items())
 
     def metric(self, key: str) -> float | None:
-        return self.run.data.metrics.get(key)
+        return self.metrics.get(key)
+
+
+def evaluations(job: Job) -> tuple[Job, ...]:
+    """The job as the results rows count it. A run kept at its best validation accuracy (tag xent.keep =
+    best_val_accuracy) that also evaluated its last epoch (last_epoch/* metrics; a failed run may have none)
+    is two: `trainer.keep=best_val_accuracy` and `trainer.keep=last`. Any other run is itself."""
+    two = job.tags.get(tags.KEEP) == tags.KEEP_BEST and (
+        not job.finished or any(key.startswith(tags.LAST_EPOCH_PREFIX) for key in job.run.data.metrics)
+    )
+    if job.keep is not None or not two:
+        return (job,)
+    return replace(job, keep=tags.KEEP_BEST), replace(job, keep=tags.KEEP_LAST)
 
 
 @dataclass(frozen=True)
@@ -202,21 +247,25 @@ def load_launch(
 
 
 def group_jobs(jobs: Iterable[Job]) -> Groups:
-    """Jobs by dataset, variant and implementation (the rows of the results tables)."""
+    """Jobs by dataset, variant and implementation (the rows of the results tables), each run as its
+    `evaluations`."""
     groups: Groups = {}
-    for job in sorted(jobs, key=lambda job: (job.dataset, job.variant, job.impl)):
+    views = [view for job in jobs for view in evaluations(job)]
+    for job in sorted(views, key=lambda job: (job.dataset, job.variant, job.impl)):
         groups.setdefault(job.dataset, {}).setdefault(job.variant, {}).setdefault(job.impl, []).append(job)
     return groups
 
 
 def job_predictions(client: MlflowClient, job: Job, folder: Path) -> calibration.Predictions | None:
-    """The test predictions a finished job logged, downloaded under `folder`; None when it logged none.
+    """The test predictions a finished job logged (the last epoch's for that evaluation), downloaded under
+    `folder`; None when it logged none.
 
     The artifact is listed first: downloading a missing one raises."""
     if not job.finished:
         return None
-    listed = client.list_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT.rsplit("/", 1)[0])
-    if not any(item.path == tags.PREDICTIONS_ARTIFACT for item in listed):
+    artifact = job.predictions_artifact
+    listed = client.list_artifacts(job.run_id, artifact.rsplit("/", 1)[0])
+    if not any(item.path == artifact for item in listed):
         return None
-    path = client.download_artifacts(job.run_id, tags.PREDICTIONS_ARTIFACT, str(folder / job.run_id))
+    path = client.download_artifacts(job.run_id, artifact, str(folder / job.run_id))
     return calibration.load_predictions(path)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, Launch
+from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, Launch, evaluations
 from xent_lab.report.stats import CONFIDENCE, Summary, compare_impls, finished_values, summarize
 from xent_lab.tracking import tags
 
@@ -24,6 +24,7 @@ SETTINGS = (
     "trainer.batch_size",
     "trainer.optimizer.learning_rate",
     "trainer.precision",
+    "trainer.keep",
     "calibration.n_bins",
 )
 
@@ -81,6 +82,11 @@ def interval_cell(summary: Summary | None, digits: int) -> str:
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def diverged(job: Job) -> bool:
+    """Whether the job's training loss became NaN or inf (tag `xent.diverged`, set by both trainer.on_nonfinite)."""
+    return job.tags.get(tags.DIVERGED) == "true"
+
+
 def _utc(milliseconds: int) -> str:
     return datetime.fromtimestamp(milliseconds / 1000, tz=UTC).isoformat(timespec="seconds")
 
@@ -122,6 +128,12 @@ def _runs_line(launch: Launch) -> str:
         f"{len(launch.jobs) - len(finished)} failed; parent run `{launch.parent.info.run_id}` "
         f"in experiment `{launch.experiment}`"
     )
+    twice = sum(len(evaluations(job)) > 1 for job in launch.jobs)
+    if twice:
+        line += (
+            f"; {twice} of the runs evaluated twice, at the kept epoch (`trainer.keep=best_val_accuracy`) and at "
+            "the last (`trainer.keep=last`): a row each"
+        )
     if launch.missing_reused:
         line += " — **warning: reused runs not found:** " + ", ".join(f"`{i}`" for i in launch.missing_reused)
     return line
@@ -166,7 +178,7 @@ def setup_section(jobs: Sequence[Job]) -> list[str]:
     """The settings the jobs were trained with, and the checksums of the data files they read."""
     settings = []
     for key in SETTINGS:
-        values = _distinct(job.run.data.params[key] for job in jobs if key in job.run.data.params)
+        values = _distinct(job.params[key] for job in jobs if key in job.params)
         if values:
             settings.append((f"`{key}`", ", ".join(values) + (" (varies)" if len(values) > 1 else "")))
     checksums = _distinct(
@@ -195,11 +207,15 @@ def setup_section(jobs: Sequence[Job]) -> list[str]:
 def results_section(dataset: str, variants: Mapping[str, Mapping[str, Sequence[Job]]]) -> list[str]:
     """Mean ± std and 95% confidence intervals over seeds per variant and implementation."""
     means, intervals = [], []
+    # A diverged run (trainer.on_nonfinite=record) is FINISHED without test metrics: counted apart, not as a seed.
+    divergence = any(diverged(job) for by_impl in variants.values() for jobs in by_impl.values() for job in jobs)
     for variant, by_impl in variants.items():
         for impl, jobs in by_impl.items():
             summaries = [(summarize(finished_values(jobs, c.metric)), c.digits) for c in COLUMNS]
-            finished = sum(job.finished for job in jobs)
-            means.append([variant, impl, finished, len(jobs) - finished, *(_mean_std(*s) for s in summaries)])
+            gone = sum(diverged(job) for job in jobs)
+            finished = sum(job.finished for job in jobs) - gone
+            counts = [finished, len(jobs) - finished - gone, *([gone] if divergence else [])]
+            means.append([variant, impl, *counts, *(_mean_std(*s) for s in summaries)])
             intervals.append([variant, impl, finished, *(interval_cell(*s) for s in summaries)])
     labels = [c.label for c in COLUMNS]
     return [
@@ -208,9 +224,10 @@ def results_section(dataset: str, variants: Mapping[str, Mapping[str, Sequence[J
         "### Mean ± std over seeds",
         "",
         "Seeds: finished runs; a single seed shows its value alone. T: fitted temperature; "
-        "(TS): after temperature scaling.",
+        "(TS): after temperature scaling."
+        + (" Diverged: runs whose training loss became NaN or inf, without test metrics." if divergence else ""),
         "",
-        *markdown_table(["variant", "impl", "seeds", "failed", *labels], means),
+        *markdown_table(["variant", "impl", "seeds", "failed", *(["diverged"] if divergence else []), *labels], means),
         "",
         f"### {CONFIDENCE:.0%} confidence intervals (Student t)",
         "",

@@ -65,7 +65,7 @@ def recal_methods(jobs: Sequence[Job]) -> list[str]:
     """The recalibration methods whose test ECE a finished job logged (test/recal/<method>/ece)."""
     methods = set()
     for job in jobs:
-        for key in job.run.data.metrics if job.finished else ():
+        for key in job.metrics if job.finished else ():
             method, _, metric = key.removeprefix(tags.RECAL_PREFIX).partition("/")
             if key.startswith(tags.RECAL_PREFIX) and metric == "ece":
                 methods.add(method)

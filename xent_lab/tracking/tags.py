@@ -30,6 +30,14 @@ PID = "xent.pid"
 PROCESS_START = "xent.process_start"  # the process's start time as the system counts it (Linux: /proc ticks)
 HEARTBEAT = "xent.heartbeat"  # unix time, set when the run starts and after each epoch
 
+# --- divergence (trainer.on_nonfinite): set when a batch's training loss became NaN or inf, in both modes
+DIVERGED = "xent.diverged"  # "true"
+DIVERGED_STEP = "train/diverged_step"  # global 0-based step: epoch * steps_per_epoch + batch
+
+# --- which weights a run evaluated (`trainer.keep`, xent_lab.training.pipeline)
+KEEP = "xent.keep"  # the run's trainer.keep: the weights its test/* metrics, predictions and model are of
+KEEP_LAST, KEEP_BEST = "last", "best_val_accuracy"  # the values of trainer.keep
+
 # --- the SLURM job a run ran in (xent_lab.tracking.cluster); absent outside SLURM
 SLURM_JOB_ID = "slurm_job_id"  # as squeue shows it, scancel takes it: <array job id>_<index> for an array task
 SLURM_ARRAY_JOB_ID = "slurm_array_job_id"  # the array of a study launch's jobs
@@ -62,6 +70,12 @@ TRAIN_LOSS = "train/loss"
 VAL_LOSS = "val/loss"
 EPOCH_SECONDS = "perf/epoch_seconds"
 CALIBRATION_SECONDS = "perf/calibration_seconds"
+# The zero-gradient probe (trainer.gradient_probe), per epoch: fractions of the probed training samples whose loss
+# gradient with respect to the model's output is all zero, all zero on a misclassified sample, not finite.
+ZERO_GRAD_FRACTION = "train/zero_grad_fraction"
+ZERO_GRAD_WRONG_FRACTION = "train/zero_grad_wrong_fraction"
+NONFINITE_GRAD_FRACTION = "train/nonfinite_grad_fraction"
+PROBE_SECONDS = "perf/probe_seconds"
 # Final metrics (step = epochs run).
 TEST_LOSS = "test/loss"
 TEST_ACCURACY = "test/accuracy"
@@ -76,6 +90,9 @@ TRAIN_SECONDS = "perf/train_seconds"
 MEAN_EPOCH_SECONDS = "perf/mean_epoch_seconds"
 EPOCHS_RUN = "perf/epochs_run"
 STARTUP_SECONDS = "perf/startup_seconds"
+KEPT_EPOCH = "train/kept_epoch"  # the epoch whose weights the run kept, counted from 0 like the steps
+# keep=best_val_accuracy: the last epoch's weights are evaluated too, their test/* metrics under this prefix
+LAST_EPOCH_PREFIX = "last_epoch/"  # + test/<metric>, e.g. last_epoch/test/ece
 
 # --- artifacts
 CONFIG_ARTIFACT = "config/config.yaml"
@@ -84,6 +101,7 @@ MODEL_SUMMARY_ARTIFACT = "model_summary.txt"
 LOSS_CURVES_ARTIFACT = "plots/loss_curves.png"
 RELIABILITY_ARTIFACT = "plots/reliability_{split}.png"
 PREDICTIONS_ARTIFACT = "predictions/test_predictions.npz"
+LAST_EPOCH_PREDICTIONS_ARTIFACT = "predictions/test_predictions_last_epoch.npz"  # keep=best_val_accuracy only
 VAL_PREDICTIONS_ARTIFACT = "predictions/val_predictions.npz"  # what `xent_lab.calibrate` refits on
 RECAL_PARAMS_ARTIFACT = "recalibration/{method}.json"  # a recalibration method's fitted parameters
 REPORT_ARTIFACT_DIR = "report"  # a study's report among its parent run's artifacts
@@ -104,6 +122,11 @@ def test_metric(name: str) -> str:
 def val_metric(name: str) -> str:
     """`ece` -> `val/ece`."""
     return VAL_PREFIX + name
+
+
+def last_epoch_metric(name: str) -> str:
+    """`test/ece` -> `last_epoch/test/ece`."""
+    return LAST_EPOCH_PREFIX + name
 
 
 def recal_metric(method: str, name: str) -> str:

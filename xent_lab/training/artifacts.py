@@ -35,9 +35,11 @@ def log_outputs(
     logits: dict[str, np.ndarray],
     history: dict[str, list[float]],
     recal_params: dict[str, dict],
+    last_epoch_test_logits: np.ndarray | None = None,
 ) -> None:
     """Loss curves, reliability diagrams (validation and test), the validation and test predictions, and the
-    fitted parameters of each recalibration method (one JSON each)."""
+    fitted parameters of each recalibration method (one JSON each). `last_epoch_test_logits`
+    (`trainer.keep=best_val_accuracy`): the last epoch's test predictions too, as a second artifact."""
     run.log_figure(plots.loss_curves(history, title), T.LOSS_CURVES_ARTIFACT)
     for split, labels in (("val", dataset.y_val), ("test", dataset.y_test)):
         figure = calibration.reliability_diagram(
@@ -47,14 +49,17 @@ def log_outputs(
             title=f"{title} ({split})",
         )
         run.log_figure(figure, T.RELIABILITY_ARTIFACT.format(split=split))
-    predictions_dir = str(Path(T.PREDICTIONS_ARTIFACT).parent)
+    # The validation logits too: `python -m xent_lab.calibrate RUN_ID` refits recalibration methods on them.
+    saved = [
+        (T.PREDICTIONS_ARTIFACT, logits["test"], dataset.y_test),
+        (T.VAL_PREDICTIONS_ARTIFACT, logits["val"], dataset.y_val),
+    ]
+    if last_epoch_test_logits is not None:
+        saved.append((T.LAST_EPOCH_PREDICTIONS_ARTIFACT, last_epoch_test_logits, dataset.y_test))
     with tempfile.TemporaryDirectory() as tmp:
-        predictions = Path(tmp) / Path(T.PREDICTIONS_ARTIFACT).name
-        calibration.save_predictions(predictions, logits["test"], dataset.y_test, objective.head)
-        run.log_artifact(predictions, predictions_dir)
-        # The validation logits too: `python -m xent_lab.calibrate RUN_ID` refits recalibration methods on them.
-        val_predictions = Path(tmp) / Path(T.VAL_PREDICTIONS_ARTIFACT).name
-        calibration.save_predictions(val_predictions, logits["val"], dataset.y_val, objective.head)
-        run.log_artifact(val_predictions, predictions_dir)
+        for artifact, split_logits, labels in saved:
+            predictions = Path(tmp) / Path(artifact).name
+            calibration.save_predictions(predictions, split_logits, labels, objective.head)
+            run.log_artifact(predictions, str(Path(artifact).parent))
     for method, params in recal_params.items():
         run.log_text(json.dumps(params, indent=2), T.RECAL_PARAMS_ARTIFACT.format(method=method))

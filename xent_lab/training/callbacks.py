@@ -1,4 +1,6 @@
-"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, and per-epoch logging.
+"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, the best epoch kept
+in memory (`trainer.keep`), and per-epoch logging
+(the zero-gradient probe: `probe`).
 
 Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochMetricsLogger`, placed
 last, logs everything the callbacks before it wrote.
@@ -9,12 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from xent_lab import calibration, heads, stopping
+from xent_lab.config import ON_NONFINITE
 from xent_lab.errors import NonFiniteLossError
 from xent_lab.tracking import RunLogger
 from xent_lab.tracking import tags as T
@@ -37,11 +41,34 @@ class StopOnSignal(keras.callbacks.Callback):
         stopping.check()
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raise as soon as a batch's loss is NaN or infinite (Keras' TerminateOnNaN only stops quietly)."""
+@dataclass(frozen=True)
+class Divergence:
+    """Where the training loss first became NaN or infinite."""
 
-    def __init__(self) -> None:
+    step: int  # global, 0-based: epoch * steps_per_epoch + batch
+    epoch: int
+    batch: int
+    loss: float
+
+    def __str__(self) -> str:
+        return f"diverged at step {self.step} (epoch {self.epoch}, batch {self.batch})"
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose training loss is NaN or infinite (Keras' TerminateOnNaN only stops quietly).
+
+    The run logs `train/diverged_step` and the tag `xent.diverged=true` at once, whatever `on_nonfinite`
+    says, so that a FAILED run says where too. Then `on_nonfinite="fail"` raises NonFiniteLossError;
+    `"record"` keeps the `Divergence` in `divergence` and stops training: a divergence is a result.
+    """
+
+    def __init__(self, on_nonfinite: str = "fail", run: RunLogger | None = None) -> None:
         super().__init__()
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.run = run
+        self.divergence: Divergence | None = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -49,11 +76,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is None or math.isfinite(float(loss)):
+            return
+        steps = (self.params or {}).get("steps") or 0
+        self.divergence = Divergence(self._epoch * steps + batch, self._epoch, batch, float(loss))
+        if self.run is not None:
+            self.run.log_metrics({T.DIVERGED_STEP: self.divergence.step}, step=self._epoch)
+            self.run.set_tags({T.DIVERGED: "true"})
+        if self.on_nonfinite == "fail":
             raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at epoch {self._epoch} batch {batch}; "
-                "lower trainer.optimizer.learning_rate, or use loss.from_logits=true for a stable loss"
+                f"the training loss became {float(loss)} at epoch {self._epoch} batch {batch} "
+                f"({self.divergence}); lower trainer.optimizer.learning_rate, or use loss.from_logits=true for a "
+                "stable loss (trainer.on_nonfinite=record ends such a run FINISHED, as a result)"
             )
+        self.model.stop_training = True
 
 
 class CalibrationCallback(keras.callbacks.Callback):
@@ -109,13 +145,35 @@ class CalibrationCallback(keras.callbacks.Callback):
         started = time.perf_counter()
         logits = self._validation_logits()
         self.last_logits = logits
-        if logs is None:
+        if logs is None or not np.isfinite(logits).all():  # the weights diverged (trainer.on_nonfinite=record)
             return
         metrics = calibration.calibration_metrics(heads.probabilities(logits, self.head), self.y_val, self.n_bins)
         logs.update({T.val_metric(key): value for key, value in metrics.items() if key != "accuracy"})
         for function in self.extra:
             logs.update({T.val_metric(key): float(value) for key, value in function(logits, self.y_val).items()})
         logs[T.CALIBRATION_SECONDS] = time.perf_counter() - started
+
+
+class KeepBestValAccuracy(keras.callbacks.Callback):
+    """Keeps in memory the weights of the epoch of highest validation accuracy, the first one on ties.
+
+    `model.get_weights()` (a NumPy copy) at the end of each improving epoch, rather than Keras'
+    `ModelCheckpoint(save_best_only=True)`: nothing is written, so it works without a job folder (tests,
+    the bench), and an improvement costs one copy of the weights instead of saving the model and its
+    optimizer state to disk. The protocol of Mukhoti et al. (NeurIPS 2020, "Calibrating Deep Neural
+    Networks using Focal Loss") for their text models.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best_epoch: int | None = None  # 0-based, like the logged steps
+        self.best_accuracy = -np.inf
+        self.weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and accuracy > self.best_accuracy:  # strict: the first epoch wins a tie
+            self.best_epoch, self.best_accuracy, self.weights = epoch, float(accuracy), self.model.get_weights()
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):

@@ -45,14 +45,19 @@ def fit(
     val: tuple[np.ndarray, np.ndarray],
     callbacks: list[keras.callbacks.Callback],
     class_weight: dict[int, float] | None = None,
+    nonfinite: StopOnNonFiniteLoss | None = None,
 ) -> keras.callbacks.History:
-    """Train; `callbacks` run after the stop-signal and NaN checks and early stopping, in the order given."""
+    """Train; `callbacks` run after the stop-signal and NaN checks and early stopping, in the order given.
+
+    `nonfinite`: the NaN check (default: one that raises, trainer.on_nonfinite=fail); pass one to read its
+    `divergence` afterwards."""
+    nonfinite = nonfinite if nonfinite is not None else StopOnNonFiniteLoss()
     return model.fit(
         *train,
         validation_data=val,
         class_weight=class_weight,
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
-        callbacks=[StopOnSignal(), StopOnNonFiniteLoss(), *early_stopping(trainer), *callbacks],
+        callbacks=[StopOnSignal(), nonfinite, *early_stopping(trainer), *callbacks],
         verbose=min(trainer.verbose, 2),  # 3 also shows TensorFlow's own lines (xent_lab.console); Keras stops at 2
     )

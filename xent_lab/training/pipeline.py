@@ -3,6 +3,8 @@
 validate the config -> check the tracking store -> (in a study) skip a job already finished ->
 device, precision and seeds -> load the data -> build the objective and the model -> open an MLflow
 run -> fit (metrics logged per epoch) -> evaluate and calibrate on the test split -> log artifacts.
+With `trainer.keep=best_val_accuracy`, the last epoch's weights are evaluated first (last_epoch/test/*),
+then the best epoch's are put back, and everything after (test/*, artifacts, model, checkpoint) is theirs.
 
 The entry point `xent_lab.train` adds Hydra, signals and exit codes; tests and the bench call
 `train` directly on a composed config.
@@ -39,8 +41,15 @@ from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.tracking.runs import process_tags
 from xent_lab.training import artifacts, fit, logged_model, summary
-from xent_lab.training.callbacks import CalibrationCallback, EpochMetricsLogger
+from xent_lab.training.callbacks import (
+    CalibrationCallback,
+    Divergence,
+    EpochMetricsLogger,
+    KeepBestValAccuracy,
+    StopOnNonFiniteLoss,
+)
 from xent_lab.training.evaluate import check_methods, evaluate, split_logits
+from xent_lab.training.probe import GradientProbe
 from xent_lab.training.runtime import Runtime, configure_runtime
 
 
@@ -88,16 +97,35 @@ def train(
         results = outcome.results
         epochs_run = int(results[T.EPOCHS_RUN])
         stopping.check()
-        model_id = logged_model.log_model(
-            run, cfg.tracking, tracker.uri, built.logits_model, built.objective.head, built.dataset, epochs_run, params
-        )
+        diverged = outcome.divergence  # trainer.on_nonfinite=record: no model, predictions or plots of NaN weights
+        model_id = None
+        if not diverged:
+            model_id = logged_model.log_model(
+                run,
+                cfg.tracking,
+                tracker.uri,
+                built.logits_model,
+                built.objective.head,
+                built.dataset,
+                epochs_run,
+                params,
+            )
         lineage.log_final_metrics(run, results, epochs_run, inputs["test"], model_id)
-        run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime)})
-        artifacts.log_outputs(
-            run, cfg, name, built.dataset, built.objective, outcome.logits, outcome.history, outcome.recal_params
-        )
+        run.set_tags({T.NOTE: summary.run_note(cfg, results, runtime, diverged)})
+        if not diverged:
+            artifacts.log_outputs(
+                run,
+                cfg,
+                name,
+                built.dataset,
+                built.objective,
+                outcome.logits,
+                outcome.history,
+                outcome.recal_params,
+                outcome.last_epoch_test_logits,
+            )
         stopping.check()  # a stop that came during the last phase ends the run KILLED too, as the exit code says
-    print(summary.console_summary(results, tracker, run), flush=True)
+    print(summary.console_summary(results, tracker, run, outcome.divergence), flush=True)
     if run.lost is not None:
         raise TrackingError(
             f"the run could not be finished in MLflow ({run.lost}). Training completed and nothing is lost: "
@@ -166,6 +194,7 @@ def run_tags(
         T.PRECISION: runtime.precision,
         T.GIT_COMMIT: git_commit(),
         T.OVERRIDES: scrub(" ".join(overrides), uri),
+        T.KEEP: cfg.trainer.keep,
         **({T.OUTPUT_DIR: str(output_dir)} if output_dir is not None else {}),
         **{f"{T.DATA_SHA256_PREFIX}{name}": digest for name, digest in dataset.checksums.items()},
         **(job.tags() if job is not None else {}),
@@ -182,6 +211,14 @@ class Outcome:
     logits: dict[str, np.ndarray]  # "val" and "test"
     history: dict[str, list[float]]  # Keras' History.history
     recal_params: dict[str, dict]  # each recalibration method's fitted parameters
+    last_epoch_test_logits: np.ndarray | None = None  # keep=best_val_accuracy: the last epoch's test logits
+    divergence: Divergence | None = None  # trainer.on_nonfinite=record: where the loss became NaN or inf
+
+
+def _evaluated(cfg: DictConfig, built: Built) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, dict]]:
+    """The model's current weights on val and test: their logits, test metrics and recalibration fits."""
+    logits = split_logits(built.logits_model, built.dataset)
+    return (logits, *evaluate(built.model, built.dataset, built.objective, logits, cfg.calibration))
 
 
 def fit_and_evaluate(
@@ -190,6 +227,8 @@ def fit_and_evaluate(
     """Fit with the per-epoch callbacks, then evaluate on the test split."""
     dataset, objective = built.dataset, built.objective
     epochs = EpochMetricsLogger(run)
+    keep = KeepBestValAccuracy() if cfg.trainer.keep == T.KEEP_BEST else None
+    nonfinite = StopOnNonFiniteLoss(cfg.trainer.on_nonfinite, run)
     stopping.check()
     started = time.perf_counter()
     history = fit.fit(
@@ -197,14 +236,28 @@ def fit_and_evaluate(
         cfg.trainer,
         (dataset.x_train, objective.encode_labels(dataset.y_train)),
         (dataset.x_val, objective.encode_labels(dataset.y_val)),
-        [*_callbacks(cfg, built, output_dir), epochs],
+        [*_callbacks(cfg, built, output_dir), *([keep] if keep is not None else []), epochs],
         fit.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
+        nonfinite,
     )
+    diverged = nonfinite.divergence
     train_seconds = time.perf_counter() - started
     stopping.check()
+    last_epoch = len(epochs.epoch_seconds) - 1
+    last: dict[str, float] = {}
+    last_test_logits = None
+    if keep is not None and keep.weights is not None and not diverged:
+        last_logits, last, _ = _evaluated(cfg, built)
+        last_test_logits = last_logits["test"]
+        built.model.set_weights(keep.weights)  # from here on, everything is the kept epoch's
+        if cfg.trainer.checkpoint and output_dir is not None:
+            built.model.save(str(Path(output_dir) / CHECKPOINT))  # ModelCheckpoint left the last epoch's there
     # Taken after training: early stopping may have restored earlier weights.
-    logits = split_logits(built.logits_model, dataset)
-    results, recal_params = evaluate(built.model, dataset, objective, logits, cfg.calibration)
+    logits, results, recal_params = ({}, {}, {}) if diverged else _evaluated(cfg, built)
+    results.update({T.last_epoch_metric(key): value for key, value in last.items()})
+    kept = _kept_epoch(cfg, keep, last_epoch)
+    if kept is not None and not diverged:
+        results[T.KEPT_EPOCH] = kept
     steady = epochs.epoch_seconds[1:] or epochs.epoch_seconds  # epoch 0 includes tracing
     results.update(
         {
@@ -215,7 +268,16 @@ def fit_and_evaluate(
     )
     if launched_at is not None:
         results[T.STARTUP_SECONDS] = epochs.first_step_at - launched_at
-    return Outcome(results, logits, history.history, recal_params)
+    return Outcome(results, logits, history.history, recal_params, last_test_logits, diverged)
+
+
+def _kept_epoch(cfg: DictConfig, keep: KeepBestValAccuracy | None, last_epoch: int) -> int | None:
+    """The 0-based epoch whose weights were evaluated; None when early stopping restored weights of its own
+    choosing (its best epoch is not exposed by `fit.fit`)."""
+    if keep is not None and keep.best_epoch is not None:
+        return keep.best_epoch
+    stop = cfg.trainer.early_stopping
+    return None if stop.enabled and stop.restore_best_weights else last_epoch
 
 
 def _callbacks(cfg: DictConfig, built: Built, output_dir: Path | None) -> list[keras.callbacks.Callback]:
@@ -232,6 +294,11 @@ def _callbacks(cfg: DictConfig, built: Built, output_dir: Path | None) -> list[k
                 extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
             )
         )
+    if cfg.trainer.gradient_probe:
+        labels = built.dataset.y_train
+        encoded = built.objective.encode_labels(labels)
+        probe = GradientProbe(built.dataset.x_train, encoded, labels, built.objective.loss, cfg.trainer.gradient_probe)
+        callbacks.append(probe)
     if cfg.trainer.checkpoint and output_dir is not None:
         # In the output folder, not MLflow: it survives a lost tracking server (relog uploads it).
         callbacks.append(keras.callbacks.ModelCheckpoint(str(Path(output_dir) / CHECKPOINT)))

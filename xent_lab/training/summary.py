@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from xent_lab.study import JobContext
 from xent_lab.tracking import RunLogger, Tracker, redact
 from xent_lab.tracking import tags as T
+from xent_lab.training.callbacks import Divergence
 from xent_lab.training.runtime import Runtime
 
 
@@ -32,8 +33,8 @@ LOSS_DETAILS = {
 }
 
 
-def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime) -> str:
-    """The run's note in the MLflow UI (Markdown): what was trained and how it came out."""
+def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime, divergence: Divergence | None = None) -> str:
+    """The run's note in the MLflow UI (Markdown): what was trained and how it came out (or where it diverged)."""
     loss = cfg.loss
     details = [f"from_logits={loss.from_logits}"]
     if loss.label_smoothing:
@@ -49,6 +50,10 @@ def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime) -> st
         f"**{cfg.dataset.name}** · model `{cfg.model.name}` · loss **{loss.name}** ({loss.impl}; {', '.join(details)})"
         f" · seed {cfg.seed} · {cfg.trainer.epochs} epochs on {runtime.device_name}",
         "",
+    ]
+    if divergence is not None:
+        return "\n".join([*lines, f"- **{divergence_line(divergence)}**"])
+    lines += [
         # A list, not a table: MLflow's note renderer draws tables without cell padding.
         f"- test accuracy **{results[T.TEST_ACCURACY]:.4f}**{_interval(results, T.TEST_ACCURACY)}, "
         f"test loss {results[T.TEST_LOSS]:.4f}",
@@ -74,8 +79,17 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def console_summary(results: dict[str, float], tracker: Tracker, run: RunLogger) -> str:
-    """The lines printed when a run ends: the results, and where to find the run."""
+def divergence_line(divergence: Divergence) -> str:
+    return (
+        f"{divergence}: the training loss became {divergence.loss}; training stopped there and the NaN weights "
+        "were not evaluated (trainer.on_nonfinite=record)"
+    )
+
+
+def console_summary(
+    results: dict[str, float], tracker: Tracker, run: RunLogger, divergence: Divergence | None = None
+) -> str:
+    """The lines printed when a run ends: the results (or where training diverged), and where to find the run."""
     scaled = (
         f" (after temperature scaling {results[T.TEST_ECE_TS]:.4f}, T={results[T.TEST_TEMPERATURE]:.3f})"
         if T.TEST_TEMPERATURE in results
@@ -83,7 +97,9 @@ def console_summary(results: dict[str, float], tracker: Tracker, run: RunLogger)
     )
     lines = [
         "",
-        f"test accuracy {results[T.TEST_ACCURACY]:.4f}   test loss {results[T.TEST_LOSS]:.4f}   "
+        divergence_line(divergence)
+        if divergence is not None
+        else f"test accuracy {results[T.TEST_ACCURACY]:.4f}   test loss {results[T.TEST_LOSS]:.4f}   "
         f"ECE {results[T.TEST_ECE]:.4f}{scaled}",
     ]
     if run.lost is None:

@@ -1,0 +1,264 @@
+"""The "Against the paper" section (xent_lab.report.claims) on a real MLflow SQLite store with planted values.
+
+The store (study "overfit_calibration", `study.claims: focal_calibration`), seeds 0, 1, 2:
+- imdb (sigmoid head): cce, focal_gamma1, focal, focal_gamma3, focal_flsd53, where every claim holds. Each run kept
+  its best-validation-accuracy weights (tag xent.keep) and evaluated its last epoch too (last_epoch/test/* metrics,
+  the same planted values): the report's loader makes it two rows, `trainer.keep=best_val_accuracy` and `=last`.
+  The CE runs log both evaluations' test predictions, of |logit| = M + s (M per view; wrong on the first 20% of
+  samples: accuracy 0.8, confidence expit(M + s)), and over-fit.
+- mnist (softmax), one view (no `trainer.keep`): cce, brier, focal_gamma1, focal, focal_flsd53 (no focal_gamma3),
+  where the focal rows have a higher ECE than CE (C2 does not hold), and a T further from 1 (C4 does not hold). The
+  CE runs log no predictions and do not over-fit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param, Run, RunData
+from mlflow.tracking import MlflowClient
+from scipy import special
+
+from xent_lab import calibration, report
+from xent_lab.report import claims as C
+from xent_lab.report.load import Job, ReportError, group_jobs, load_launch
+from xent_lab.report.stats import PairedTest
+from xent_lab.tracking import tags
+
+STUDY = "overfit_calibration"
+SEEDS = (0, 1, 2)
+T0 = 1_700_000_000_000
+N = 100
+T_975_2 = 4.302653  # t_{0.975} with 2 degrees of freedom
+M_BY_VIEW = {"best_val_accuracy": 2.0, "last": 4.0}  # |logit| of the imdb CE predictions at seed 0
+
+
+def _planted(ece: float, ece_ts: float, temperature: float):
+    """Per-seed (ECE, ECE after TS, T): a base plus terms in s and s² (so the differences to CE vary by seed)."""
+    return {
+        s: (ece + 0.008 * s + 0.002 * s**2, ece_ts + 0.004 * s + 0.001 * s**2, temperature + 0.1 * s + 0.02 * s**2)
+        for s in SEEDS
+    }
+
+
+IMDB = {
+    "cce": {s: (0.10 + 0.01 * s, 0.03 + 0.005 * s, 2.0 + 0.2 * s) for s in SEEDS},
+    "focal_gamma1": _planted(0.07, 0.028, 1.6),
+    "focal": _planted(0.05, 0.027, 1.3),
+    "focal_gamma3": _planted(0.04, 0.026, 1.1),
+    "focal_flsd53": _planted(0.03, 0.025, 1.05),
+}
+MNIST = {
+    "cce": {s: (0.02 + 0.001 * s, 0.015, 1.2 + 0.05 * s) for s in SEEDS},
+    "brier": _planted(0.01, 0.01, 1.0),
+    "focal_gamma1": _planted(0.06, 0.016, 2.0),
+    "focal": _planted(0.08, 0.017, 2.1),
+    "focal_flsd53": _planted(0.07, 0.016, 2.2),
+}
+
+
+def _labels_logits(m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels half 1, half 0; one logit per sample of magnitude m, of the wrong sign on the first 20 samples."""
+    labels = np.array([1, 0] * (N // 2), dtype=np.int32)
+    sign = np.where(labels == 1, 1.0, -1.0)
+    sign[:20] *= -1
+    return labels, m * sign
+
+
+def _log_run(client, experiment_id, parent_id, tmp: Path, dataset: str, loss: str, seed: int, values, claims):
+    overrides = {"loss": loss, "seed": str(seed)}
+    two_views = dataset == "imdb"
+    run_id = client.create_run(
+        experiment_id,
+        start_time=T0 + 1000 * seed,
+        tags={
+            "mlflow.parentRunId": parent_id,
+            "xent.study": STUDY,
+            "xent.role": "child",
+            "xent.job_overrides": json.dumps(overrides),
+            "dataset": dataset,
+            "loss": loss,
+            "impl": "custom",
+            "seed": str(seed),
+            **({tags.KEEP: tags.KEEP_BEST} if two_views else {}),
+        },
+    ).info.run_id
+    params = {
+        "study.claims": claims,
+        "dataset.name": dataset,
+        "model.name": "text_cnn" if dataset == "imdb" else "cnn",
+        "trainer.epochs": "12",
+        "trainer.optimizer._target_": "keras.optimizers.Adam",
+        "trainer.optimizer.learning_rate": "0.001",
+        "calibration.n_bins": "15",
+        "calibration.bootstrap": "0",
+    }
+    ece, ece_ts, temperature = values
+    metrics = {"test/ece": ece, "test/ece_ts": ece_ts, "test/temperature": temperature, "test/accuracy": 0.8}
+    if two_views:
+        metrics |= {tags.last_epoch_metric(key): value for key, value in metrics.items()}
+    overfits = two_views
+    history = [
+        Metric("train/accuracy", a, T0, e)
+        for e, a in enumerate([0.9, 0.97, 0.99, 0.995] if overfits else [0.8, 0.85, 0.88, 0.9])
+    ]
+    history += [
+        Metric("val/nll", v, T0, e) for e, v in enumerate([0.5, 0.3, 0.35, 0.4] if overfits else [0.5, 0.4, 0.35, 0.3])
+    ]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), T0, 4) for k, v in metrics.items()] + history,
+        params=[Param(k, v) for k, v in params.items()],
+    )
+    if two_views and loss == "cce":
+        folder = tmp / run_id
+        folder.mkdir()
+        artifacts = {tags.KEEP_BEST: tags.PREDICTIONS_ARTIFACT, tags.KEEP_LAST: tags.LAST_EPOCH_PREDICTIONS_ARTIFACT}
+        for view, artifact in artifacts.items():
+            labels, logits = _labels_logits(M_BY_VIEW[view] + seed)
+            path = calibration.save_predictions(folder / artifact.rsplit("/", 1)[1], logits, labels, "sigmoid")
+            client.log_artifact(run_id, str(path), artifact.rsplit("/", 1)[0])
+    client.set_terminated(run_id, "FINISHED", end_time=T0 + 1000 * seed + 500)
+
+
+def _make_store(root: Path, plan, claims: str) -> str:
+    """plan: (dataset, {loss: {seed: values}}); returns the store's URI."""
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(STUDY)
+    sweep = {"loss": ",".join(sorted({loss for _, losses in plan for loss in losses})), "seed": "0,1,2"}
+    parent = client.create_run(
+        experiment_id, start_time=T0, tags={"xent.study": STUDY, "xent.role": "parent", "xent.sweep": json.dumps(sweep)}
+    ).info.run_id
+    for dataset, losses in plan:
+        for loss, by_seed in losses.items():
+            for seed, values in by_seed.items():
+                _log_run(client, experiment_id, parent, root, dataset, loss, seed, values, claims)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    plan = [("imdb", IMDB), ("mnist", MNIST)]
+    uri = _make_store(tmp_path_factory.mktemp("claims-store"), plan, "focal_calibration")
+    client, launch = load_launch(STUDY, uri)
+    found = C.compute_claims(client, group_jobs(launch.jobs))
+    path = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path_factory.mktemp("claims-report"))
+    return found, path.read_text()
+
+
+def _view(found: C.Claims, dataset: str, view: str) -> dict[str, C.Verdict]:
+    (match,) = [v for v in found.views if v.dataset == dataset and v.view == view]
+    return {verdict.claim: verdict for verdict in match.verdicts}
+
+
+def _interval(values) -> tuple[float, float, float]:
+    mean, half = float(np.mean(values)), T_975_2 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _check(test: C.Test, expected, outcome: str) -> None:
+    assert (test.result.mean, test.result.low, test.result.high) == pytest.approx(_interval(expected))
+    assert test.result.n == len(expected) and test.outcome == outcome
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_outcome_reads_the_interval_against_the_claimed_side():
+    assert C.outcome(PairedTest(3, -0.2, -0.3, -0.1, 0.01), -1) == C.FOR
+    assert C.outcome(PairedTest(3, -0.2, -0.3, -0.1, 0.01), +1) == C.AGAINST
+    assert C.outcome(PairedTest(3, 0.2, 0.1, 0.3, 0.01), +1) == C.FOR
+    assert C.outcome(PairedTest(3, 0.1, -0.1, 0.3, 0.3), +1) == C.INCONCLUSIVE
+    assert C.outcome(PairedTest(1, 0.1, math.nan, math.nan, math.nan), +1) == C.NOT_COMPUTED
+
+
+def test_verdict_word_over_the_computed_tests():
+    assert C.verdict_word([C.FOR, C.FOR, C.NOT_COMPUTED]) == C.HOLDS
+    assert C.verdict_word([C.AGAINST, C.INCONCLUSIVE]) == C.DOES_NOT_HOLD
+    assert C.verdict_word([C.FOR, C.INCONCLUSIVE]) == C.MIXED
+    assert C.verdict_word([C.NOT_COMPUTED]) == C.NOT_TESTED == C.verdict_word([])
+
+
+def test_overconfidence_is_mean_confidence_minus_accuracy():
+    labels, logits = _labels_logits(3.0)
+    assert C.overconfidence(logits, labels, "sigmoid") == pytest.approx(special.expit(3.0) - 0.8)
+    # Softmax: rows [2, 0] and [0, 2] on labels 0, 0: confidence e²/(e²+1) both, accuracy 1/2.
+    two = C.overconfidence(np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 0]), "softmax")
+    assert two == pytest.approx(special.expit(2.0) - 0.5)
+
+
+# --------------------------------------------------------------------------- the verdicts on the store
+
+
+@pytest.mark.parametrize("view", ["best_val_accuracy", "last"])
+def test_every_claim_holds_on_imdb_with_the_hand_computed_differences(built, view):
+    verdicts = _view(built[0], "imdb", view)
+    assert {claim: v.word for claim, v in verdicts.items()} == dict.fromkeys(C.CLAIMS, C.HOLDS)
+    gap, temperature = verdicts["C1"].tests
+    _check(gap, [special.expit(M_BY_VIEW[view] + s) - 0.8 for s in SEEDS], C.FOR)
+    _check(temperature, [IMDB["cce"][s][2] - 1 for s in SEEDS], C.FOR)  # tested as T - 1 > 0
+    assert verdicts["C1"].note.startswith("CE runs over-fitted: 3/3")
+    ce = IMDB["cce"]
+    for index, preset in enumerate(C.CLAIM_SETS["focal_calibration"].focal):
+        f = IMDB[preset]
+        _check(verdicts["C2"].tests[index], [f[s][0] - ce[s][0] for s in SEEDS], C.FOR)
+        after_minus_before = [abs(f[s][1] - ce[s][1]) - abs(f[s][0] - ce[s][0]) for s in SEEDS]
+        _check(verdicts["C3"].tests[index], after_minus_before, C.FOR)
+        _check(verdicts["C4"].tests[index], [abs(math.log(f[s][2])) - abs(math.log(ce[s][2])) for s in SEEDS], C.FOR)
+    gamma1 = np.mean([IMDB["focal_gamma1"][s][0] for s in SEEDS])
+    assert verdicts["C2"].note.startswith(f"FLSD-53 has the lowest mean ECE of the focal rows: focal γ=1 {gamma1:.4f}")
+
+
+def test_c2_does_not_hold_on_mnist_where_focal_ece_is_higher(built):
+    verdicts = _view(built[0], "mnist", "null")  # no trainer.keep logged: one view
+    assert {claim: v.word for claim, v in verdicts.items()} == {
+        "C1": C.NOT_TESTED,  # T > 1 alone does not do: no predictions to compute the confidence gap
+        "C2": C.DOES_NOT_HOLD,
+        "C3": C.HOLDS,
+        "C4": C.DOES_NOT_HOLD,
+    }
+    gap, temperature = verdicts["C1"].tests
+    assert gap.outcome == C.NOT_COMPUTED and gap.reason == "no test predictions logged"
+    _check(temperature, [MNIST["cce"][s][2] - 1 for s in SEEDS], C.FOR)
+    assert verdicts["C1"].note.startswith("CE runs over-fitted: 0/3")
+    gamma1, gamma2, gamma3, flsd = verdicts["C2"].tests
+    _check(gamma1, [MNIST["focal_gamma1"][s][0] - MNIST["cce"][s][0] for s in SEEDS], C.AGAINST)
+    assert gamma3.outcome == C.NOT_COMPUTED and gamma3.reason == "not in this launch"
+    assert "FLSD-53 does not have (focal γ=1 has) the lowest mean ECE" in verdicts["C2"].note
+    assert [t.outcome for t in verdicts["C4"].tests] == [C.AGAINST, C.AGAINST, C.NOT_COMPUTED, C.AGAINST]
+
+
+def test_section_shows_the_verdicts_rules_and_settings(built):
+    found, text = built
+    section = text.split(C.HEADING + "\n", 1)[1].split("\n## ", 1)[0]
+    assert "### imdb: best-validation-accuracy checkpoint" in section and "### imdb: last epoch" in section
+    assert "### mnist: one evaluation per run (no `trainer.keep` logged)" in section
+    c2_mnist = section.split("### mnist")[1]
+    assert f"| C2 | {C.CLAIMS['C2']} | **does not hold** | 3 against, 1 not computed (not in this launch) |" in c2_mnist
+    ce, flsd = IMDB["cce"], IMDB["focal_flsd53"]
+    mean, low, high = _interval([flsd[s][0] - ce[s][0] for s in SEEDS])
+    assert f"| C2 | FLSD-53 (`loss=focal_flsd53`) | 3 | {mean:+.4f} | [{low:+.4f}, {high:+.4f}] | for |" in section
+    t_mean, t_low, t_high = _interval([ce[s][2] for s in SEEDS])
+    assert f"| C1 | fitted T | 3 | {t_mean:.3f} | [{t_low:.3f}, {t_high:.3f}] | for |" in section
+    assert "Not quoted: the paper's text could not be read on this offline machine" in section
+    settings = dict(found.settings)
+    assert settings["data"] == "imdb/mnist" and settings["epochs"] == "12" and settings["seeds"] == "0, 1, 2"
+    assert "| checkpoint evaluated | best-validation-accuracy checkpoint; last epoch; one evaluation" in section
+
+
+def test_section_is_absent_when_study_claims_is_null(tmp_path):
+    uri = _make_store(tmp_path, [("mnist", {k: MNIST[k] for k in ("cce", "focal")})], "None")
+    client, launch = load_launch(STUDY, uri)
+    assert C.compute_claims(client, group_jobs(launch.jobs)) is None
+    text = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path / "out").read_text()
+    assert "## Findings" in text and C.HEADING not in text
+    # A value that names no claim set is a one-line error naming the key, the value and the choices.
+    run = launch.jobs[0].run
+    bad = Job(Run(run.info, RunData(params=[Param("study.claims", "focal")])), reused=False)
+    with pytest.raises(ReportError, match=r"invalid study.claims='focal' .* expected null or one of \['focal_calib"):
+        C.claim_set([bad])

@@ -1,0 +1,199 @@
+"""The "Stability" section: where each loss path diverges, how many samples its gradient no longer reaches,
+and where the paths do not differ.
+
+A path is an implementation (impl) from logits or from probabilities, at a precision and (impl=naive) an
+epsilon; a row is a path at a learning rate. The section appears for a launch whose runs diverged
+(tag `xent.diverged`, `trainer.on_nonfinite`) or logged the zero-gradient probe (`trainer.gradient_probe`).
+
+Per row: runs, diverged k/n, the median divergence step, the zero-gradient fractions (mean over seeds of
+each run's last logged epoch), and the test accuracy and NLL of the runs that did not diverge. Then the
+numbers in words: per path the lowest learning rate at which any seed diverged, and per learning rate and
+precision the paths whose runs all finished and whose mean test accuracies lie within `SAME_ACCURACY`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from xent_lab.report.load import Job
+from xent_lab.report.markdown import NO_VALUE, diverged, markdown_table
+from xent_lab.tracking import tags
+
+LR, PRECISION = "trainer.optimizer.learning_rate", "trainer.precision"
+FROM_LOGITS, EPSILON = "loss.from_logits", "loss.epsilon"
+NAIVE = "naive"
+# Two paths "do not differ" at a setting when no run of either diverged and their mean test accuracies are this close.
+SAME_ACCURACY = 0.005
+
+
+class LossPath(NamedTuple):
+    loss: str
+    impl: str
+    from_logits: str  # "true" | "false"
+    precision: str
+    epsilon: str  # impl=naive only; NO_VALUE for the others, which clip at Keras' epsilon
+
+    @property
+    def label(self) -> str:
+        inputs = "from logits" if self.from_logits == "true" else "from probabilities"
+        epsilon = f", ε={self.epsilon}" if self.impl == NAIVE else ""
+        return f"{self.loss} {self.impl} {inputs}, {self.precision}{epsilon}"
+
+
+class Row(NamedTuple):
+    path: LossPath
+    lr: float
+    jobs: tuple[Job, ...]
+
+
+def _setting(job: Job, key: str) -> str:
+    """The job's value of a config key: its swept value, else its logged param."""
+    value = job.overrides.get(key, job.run.data.params.get(key, "?"))
+    return str(value).strip().lower()
+
+
+def _path(job: Job) -> LossPath:
+    impl = job.impl
+    epsilon = f"{float(_setting(job, EPSILON)):g}" if impl == NAIVE else NO_VALUE
+    return LossPath(job.tags.get(tags.LOSS, "?"), impl, _setting(job, FROM_LOGITS), _setting(job, PRECISION), epsilon)
+
+
+def _configured(job: Job) -> bool:
+    """Whether the job's run logged its config (a job that failed before its run started did not)."""
+    return all(key in job.overrides or key in job.run.data.params for key in (LR, EPSILON))
+
+
+def wanted(jobs: Sequence[Job]) -> bool:
+    """Whether the launch measured stability: a run diverged or logged the zero-gradient probe."""
+    return any(diverged(job) or job.metric(tags.ZERO_GRAD_FRACTION) is not None for job in jobs)
+
+
+def rows_of(jobs: Sequence[Job]) -> list[Row]:
+    """The jobs by path and learning rate, sorted by path then learning rate; jobs without a config (failed
+    before their run started, listed under "Failed runs") are left out."""
+    grouped: dict[tuple[LossPath, float], list[Job]] = {}
+    for job in filter(_configured, jobs):
+        grouped.setdefault((_path(job), float(_setting(job, LR))), []).append(job)
+    return [Row(path, lr, tuple(found)) for (path, lr), found in sorted(grouped.items())]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return NO_VALUE if value is None else f"{value:.{digits}f}"
+
+
+def _healthy(row: Row) -> list[Job]:
+    """The runs that finished without diverging: the ones with test metrics."""
+    return [job for job in row.jobs if job.finished and not diverged(job)]
+
+
+def _accuracy(row: Row) -> float | None:
+    return _mean([job.metric(tags.TEST_ACCURACY) for job in _healthy(row)])
+
+
+def _table_row(row: Row) -> list[object]:
+    gone = [job for job in row.jobs if diverged(job)]
+    steps = [s for job in gone if (s := job.metric(tags.DIVERGED_STEP)) is not None]
+    healthy = _healthy(row)
+    return [
+        row.path.loss,
+        row.path.impl,
+        row.path.from_logits,
+        f"{row.lr:g}",
+        row.path.precision,
+        row.path.epsilon,
+        len(row.jobs),
+        f"{len(gone)}/{len(row.jobs)}",
+        f"{np.median(steps):g}" if steps else NO_VALUE,
+        _cell(_mean([job.metric(tags.ZERO_GRAD_FRACTION) for job in row.jobs]), 4),
+        _cell(_mean([job.metric(tags.ZERO_GRAD_WRONG_FRACTION) for job in row.jobs]), 4),
+        _cell(_accuracy(row), 4),
+        _cell(_mean([job.metric(tags.test_metric("nll")) for job in healthy]), 4),
+    ]
+
+
+def divergence_sentences(rows: Sequence[Row]) -> list[str]:
+    """Per path: the lowest learning rate at which any seed diverged, or none up to the highest one run."""
+    sentences = []
+    for path in dict.fromkeys(row.path for row in rows):
+        own = [row for row in rows if row.path == path]
+        broken = [row for row in own if any(diverged(job) for job in row.jobs)]
+        if not broken:
+            sentences.append(f"- **{path.label}**: no divergence up to lr {max(r.lr for r in own):g}.")
+            continue
+        first = broken[0]
+        count = sum(diverged(job) for job in first.jobs)
+        sentences.append(
+            f"- **{path.label}**: diverges from lr {first.lr:g} ({count}/{len(first.jobs)} seeds there)"
+            + ("." if first is own[0] else f"; none diverged at lr {own[own.index(first) - 1].lr:g}.")
+        )
+    return sentences
+
+
+def agreement_sentences(rows: Sequence[Row]) -> list[str]:
+    """Per learning rate and precision: the groups of paths that do not differ (no divergence, close accuracy)."""
+    sentences = []
+    settings = sorted({(row.lr, row.path.precision) for row in rows})
+    for lr, precision in settings:
+        candidates = [
+            (accuracy, row)
+            for row in rows
+            if (row.lr, row.path.precision) == (lr, precision)
+            and not any(diverged(job) or not job.finished for job in row.jobs)
+            and (accuracy := _accuracy(row)) is not None
+        ]
+        candidates.sort(key=lambda pair: pair[0])
+        group: list[tuple[float, Row]] = []
+        for pair in [*candidates, None]:
+            if pair is not None and (not group or pair[0] - group[0][0] <= SAME_ACCURACY):
+                group.append(pair)
+                continue
+            if len(group) > 1:
+                labels = "; ".join(row.path.label for _, row in group)
+                sentences.append(
+                    f"- lr {lr:g}, {precision}: {labels} do not differ "
+                    f"(test accuracy {group[0][0]:.4f} to {group[-1][0]:.4f}, no run diverged)."
+                )
+            group = [pair] if pair is not None else []
+    return sentences
+
+
+def stability_section(jobs: Sequence[Job]) -> list[str]:
+    """The section, or nothing when no run measured stability."""
+    if not wanted(jobs):
+        return []
+    rows = rows_of(jobs)
+    header = ["loss", "impl", "from_logits", "lr", "precision", "ε (naive)", "runs", "diverged", "median step"]
+    header += ["zero-grad", "zero-grad wrong", "test accuracy", "test NLL"]
+    agreeing = agreement_sentences(rows)
+    return [
+        "## Stability",
+        "",
+        "Diverged: runs whose training loss became NaN or infinite (`trainer.on_nonfinite=record` stops them there "
+        "and skips their test evaluation); median step: global 0-based training step of the first non-finite batch "
+        "loss. Zero-grad: fraction of the probed training samples (`trainer.gradient_probe`) whose loss gradient "
+        "with respect to the model's output is exactly zero (the clip at ε / 1 − ε cut it); wrong: zero on a "
+        "misclassified sample, a confident mistake the loss no longer corrects; mean over seeds of each run's last "
+        "logged epoch. Test accuracy and NLL: mean over the runs that did not diverge.",
+        "",
+        *markdown_table(header, [_table_row(row) for row in rows]),
+        "",
+        "### Where each path breaks",
+        "",
+        *divergence_sentences(rows),
+        "",
+        "### Where the paths do not differ",
+        "",
+        f"Paths at the same learning rate and precision with no diverged run and mean test accuracies within "
+        f"{SAME_ACCURACY}:",
+        "",
+        *(agreeing or ["- none: at every setting the paths differ or some run diverged."]),
+        "",
+    ]
