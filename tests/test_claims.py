@@ -181,6 +181,7 @@ def test_verdict_word_over_the_computed_tests():
     assert C.verdict_word([C.FOR, C.FOR, C.NOT_COMPUTED]) == C.HOLDS
     assert C.verdict_word([C.AGAINST, C.INCONCLUSIVE]) == C.DOES_NOT_HOLD
     assert C.verdict_word([C.FOR, C.INCONCLUSIVE]) == C.MIXED
+    assert C.verdict_word([C.INCONCLUSIVE, C.INCONCLUSIVE, C.NOT_COMPUTED]) == C.NOT_SHOWN
     assert C.verdict_word([C.NOT_COMPUTED]) == C.NOT_TESTED == C.verdict_word([])
 
 

@@ -9,11 +9,14 @@ import json
 import keras
 import numpy as np
 import pytest
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 
 from tests.helpers.e2e import QUICK, compose_config, latest_run, run_train, runs, train_here
 from xent_lab import config
 from xent_lab.errors import ConfigError, NonFiniteLossError, NotApplicable
 from xent_lab.losses import CategoricalCrossentropy, naive
+from xent_lab.report import stability
+from xent_lab.report.load import Job
 from xent_lab.tracking import tags as T
 from xent_lab.training.probe import count_gradients, loss_gradients, misclassified
 
@@ -161,3 +164,33 @@ def test_mini_stability_study_the_naive_path_diverges_and_the_stable_path_does_n
     assert "| diverged |" in header
     overrides = [json.loads(r.data.tags[T.JOB_OVERRIDES]) for r in by_impl["naive"]]
     assert sorted(float(o["loss.epsilon"]) for o in overrides) == [1e-15, 1e-7]
+
+
+def _job(impl: str, seed: int, accuracy: float | None, lr: float = 0.03) -> Job:
+    """A finished run of the stability grid as the report reads it (diverged when accuracy is None)."""
+    metrics = [Metric(T.TEST_ACCURACY, accuracy, 0, 0)] if accuracy is not None else [Metric(T.DIVERGED_STEP, 1, 0, 0)]
+    params = {"loss.from_logits": "True", "trainer.optimizer.learning_rate": str(lr), "trainer.precision": "float32"}
+    params["loss.epsilon"] = "1e-15"
+    run_tags = {T.IMPL: impl, T.SEED: str(seed), T.LOSS: "cce", **({T.DIVERGED: "true"} if accuracy is None else {})}
+    info = RunInfo(f"{impl}{seed}", "0", "", "FINISHED", 0, 1, "active", run_name="r")
+    data = RunData(metrics, [Param(k, v) for k, v in params.items()], [RunTag(k, v) for k, v in run_tags.items()])
+    return Job(Run(info, data), reused=False)
+
+
+def test_paths_are_equal_only_when_the_paired_interval_lies_inside_the_margin():
+    custom = [0.900, 0.910, 0.920]
+    builtin = [a + 0.001 for a in custom]  # a constant 0.001 shift: interval [0.001, 0.001], inside ±0.005
+    naive_close = [0.902, 0.905, 0.925]  # differences +0.002 -0.005 +0.005: mean 0.0007, interval wider than ±0.005
+    jobs = [_job("custom", s, a) for s, a in enumerate(custom)]
+    jobs += [_job("builtin", s, a) for s, a in enumerate(builtin)]
+    jobs += [_job("naive", s, a) for s, a in enumerate(naive_close)]
+    jobs += [_job("naive", s, None, lr=0.1) for s in range(3)] + [_job("custom", s, 0.5, lr=0.1) for s in range(3)]
+    sentences = "\n".join(stability.agreement_sentences(stability.rows_of(jobs)))
+    assert (
+        "**cce builtin from logits, float32** does not differ from custom (within ±0.005): test accuracy Δ +0.0010"
+        in (sentences)
+    )
+    assert "**cce naive from logits, float32, ε=1e-15** is not shown equal to or different from custom" in sentences
+    assert (
+        "lr 0.1, float32: **cce naive from logits, float32, ε=1e-15** differs from custom: 3 more diverged" in sentences
+    )

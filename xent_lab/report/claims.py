@@ -39,7 +39,7 @@ PAPER = (
 )
 VIEWS = {tags.KEEP_BEST: "best-validation-accuracy checkpoint", tags.KEEP_LAST: "last epoch"}  # trainer.keep
 FOR, AGAINST, INCONCLUSIVE, NOT_COMPUTED = "for", "against", "inconclusive", "not computed"
-HOLDS, DOES_NOT_HOLD, MIXED, NOT_TESTED = "holds", "does not hold", "mixed", "not tested"
+HOLDS, DOES_NOT_HOLD, MIXED, NOT_SHOWN, NOT_TESTED = "holds", "does not hold", "mixed", "not shown", "not tested"
 
 
 class ClaimSet(NamedTuple):
@@ -118,12 +118,18 @@ def outcome(result: PairedTest, claimed: int) -> str:
 
 
 def verdict_word(outcomes: Sequence[str]) -> str:
-    """holds: every computed test is for; does not hold: none is; mixed: some are; not tested: none computed."""
+    """Over the computed tests: holds when every one is for; does not hold when some are against and none is for;
+    not shown when all are inconclusive (too few seeds or too small an effect to tell); mixed otherwise; not
+    tested when none was computed."""
     computed = [o for o in outcomes if o != NOT_COMPUTED]
     if not computed:
         return NOT_TESTED
-    supporting = sum(o == FOR for o in computed)
-    return HOLDS if supporting == len(computed) else DOES_NOT_HOLD if supporting == 0 else MIXED
+    supporting, opposing = sum(o == FOR for o in computed), sum(o == AGAINST for o in computed)
+    if supporting == len(computed):
+        return HOLDS
+    if supporting == 0:
+        return DOES_NOT_HOLD if opposing else NOT_SHOWN
+    return MIXED
 
 
 def overconfidence(logits: np.ndarray, labels: np.ndarray, head: str) -> float:
@@ -338,8 +344,9 @@ RULES = [
     "Each test is over per-seed values d_s, runs matched by seed (`stats.paired_test`: mean, 95% Student-t "
     "interval). Outcome: **for** when the interval lies on the side the claim predicts, **against** on the other "
     "side, **inconclusive** when it contains 0, **not computed** with fewer than 2 seeds or a value not logged. "
-    "Verdict over the computed tests: **holds** when all are for, **does not hold** when none is, **mixed** "
-    "otherwise, **not tested** when none was computed.",
+    "Verdict over the computed tests: **holds** when all are for, **does not hold** when some are against and "
+    "none is for, **not shown** when all are inconclusive, **mixed** otherwise, **not tested** when none was "
+    "computed.",
     "",
     "- **C1:** over the CE runs, d_s = mean test confidence − test accuracy (from the logged test predictions), "
     "claimed > 0; and the fitted T, claimed > 1; not tested unless both are computed. The evidence column says how "

@@ -7,8 +7,9 @@ epsilon; a row is a path at a learning rate. The section appears for a launch wh
 
 Per row: runs, diverged k/n, the median divergence step, the zero-gradient fractions (mean over seeds of
 each run's last logged epoch), and the test accuracy and NLL of the runs that did not diverge. Then the
-numbers in words: per path the lowest learning rate at which any seed diverged, and per learning rate and
-precision the paths whose runs all finished and whose mean test accuracies lie within `SAME_ACCURACY`.
+numbers in words: per path the lowest learning rate at which any seed diverged, and each path against the
+stable custom one at the same setting: equal when the 95% interval of the paired accuracy difference lies
+inside ±`SAME_ACCURACY` (an equivalence test), different when it excludes 0 or more runs diverged.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import numpy as np
 
 from xent_lab.report.load import Job
 from xent_lab.report.markdown import NO_VALUE, diverged, markdown_table
+from xent_lab.report.stats import paired_test
 from xent_lab.tracking import tags
 
 LR, PRECISION = "trainer.optimizer.learning_rate", "trainer.precision"
 FROM_LOGITS, EPSILON = "loss.from_logits", "loss.epsilon"
 NAIVE = "naive"
-# Two paths "do not differ" at a setting when no run of either diverged and their mean test accuracies are this close.
+# The equivalence margin: two paths "do not differ" when the 95% interval of their paired accuracy difference lies
+# inside ±SAME_ACCURACY (half a point of accuracy, below what the study's sizes resolve between losses).
 SAME_ACCURACY = 0.005
+CUSTOM = "custom"
 
 
 class LossPath(NamedTuple):
@@ -137,31 +141,43 @@ def divergence_sentences(rows: Sequence[Row]) -> list[str]:
     return sentences
 
 
+def _by_seed(row: Row) -> dict[str, float]:
+    return {job.seed: accuracy for job in _healthy(row) if (accuracy := job.metric(tags.TEST_ACCURACY)) is not None}
+
+
 def agreement_sentences(rows: Sequence[Row]) -> list[str]:
-    """Per learning rate and precision: the groups of paths that do not differ (no divergence, close accuracy)."""
+    """Per row other than impl=custom, against the custom row of the same loss, input path, precision and learning
+    rate: the paired per-seed difference in test accuracy, and whether its 95% interval shows the two equal
+    (inside ±SAME_ACCURACY), different (excluding 0) or neither. A row with a diverged run differs by that."""
     sentences = []
-    settings = sorted({(row.lr, row.path.precision) for row in rows})
-    for lr, precision in settings:
-        candidates = [
-            (accuracy, row)
-            for row in rows
-            if (row.lr, row.path.precision) == (lr, precision)
-            and not any(diverged(job) or not job.finished for job in row.jobs)
-            and (accuracy := _accuracy(row)) is not None
-        ]
-        candidates.sort(key=lambda pair: pair[0])
-        group: list[tuple[float, Row]] = []
-        for pair in [*candidates, None]:
-            if pair is not None and (not group or pair[0] - group[0][0] <= SAME_ACCURACY):
-                group.append(pair)
-                continue
-            if len(group) > 1:
-                labels = "; ".join(row.path.label for _, row in group)
-                sentences.append(
-                    f"- lr {lr:g}, {precision}: {labels} do not differ "
-                    f"(test accuracy {group[0][0]:.4f} to {group[-1][0]:.4f}, no run diverged)."
-                )
-            group = [pair] if pair is not None else []
+    for row in rows:
+        if row.path.impl == CUSTOM:
+            continue
+        twin = row.path._replace(impl=CUSTOM, epsilon=NO_VALUE)
+        base = next((other for other in rows if other.path == twin and other.lr == row.lr), None)
+        if base is None:
+            continue
+        where = f"lr {row.lr:g}, {row.path.precision}"
+        gone = sum(diverged(job) for job in row.jobs) - sum(diverged(job) for job in base.jobs)
+        if gone:
+            more = "more" if gone > 0 else "fewer"
+            sentences.append(f"- {where}: **{row.path.label}** differs from custom: {abs(gone)} {more} diverged runs.")
+            continue
+        mine, theirs = _by_seed(row), _by_seed(base)
+        seeds = sorted(mine.keys() & theirs.keys())
+        if len(seeds) < 2:
+            continue
+        test = paired_test([mine[seed] - theirs[seed] for seed in seeds])
+        if test.low >= -SAME_ACCURACY and test.high <= SAME_ACCURACY:
+            word = f"does not differ from custom (within ±{SAME_ACCURACY})"
+        elif test.low > 0 or test.high < 0:
+            word = "differs from custom"
+        else:
+            word = "is not shown equal to or different from custom"
+        sentences.append(
+            f"- {where}: **{row.path.label}** {word}: test accuracy Δ {test.mean:+.4f} "
+            f"[{test.low:+.4f}, {test.high:+.4f}] over {test.n} seeds."
+        )
     return sentences
 
 
@@ -191,9 +207,10 @@ def stability_section(jobs: Sequence[Job]) -> list[str]:
         "",
         "### Where the paths do not differ",
         "",
-        f"Paths at the same learning rate and precision with no diverged run and mean test accuracies within "
-        f"{SAME_ACCURACY}:",
+        "Each path against the stable custom loss at the same input path, precision and learning rate: the paired "
+        "per-seed difference in test accuracy with its 95% Student-t interval; equal when the interval lies inside "
+        f"±{SAME_ACCURACY} (an equivalence test), different when it excludes 0 or when more runs diverged.",
         "",
-        *(agreeing or ["- none: at every setting the paths differ or some run diverged."]),
+        *(agreeing or ["- no path shares enough finished seeds with the custom one to compare."]),
         "",
     ]
