@@ -347,6 +347,19 @@ def test_readme_block_is_rewritten_from_the_reports_idempotently(built, tmp_path
     assert report.update_readme(path) is False and path.read_text() == text
 
 
+def test_readme_block_carries_the_verdicts_of_a_claims_section(tmp_path):
+    claims = (
+        f"{readme.CLAIMS_HEADING}\n\nRules.\n\n### imdb: last epoch\n\n"
+        "| claim | statement | verdict | tests | evidence |\n|---|---|---|---|---|\n"
+        "| C1 | CE is over-confident | **holds** | 2 for | – |\n"
+        "| C2 | focal has a lower ECE | **not shown** | 4 inconclusive | – |\n\n## Results: imdb\n"
+        "| C3 | not a claims table row | **ignored** | – | – |\n"
+    )
+    path = _readme_tree(tmp_path, f"# Study report: a_study\n\n## Findings\n\n1. a finding\n\n{claims}")
+    report.update_readme(path)
+    assert "  - against Mukhoti et al. 2020, imdb: last epoch: C1 holds, C2 not shown\n" in path.read_text()
+
+
 def test_readme_without_markers_is_a_clear_error(tmp_path):
     path = tmp_path / "README.md"
     path.write_text("# no markers\n")

@@ -24,10 +24,10 @@ from mlflow.tracking import MlflowClient
 from xent_lab import heads
 from xent_lab.calibration.binning import top_label
 from xent_lab.report import overfit
-from xent_lab.report.findings import Row, _finished_by_seed, _normal, rows_of
+from xent_lab.report.findings import Row, finished_by_seed, normal_value, rows_of
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, ReportError, job_predictions
 from xent_lab.report.markdown import NO_VALUE, markdown_table
-from xent_lab.report.narrative import _signed, _span
+from xent_lab.report.narrative import signed, span
 from xent_lab.report.stats import PairedTest, finished_values, paired_test
 from xent_lab.tracking import tags
 
@@ -141,7 +141,7 @@ def overconfidence(logits: np.ndarray, labels: np.ndarray, head: str) -> float:
 def claim_set(jobs: Sequence[Job]) -> str | None:
     """`study.claims` as the runs logged it (this launch's runs first); None when null or absent."""
     logged = (job.params.get(KEY) for job in sorted(jobs, key=lambda j: j.reused))
-    value = _normal(next((v for v in logged if v is not None), "null"))
+    value = normal_value(next((v for v in logged if v is not None), "null"))
     if value == "null":
         return None
     if value not in CLAIM_SETS:
@@ -158,7 +158,7 @@ def _test(label: str, values: Sequence[float], claimed: int, missing: str, offse
 
 def _pick(rows: Sequence[Row], preset: str) -> Row | None:
     """The row of a preset (`loss` value), custom implementation first."""
-    matches = [row for row in rows if row.values().get("loss") == _normal(preset)]
+    matches = [row for row in rows if row.values().get("loss") == normal_value(preset)]
     return min(matches, key=lambda row: (row.impl != CUSTOM, row.label), default=None)
 
 
@@ -166,7 +166,7 @@ Paired = Callable[[Job, Job], float | None]  # (focal job, CE job) of one seed -
 
 
 def _paired(row: Row, base: Row, value: Paired) -> list[float]:
-    mine, theirs = _finished_by_seed(row), _finished_by_seed(base)
+    mine, theirs = finished_by_seed(row), finished_by_seed(base)
     return [d for seed in sorted(mine.keys() & theirs.keys()) if (d := value(mine[seed], theirs[seed])) is not None]
 
 
@@ -311,7 +311,7 @@ def _shown(test: Test) -> tuple[str, str]:
     if r is None:
         return NO_VALUE, NO_VALUE
     if not test.offset:
-        return _signed(r.mean), _span(r.low, r.high)
+        return signed(r.mean), span(r.low, r.high)
     o = test.offset
     return f"{r.mean + o:.3f}", f"[{r.low + o:.3f}, {r.high + o:.3f}]"
 

@@ -77,7 +77,7 @@ class Row(NamedTuple):
         """The row's config: its first job's params, `loss` and `loss.impl` from its tags, its swept values."""
         job = self.jobs[0]
         values = {**job.params, "loss": job.tags.get(tags.LOSS, ""), "loss.impl": job.impl, **job.overrides}
-        return {key: _normal(value) for key, value in values.items()}
+        return {key: normal_value(value) for key, value in values.items()}
 
 
 class Bootstrap(NamedTuple):
@@ -113,7 +113,7 @@ class Findings(NamedTuple):
     rule: str  # how the baselines were chosen
 
 
-def _normal(value: object) -> str:
+def normal_value(value: object) -> str:
     """Config values as params and overrides spell them alike: `True` = `true`, `None` = `null`."""
     text = str(value).strip().lower()
     return "null" if text == "none" else text
@@ -186,7 +186,7 @@ def _within_rule(within: Sequence[str]) -> str:
 
 def _position(listing: str, value: str) -> int:
     """Index of `value` among the comma-separated swept values (after all of them when absent)."""
-    values = [_normal(v) for v in listing.split(",")]
+    values = [normal_value(v) for v in listing.split(",")]
     return values.index(value) if value in values else len(values)
 
 
@@ -226,7 +226,7 @@ def choose_baselines(
     shown = ", ".join(f"{key}: {value}" for key, value in spec.items())
     baselines: dict[str, Row | None] = {}
     for dataset, dataset_rows in rows.items():
-        matches = [r for r in dataset_rows if all(r.values().get(k) == _normal(v) for k, v in spec.items())]
+        matches = [r for r in dataset_rows if all(r.values().get(k) == normal_value(v) for k, v in spec.items())]
         if len(matches) > 1:
             raise ReportError(
                 f"{BASELINE_KEY}={{{shown}}} matches {len(matches)} rows of {dataset} "
@@ -279,7 +279,7 @@ class _Pairs:
         )
 
 
-def _finished_by_seed(row: Row) -> dict[str, Job]:
+def finished_by_seed(row: Row) -> dict[str, Job]:
     return {job.seed: job for job in row.jobs if job.finished}
 
 
@@ -297,7 +297,7 @@ def _combine(differences: Sequence[calibration.PairedDifference]) -> Bootstrap |
 
 def _compare(row: Row, baseline: Row, pairs: _Pairs) -> list[Comparison]:
     """The four comparisons of `row` with `baseline` over their common finished seeds."""
-    base_jobs, row_jobs = _finished_by_seed(baseline), _finished_by_seed(row)
+    base_jobs, row_jobs = finished_by_seed(baseline), finished_by_seed(row)
     seeds = sorted(base_jobs.keys() & row_jobs.keys())
     boots = {scaled: [pairs.bootstrap(base_jobs[s], row_jobs[s], scaled) for s in seeds] for scaled in (False, True)}
     comparisons = []

@@ -32,12 +32,12 @@ def _p_relation(p: float) -> str:
     return shown if shown.startswith("<") else f"= {shown}"
 
 
-def _signed(value: float) -> str:
+def signed(value: float) -> str:
     return f"{value:+.{DIGITS}f}"
 
 
-def _span(low: float, high: float) -> str:
-    return NO_VALUE if math.isnan(low) else f"[{_signed(low)}, {_signed(high)}]"
+def span(low: float, high: float) -> str:
+    return NO_VALUE if math.isnan(low) else f"[{signed(low)}, {signed(high)}]"
 
 
 def regime(dataset: str, jobs: Sequence[Job]) -> str:
@@ -59,13 +59,13 @@ def sentence(comparison: Comparison, with_dataset: bool) -> str:
     direction = "the same" if s.mean == 0 else ("a higher" if s.mean > 0 else "a lower")
     relation = "as" if s.mean == 0 else "than"
     text = (
-        f"{c.row.label} has {direction} {c.compared.label} {relation} {c.baseline.label}{where}: {_signed(s.mean)} "
-        f"{_span(s.low, s.high)} over {s.n} seeds, p_Holm {_p_relation(c.p_holm)}, {c.verdict}"
+        f"{c.row.label} has {direction} {c.compared.label} {relation} {c.baseline.label}{where}: {signed(s.mean)} "
+        f"{span(s.low, s.high)} over {s.n} seeds, p_Holm {_p_relation(c.p_holm)}, {c.verdict}"
     )
     if c.bootstrap is not None:
         b = c.bootstrap
         text += (
-            f"; on the test set {_signed(b.difference)} {_span(b.low, b.high)}, "
+            f"; on the test set {signed(b.difference)} {span(b.low, b.high)}, "
             f"excluding 0 in {b.excluding_zero} of {b.pairs} seed pairs"
         )
     return text + "."
@@ -113,8 +113,8 @@ def _table(comparisons: Sequence[Comparison]) -> list[str]:
             [NO_VALUE, NO_VALUE, NO_VALUE]
             if b is None
             else [
-                _signed(b.difference),
-                _span(b.low, b.high),
+                signed(b.difference),
+                span(b.low, b.high),
                 f"{b.excluding_zero}/{b.pairs}",
             ]
         )
@@ -124,8 +124,8 @@ def _table(comparisons: Sequence[Comparison]) -> list[str]:
                 c.row.label,
                 c.compared.label,
                 s.n,
-                _signed(s.mean),
-                _span(s.low, s.high),
+                signed(s.mean),
+                span(s.low, s.high),
                 _p(s.p),
                 _p(c.p_holm),
                 c.verdict,

@@ -2,7 +2,8 @@
 
 `update_readme` rewrites the lines between `<!-- findings:start -->` and `<!-- findings:end -->` with,
 for each `experiments/*/REPORT.md`, its regime and its first findings (they are ranked by significance),
-linked to the report. Run by `python -m xent_lab.report --readme README.md`.
+and the verdicts of its "Against the paper" section when it has one, linked to the report. Run by
+`python -m xent_lab.report --readme README.md`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xent_lab import atomic
+from xent_lab.report.claims import HEADING as CLAIMS_HEADING
 from xent_lab.report.load import ReportError
 from xent_lab.report.narrative import FINDINGS_HEADING, REGIME_LABEL
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 TOP = 3
 _NUMBERED = re.compile(r"\d+\. (.+)")
+PAPER = CLAIMS_HEADING.removeprefix("## Against the paper: ")
+_CLAIM_ROW = re.compile(r"\| (C\d+) \| [^|]+ \| \*\*([^*]+)\*\* \|")  # | C1 | statement | **verdict** | ...
 
 
 def report_findings(report: Path) -> tuple[list[str], list[str]] | None:
@@ -31,6 +35,24 @@ def report_findings(report: Path) -> tuple[list[str], list[str]] | None:
     section = section[: next((i for i, line in enumerate(section) if line.startswith("#")), len(section))]
     regimes = [line.removeprefix(REGIME_LABEL) for line in section if line.startswith(REGIME_LABEL)]
     return regimes, [m.group(1) for line in section if (m := _NUMBERED.fullmatch(line))]
+
+
+def report_claims(report: Path) -> list[str]:
+    """One line per evaluation of a REPORT.md's "Against the paper" section, e.g. `imdb: last epoch: C1 holds,
+    C2 does not hold, ...`; none without the section."""
+    lines = report.read_text(encoding="utf-8").splitlines()
+    if CLAIMS_HEADING not in lines:
+        return []
+    section = lines[lines.index(CLAIMS_HEADING) + 1 :]
+    section = section[: next((i for i, line in enumerate(section) if line.startswith("## ")), len(section))]
+    views: dict[str, list[str]] = {}
+    heading = None
+    for line in section:
+        if line.startswith("### "):
+            heading = line.removeprefix("### ")
+        elif heading is not None and (m := _CLAIM_ROW.match(line)):
+            views.setdefault(heading, []).append(f"{m.group(1)} {m.group(2)}")
+    return [f"{heading}: {', '.join(verdicts)}" for heading, verdicts in views.items()]
 
 
 def findings_block(reports: Sequence[Path], base: Path, top: int = TOP) -> list[str]:
@@ -55,6 +77,9 @@ def findings_block(reports: Sequence[Path], base: Path, top: int = TOP) -> list[
         regimes, findings = found
         lines.append(f"- {title} ({'; '.join(regimes)}):")
         lines += [f"  - {finding}" for finding in findings[:top]] or ["  - no comparison."]
+        lines += [
+            f"  - against {CLAIMS_HEADING.removeprefix('## Against the paper: ')}, {c}" for c in report_claims(report)
+        ]
         lines.append("")
     return lines
 
