@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.tracking import MlflowClient
 
 from xent_lab import calibration, report
 from xent_lab.report import findings as F
-from xent_lab.report import readme
-from xent_lab.report.load import ReportError, group_jobs, load_launch
+from xent_lab.report import readme, tables
+from xent_lab.report.load import Job, ReportError, group_jobs, load_launch
+from xent_lab.tracking import tags as T
 
 STUDY = "findings"
 SEEDS = (0, 1, 2)
@@ -498,3 +499,28 @@ def test_report_of_two_evaluations_counts_runs_and_shows_a_row_each(tmp_path):
         f"{kept.mean():.4f} ± {kept.std(ddof=1):.4f}"
     )
     assert "mnist (trainer.keep=last): `loss=cce, trainer.keep=last` [custom]" in text
+
+
+def _metrics_job(seed: int, metrics: dict[str, float]) -> Job:
+    info = RunInfo(f"r{seed}", "0", "", "FINISHED", 0, 1, "active", run_name="r")
+    run_tags = [RunTag(T.IMPL, "custom"), RunTag(T.SEED, str(seed)), RunTag(T.LOSS, "cce")]
+    return Job(Run(info, RunData([Metric(k, v, 0, 0) for k, v in metrics.items()], [], run_tags)), reused=False)
+
+
+def test_calibration_before_and_after_temperature_scaling_table():
+    def logged(name: str, value: float, low: float, high: float) -> dict[str, float]:
+        return {name: value, f"{name}/{T.CI_LOW}": low, f"{name}/{T.CI_HIGH}": high}
+
+    jobs = []
+    for seed in (0, 1):
+        metrics: dict[str, float] = {}
+        for name in ("ece", "adaece", "classwise_ece"):
+            shift = seed * 0.02
+            metrics |= logged(T.test_metric(name), 0.10 + shift, 0.08 + shift, 0.12 + shift)
+            metrics |= logged(T.recal_metric("temperature", name), 0.02, 0.01, 0.03 + shift)
+        jobs.append(_metrics_job(seed, metrics))
+    lines = tables.temperature_section({"loss=cce": {"custom": jobs}})
+    row = next(line for line in lines if line.startswith("| loss=cce"))
+    # before: mean 0.11, bounds means [0.09, 0.13]; after: 0.02, [0.01, 0.04], for each of the three errors
+    assert row == "| loss=cce | custom | 2 |" + " 0.1100 [0.0900, 0.1300] | 0.0200 [0.0100, 0.0400] |" * 3
+    assert tables.temperature_section({"loss=cce": {"custom": [_metrics_job(0, {T.TEST_ECE: 0.1})]}}) == []

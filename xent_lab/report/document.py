@@ -18,7 +18,7 @@ from xent_lab.report.markdown import (
 from xent_lab.report.narrative import findings_section
 from xent_lab.report.overfit import Overfit
 from xent_lab.report.stability import stability_section
-from xent_lab.report.tables import bootstrap_section, overfit_section, recalibration_section
+from xent_lab.report.tables import bootstrap_section, overfit_section, recalibration_section, temperature_section
 
 
 def render_report(
@@ -35,7 +35,8 @@ def render_report(
     if findings is not None:
         lines += findings_section(findings, groups)
     for dataset, variants in groups.items():
-        lines += results_section(dataset, variants) + bootstrap_section(variants) + recalibration_section(variants)
+        lines += results_section(dataset, variants) + bootstrap_section(variants) + temperature_section(variants)
+        lines += recalibration_section(variants)
         if overfits is not None:
             lines += overfit_section(variants, overfits)
     if not groups:

@@ -1,5 +1,5 @@
-"""Per-row tables of a dataset beyond the results: the runs' bootstrap intervals, the test ECE after each
-recalibration method, and over-fitting (`overfit`)."""
+"""Per-row tables of a dataset beyond the results: the runs' bootstrap intervals, calibration before and after
+temperature scaling, the test ECE after each recalibration method, and over-fitting (`overfit`)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,26 @@ def _mean_interval(summary: Summary | None, digits: int) -> str:
     return f"{summary.mean:.{digits}f} {interval_cell(summary, digits)}"
 
 
+# The calibration errors shown before and after temperature scaling (test/<name>, test/recal/temperature/<name>).
+SCALED = (("ece", "ECE"), ("adaece", "AdaECE"), ("classwise_ece", "classwise ECE"))
+
+
+def _mean_bounds(jobs: Sequence[Job], metric: str) -> tuple[float, float] | None:
+    """Mean over the finished jobs of a metric's bootstrap bounds; None when none logged them."""
+    pairs = [
+        (low, high)
+        for job in jobs
+        if job.finished
+        and (low := job.metric(f"{metric}/{tags.CI_LOW}")) is not None
+        and (high := job.metric(f"{metric}/{tags.CI_HIGH}")) is not None
+    ]
+    return tuple(np.mean(pairs, axis=0)) if pairs else None
+
+
 def bootstrap_section(variants: Variants) -> list[str]:
     """Mean over seeds of each run's bootstrap interval bounds, for the columns whose runs logged them."""
-    bounds = {c: [f"{c.metric}/{tags.CI_LOW}", f"{c.metric}/{tags.CI_HIGH}"] for c in COLUMNS}
     jobs = [job for _, _, row_jobs in _rows(variants) for job in row_jobs]
-    columns = [c for c in COLUMNS if finished_values(jobs, bounds[c][0])]
+    columns = [c for c in COLUMNS if finished_values(jobs, f"{c.metric}/{tags.CI_LOW}")]
     heading = [f"### {CONFIDENCE:.0%} bootstrap intervals on the test set (mean of the runs' bounds)", ""]
     if not columns:
         return [*heading, "No run logged bootstrap intervals (`calibration.bootstrap=0`).", ""]
@@ -42,13 +57,8 @@ def bootstrap_section(variants: Variants) -> list[str]:
     for variant, impl, row_jobs in _rows(variants):
         cells = []
         for c in columns:
-            pairs = [
-                (job.metric(bounds[c][0]), job.metric(bounds[c][1]))
-                for job in row_jobs
-                if job.finished and job.metric(bounds[c][0]) is not None and job.metric(bounds[c][1]) is not None
-            ]
-            low, high = np.mean(pairs, axis=0) if pairs else (None, None)
-            cells.append(NO_VALUE if low is None else f"[{low:.{c.digits}f}, {high:.{c.digits}f}]")
+            found = _mean_bounds(row_jobs, c.metric)
+            cells.append(NO_VALUE if found is None else f"[{found[0]:.{c.digits}f}, {found[1]:.{c.digits}f}]")
         rows.append([variant, impl, sum(job.finished for job in row_jobs), *cells])
     return [
         *heading,
@@ -57,6 +67,43 @@ def bootstrap_section(variants: Variants) -> list[str]:
         "the Student-t interval above the seeds'.",
         "",
         *markdown_table(["variant", "impl", "seeds", *(c.label for c in columns)], rows),
+        "",
+    ]
+
+
+def _scaled_cell(jobs: Sequence[Job], metric: str) -> str:
+    """`mean [mean bootstrap bounds]` of a metric over a row's finished seeds."""
+    values = finished_values(jobs, metric)
+    if not values:
+        return NO_VALUE
+    bounds = _mean_bounds(jobs, metric)
+    interval = "" if bounds is None else f" [{bounds[0]:.4f}, {bounds[1]:.4f}]"
+    return f"{np.mean(values):.4f}{interval}"
+
+
+def temperature_section(variants: Variants) -> list[str]:
+    """ECE, AdaECE and classwise ECE before and after temperature scaling, with the runs' bootstrap bounds;
+    nothing when no run logged the temperature-scaled AdaECE (`calibration.methods` without temperature)."""
+    after = {name: tags.recal_metric("temperature", name) for name, _ in SCALED}
+    jobs = [job for _, _, row_jobs in _rows(variants) for job in row_jobs]
+    if not finished_values(jobs, after["adaece"]):
+        return []
+    rows = []
+    for variant, impl, row_jobs in _rows(variants):
+        cells = [
+            cell
+            for name, _ in SCALED
+            for cell in (_scaled_cell(row_jobs, tags.test_metric(name)), _scaled_cell(row_jobs, after[name]))
+        ]
+        rows.append([variant, impl, sum(job.finished for job in row_jobs), *cells])
+    header = [heading for _, label in SCALED for heading in (label, f"{label} (TS)")]
+    return [
+        "### Calibration before and after temperature scaling",
+        "",
+        f"Mean over seeds [mean of the runs' {CONFIDENCE:.0%} bootstrap bounds on the test set]; (TS): after "
+        "temperature scaling fitted on the validation split.",
+        "",
+        *markdown_table(["variant", "impl", "seeds", *header], rows),
         "",
     ]
 
