@@ -116,3 +116,30 @@ def test_estimator_metrics_names_each_estimator():
         "ece_sweep": cal.ece_sweep(P, Y),
         "smooth_ece": cal.smooth_ece(P, Y),
     }
+
+
+def _sweep_by_brute_force(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Roelofs et al.'s sweep spelled out: every b from 1, equal-mass bins, stop before the first non-monotone b."""
+    from xent_lab.calibration.binning import equal_mass_bin_ids
+
+    best = abs(correct.mean() - confidence.mean())
+    for b in range(2, len(confidence) + 1):
+        ids = equal_mass_bin_ids(confidence, b)
+        filled = [m for m in range(b) if np.any(ids == m)]
+        accuracy = [correct[ids == m].mean() for m in filled]
+        if any(later < earlier for earlier, later in zip(np.maximum.accumulate(accuracy), accuracy[1:])):
+            break
+        best = sum((ids == m).sum() * abs(correct[ids == m].mean() - confidence[ids == m].mean()) for m in filled)
+        best /= len(confidence)
+    return float(best)
+
+
+@pytest.mark.parametrize("values", [(0.55, 0.6, 0.9), (0.5, 0.5000001, 0.51, 0.52, 0.8)])
+def test_ece_sweep_with_few_distinct_confidences_equals_the_sweep_spelled_out(values):
+    # A nearly collapsed model: a handful of distinct confidences, so every bin count up to n stays monotone
+    # and the sweep stops early once its bins can no longer change; the value must be the full sweep's.
+    rng = np.random.default_rng(3)
+    confidence = rng.choice(values, size=300)
+    correct = (rng.uniform(size=300) < confidence).astype(float)
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    assert cal.ece_sweep(probs, 1 - correct.astype(int)) == pytest.approx(_sweep_by_brute_force(confidence, correct))

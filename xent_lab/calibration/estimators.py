@@ -76,19 +76,30 @@ def resampled_ece_sweep(
     The sweep runs over the bin count b for all resamples at once, each stopping at its own first non-monotone b;
     the per-bin accuracies are ratios of integers, so the stopping b is exactly that of the explicit resample.
     """
-    if np.all(confidence == confidence[0]):
-        # One tie group (a collapsed model: the same prediction for every input) fills one bin at every b, so
-        # every b is monotone and ECE_b = ECE_1: the sweep would run all n bin counts to find that.
-        max_bins = 1
     return sweep_from_sums(*ranked_sums(confidence, correct, counts), max_bins)
+
+
+def _settling_bins(ranks: np.ndarray, n: int) -> np.ndarray:
+    """Per resample, the bin count b* from which its equal-mass bins stay the same: ceil(n / g), g the smallest gap
+    between the first-tie ranks of two tie groups. Group j goes to bin r_j b // n, so once b g >= n every group
+    has a bin of its own at every larger b. A model with few distinct confidences (one that collapsed to the
+    same prediction for every input) settles early; distinct confidences (g = 1) settle only at n. 0 for one
+    tie group, which fills one bin at every b."""
+    gaps = np.diff(ranks, axis=1)
+    smallest = np.where(gaps > 0, gaps, np.inf).min(axis=1, initial=np.inf)
+    return np.ceil(n / smallest)
 
 
 def sweep_from_sums(cumulative: np.ndarray, keys: np.ndarray, max_bins: int | None = None) -> np.ndarray:
     """The ECE-sweep of each resample from its `ranked_sums`."""
     n_rows, n = cumulative.shape[1], cumulative.shape[2] - 1
     best = np.abs(cumulative[2, :, -1] - cumulative[1, :, -1]) / n  # b = 1: |mean a - mean c|
+    settled = _settling_bins(keys.reshape(n_rows, n) - (n + 1) * np.arange(n_rows)[:, None], n)
     active = np.arange(n_rows)
     for n_bins in range(2, min(n, max_bins or n) + 1):
+        active = active[settled[active] >= n_bins]  # beyond its settling b a resample's bins no longer change
+        if not len(active):
+            break
         bin_counts, conf_sum, hit_sum = equal_mass_sums(cumulative, keys, active, n_bins)
         filled = bin_counts > 0
         with np.errstate(invalid="ignore", divide="ignore"):
