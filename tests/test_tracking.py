@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 import keras
@@ -98,3 +99,27 @@ def test_epoch_logger_logs_each_epoch_with_its_step(store):
     for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "perf/epoch_seconds"):
         assert [m.step for m in client.get_metric_history(run.run_id, name)] == [0, 1, 2], name
     assert len(logger.epoch_seconds) == 3 and all(s > 0 for s in logger.epoch_seconds)
+
+
+def test_git_commit_is_dirty_for_code_and_study_configs_not_for_study_reports(tmp_path):
+    from xent_lab.tracking.store import git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "experiments" / "a_study").mkdir(parents=True)
+    files = {"code.py": "x = 1\n", "experiments/a_study.yaml": "a: 1\n", "experiments/a_study/REPORT.md": "old\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = git("rev-parse", "HEAD")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "experiments" / "a_study" / "REPORT.md").write_text("rewritten by a launch\n")
+    assert git_commit(tmp_path) == head  # a study's report is its output
+    (tmp_path / "experiments" / "a_study.yaml").write_text("a: 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"  # a study's config is an input
+    git("checkout", "-q", "--", "experiments/a_study.yaml")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"

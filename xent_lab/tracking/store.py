@@ -88,15 +88,25 @@ def check_reachable(uri: str, timeout: float) -> None:
         ) from None
 
 
-def git_commit() -> str:
-    """The commit of the code being run, with `-dirty` when the work tree has changes; `unknown` outside git."""
-    root = Path(__file__).resolve().parents[2]
+# What a study writes into the tree (experiments/NAME/REPORT.md and its plots): outputs, not the code that ran, so a
+# report rewritten mid-way through a queue of launches does not mark the later runs dirty. experiments/NAME.yaml
+# (the study's own config) still counts.
+_OUTPUTS = ":(exclude)experiments/*/*"
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The commit of the code being run, with `-dirty` when tracked files other than the study reports have
+    changes; `unknown` outside git. `root`: the repository (default: this package's)."""
+    root = root if root is not None else Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", _OUTPUTS],
+            cwd=root,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
