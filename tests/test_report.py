@@ -382,7 +382,8 @@ EXPECTED_HEADER = (
     "- **Date:** 2023-11-14T22:30:00+00:00 (start of the launch, UTC)\n"
     "- **Machine:** lab-01 (Intel Xeon, 2 cores); devices: CPU\n"
     "- **Wall time:** 117.00 s (0:01:57) from the launch to the last job's end; "
-    "77.00 s (0:01:17) summed over the 10 jobs run in this launch\n"
+    "77.00 s (0:01:17) summed over the 10 jobs run in this launch; job time per dataset, reused runs included: "
+    "imdb 7.00 s (0:00:07) over 1 run (7 s a run), mnist 75.00 s (0:01:15) over 10 runs (8 s a run)\n"
     "- **Runs:** 11 jobs: 10 finished (1 reused from earlier launches), 1 failed; "
     "parent run `PARENT` in experiment `mnist_losses`\n"
 )

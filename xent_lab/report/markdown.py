@@ -114,10 +114,28 @@ def _wall_time_line(launch: Launch) -> str:
         return "n/a (no job of this launch has ended)"
     wall = (max(info.end_time for info in trained) - launch.parent.info.start_time) / 1000
     total = sum(info.end_time - info.start_time for info in trained) / 1000
-    return (
+    line = (
         f"{_seconds(wall)} from the launch to the last job's end; "
         f"{_seconds(total)} summed over the {len(trained)} jobs run in this launch"
     )
+    return line + _job_time_per_dataset(launch)
+
+
+def _job_time_per_dataset(launch: Launch) -> str:
+    """With several datasets: each one's summed job durations, reused runs counted at their own duration,
+    since a budget is per dataset and a reused run's time was spent by the launch that trained it."""
+    ended: dict[str, list[float]] = {}
+    for job in launch.jobs:
+        if job.run.info.end_time:
+            ended.setdefault(job.dataset, []).append((job.run.info.end_time - job.run.info.start_time) / 1000)
+    if len(ended) < 2:
+        return ""
+    parts = [
+        f"{name} {_seconds(sum(times))} over {len(times)} run{'s' * (len(times) != 1)} "
+        f"({sum(times) / len(times):.0f} s a run)"
+        for name, times in sorted(ended.items())
+    ]
+    return "; job time per dataset, reused runs included: " + ", ".join(parts)
 
 
 def _runs_line(launch: Launch) -> str:
