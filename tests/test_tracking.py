@@ -73,6 +73,20 @@ def test_successful_run_is_finished(store):
     assert got.data.metrics == {"train/loss": 0.5, "val/loss": 0.6}
 
 
+def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tmp_path, monkeypatch):
+    # MLflow's default root is ./mlruns of wherever the experiment was first created: a later launch from
+    # another directory, or deleting that one, would lose the runs' artifacts while the database lists them.
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    for cwd in ("first", "second"):
+        (tmp_path / cwd).mkdir()
+        monkeypatch.chdir(tmp_path / cwd)
+        with tracking.Tracker(store, "my study/1").run(cwd) as run:
+            MlflowClient(store).log_text(run.run_id, cwd, "note.txt")
+        assert (tmp_path / "store" / "mlruns" / "my_study_1" / run.run_id / "artifacts" / "note.txt").read_text() == cwd
+        assert not (tmp_path / cwd / "mlruns").exists()
+
+
 @pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_interrupted_run_is_ended_with_the_reason(store, error, status):
     tracker = tracking.Tracker(store, "exp")

@@ -46,6 +46,7 @@ from xent_lab.losses._ops import (
     Tensor,
     aligned,
     binary_1m_pt,
+    binary_focal_terms,
     binary_log1m_pt,
     binary_log_probs,
     binary_xent_terms,
@@ -59,6 +60,7 @@ from xent_lab.losses._ops import (
     guard,
     power_is_safe,
     prepare,
+    sparse_xent_from_logits,
 )
 
 
@@ -183,7 +185,10 @@ def binary_focal_crossentropy(
         y = b.inputs.y_true
         p_true = y * ops.exp(log_p) + (1.0 - y) * ops.exp(log_q)
     args = (b.targets, b.inputs.y_pred, b.inputs.from_logits)
-    terms = _focal_factor(gamma, p_true, lambda: binary_1m_pt(*args), lambda: binary_log1m_pt(*args)) * b.terms
+    if b.inputs.from_logits and power_is_safe(gamma):
+        terms = binary_focal_terms(b.targets, b.inputs.y_pred, gamma)
+    else:
+        terms = _focal_factor(gamma, p_true, lambda: binary_1m_pt(*args), lambda: binary_log1m_pt(*args)) * b.terms
     if apply_class_balancing:
         terms = (b.targets * alpha + (1.0 - b.targets) * (1.0 - alpha)) * terms
     return finish(ops.mean(terms, axis=b.axis), b.inputs, b.axis)
@@ -361,6 +366,8 @@ def sparse_categorical_crossentropy(
     who = "SparseCategoricalCrossentropy"
     check_label_smoothing(label_smoothing)
     s = _sparse(y_true, y_pred, from_logits, ignore_class, axis, who)
+    if s.inputs.from_logits:
+        return _finish_sparse(sparse_xent_from_logits(s.index, s.inputs.y_pred, s.axis, label_smoothing), s, who)
     loss = -ops.squeeze(ops.take_along_axis(s.log_p, s.index, axis=s.axis), axis=s.axis)
     if label_smoothing:
         loss = (1.0 - label_smoothing) * loss - label_smoothing * ops.mean(s.log_p, axis=s.axis)

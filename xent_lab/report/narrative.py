@@ -45,7 +45,7 @@ def regime(dataset: str, jobs: Sequence[Job]) -> str:
     finished = [job for job in jobs if job.finished]
     parts = []
     for key in REGIME_KEYS:
-        values = sorted({job.run.data.params[key] for job in finished if key in job.run.data.params})
+        values = sorted({job.params[key] for job in finished if key in job.params})
         if values and values != ["None"]:
             parts.append(f"`{key}`={'/'.join(values)}")
     seeds = sorted({job.seed for job in finished})

@@ -65,7 +65,7 @@ def job_overfit(client: MlflowClient, job: Job) -> Overfit | None:
 
 def wanted(jobs: Sequence[Job]) -> bool:
     """Whether the report shows over-fitting: `study.overfit` true, or auto and a run reached the threshold."""
-    switch = next((job.run.data.params[SWITCH] for job in jobs if SWITCH in job.run.data.params), "auto").lower()
+    switch = next((job.params[SWITCH] for job in jobs if SWITCH in job.params), "auto").lower()
     if switch in ("true", "false"):
         return switch == "true"
     if switch not in ("auto", "none"):

@@ -21,7 +21,7 @@ import numpy as np
 
 from xent_lab.report.load import Job
 from xent_lab.report.markdown import NO_VALUE, diverged, markdown_table
-from xent_lab.report.stats import paired_test
+from xent_lab.report.stats import finished_values, paired_test, summarize
 from xent_lab.tracking import tags
 
 LR, PRECISION = "trainer.optimizer.learning_rate", "trainer.precision"
@@ -47,7 +47,7 @@ class LossPath(NamedTuple):
         return f"{self.loss} {self.impl} {inputs}, {self.precision}{epsilon}"
 
 
-class Row(NamedTuple):
+class PathRow(NamedTuple):
     path: LossPath
     lr: float
     jobs: tuple[Job, ...]
@@ -55,7 +55,7 @@ class Row(NamedTuple):
 
 def _setting(job: Job, key: str) -> str:
     """The job's value of a config key: its swept value, else its logged param."""
-    value = job.overrides.get(key, job.run.data.params.get(key, "?"))
+    value = job.overrides.get(key, job.params.get(key, "?"))
     return str(value).strip().lower()
 
 
@@ -67,7 +67,7 @@ def _path(job: Job) -> LossPath:
 
 def _configured(job: Job) -> bool:
     """Whether the job's run logged its config (a job that failed before its run started did not)."""
-    return all(key in job.overrides or key in job.run.data.params for key in (LR, EPSILON))
+    return all(key in job.overrides or key in job.params for key in (LR, EPSILON))
 
 
 def wanted(jobs: Sequence[Job]) -> bool:
@@ -75,34 +75,31 @@ def wanted(jobs: Sequence[Job]) -> bool:
     return any(diverged(job) or job.metric(tags.ZERO_GRAD_FRACTION) is not None for job in jobs)
 
 
-def rows_of(jobs: Sequence[Job]) -> list[Row]:
+def rows_of(jobs: Sequence[Job]) -> list[PathRow]:
     """The jobs by path and learning rate, sorted by path then learning rate; jobs without a config (failed
     before their run started, listed under "Failed runs") are left out."""
     grouped: dict[tuple[LossPath, float], list[Job]] = {}
     for job in filter(_configured, jobs):
         grouped.setdefault((_path(job), float(_setting(job, LR))), []).append(job)
-    return [Row(path, lr, tuple(found)) for (path, lr), found in sorted(grouped.items())]
+    return [PathRow(path, lr, tuple(found)) for (path, lr), found in sorted(grouped.items())]
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
+def _mean(jobs: Sequence[Job], metric: str) -> float | None:
+    """The mean of `metric` over the finished jobs that logged it (None if none did)."""
+    summary = summarize(finished_values(jobs, metric))
+    return None if summary is None else summary.mean
 
 
 def _cell(value: float | None, digits: int) -> str:
     return NO_VALUE if value is None else f"{value:.{digits}f}"
 
 
-def _healthy(row: Row) -> list[Job]:
+def _healthy(row: PathRow) -> list[Job]:
     """The runs that finished without diverging: the ones with test metrics."""
     return [job for job in row.jobs if job.finished and not diverged(job)]
 
 
-def _accuracy(row: Row) -> float | None:
-    return _mean([job.metric(tags.TEST_ACCURACY) for job in _healthy(row)])
-
-
-def _table_row(row: Row) -> list[object]:
+def _table_row(row: PathRow) -> list[object]:
     gone = [job for job in row.jobs if diverged(job)]
     steps = [s for job in gone if (s := job.metric(tags.DIVERGED_STEP)) is not None]
     healthy = _healthy(row)
@@ -116,14 +113,14 @@ def _table_row(row: Row) -> list[object]:
         len(row.jobs),
         f"{len(gone)}/{len(row.jobs)}",
         f"{np.median(steps):g}" if steps else NO_VALUE,
-        _cell(_mean([job.metric(tags.ZERO_GRAD_FRACTION) for job in row.jobs]), 4),
-        _cell(_mean([job.metric(tags.ZERO_GRAD_WRONG_FRACTION) for job in row.jobs]), 4),
-        _cell(_accuracy(row), 4),
-        _cell(_mean([job.metric(tags.test_metric("nll")) for job in healthy]), 4),
+        _cell(_mean(row.jobs, tags.ZERO_GRAD_FRACTION), 4),
+        _cell(_mean(row.jobs, tags.ZERO_GRAD_WRONG_FRACTION), 4),
+        _cell(_mean(healthy, tags.TEST_ACCURACY), 4),
+        _cell(_mean(healthy, tags.test_metric("nll")), 4),
     ]
 
 
-def divergence_sentences(rows: Sequence[Row]) -> list[str]:
+def divergence_sentences(rows: Sequence[PathRow]) -> list[str]:
     """Per path: the lowest learning rate at which any seed diverged, or none up to the highest one run."""
     sentences = []
     for path in dict.fromkeys(row.path for row in rows):
@@ -141,11 +138,11 @@ def divergence_sentences(rows: Sequence[Row]) -> list[str]:
     return sentences
 
 
-def _by_seed(row: Row) -> dict[str, float]:
+def _by_seed(row: PathRow) -> dict[str, float]:
     return {job.seed: accuracy for job in _healthy(row) if (accuracy := job.metric(tags.TEST_ACCURACY)) is not None}
 
 
-def agreement_sentences(rows: Sequence[Row]) -> list[str]:
+def agreement_sentences(rows: Sequence[PathRow]) -> list[str]:
     """Per row other than impl=custom, against the custom row of the same loss, input path, precision and learning
     rate: the paired per-seed difference in test accuracy, and whether its 95% interval shows the two equal
     (inside ±SAME_ACCURACY), different (excluding 0) or neither. A row with a diverged run differs by that."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -113,12 +114,25 @@ def git_commit(root: Path | None = None) -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def _experiment(client: MlflowClient, name: str) -> str:
+def artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its artifacts: `mlruns/<name>` beside the
+    database file. None (MLflow's default) for other stores.
+
+    MLflow's default is `./mlruns` of the directory the experiment happened to be created from, so runs
+    launched later from elsewhere would write there, and deleting that directory would lose every run's
+    artifacts (models, test predictions) while the database still lists them."""
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    return (path.resolve().parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", name)).as_uri()
+
+
+def _experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifacts)
     except MlflowException:
         # Another launch created it between the two calls (a server has no lock to share with us).
         found = client.get_experiment_by_name(name)
@@ -151,7 +165,8 @@ def open_client(uri: str, lock_timeout_s: float) -> MlflowClient:
 def ensure_experiment(client: MlflowClient, uri: str, experiment: str, lock_timeout_s: float) -> str:
     """The id of `experiment`, created if new (also when another process creates it at the same moment)."""
     try:
-        return patiently(_experiment, client, experiment, uri=uri, timeout_s=lock_timeout_s)
+        artifacts = artifact_location(uri, experiment)
+        return patiently(_experiment, client, experiment, artifacts, uri=uri, timeout_s=lock_timeout_s)
     except TrackingError:
         raise
     except Exception as exc:
