@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from scipy import special
 from xent_lab import calibration, report
 from xent_lab.report import claims as C
 from xent_lab.report.load import Job, ReportError, group_jobs, load_launch
+from xent_lab.report.markdown import NO_VALUE
 from xent_lab.report.stats import PairedTest
 from xent_lab.tracking import tags
 
@@ -248,8 +250,20 @@ def test_section_shows_the_verdicts_rules_and_settings(built):
     assert f"| C1 | fitted T | 3 | {t_mean:.3f} | [{t_low:.3f}, {t_high:.3f}] | for |" in section
     assert "Not quoted: the paper's text could not be read on this offline machine" in section
     settings = dict(found.settings)
-    assert settings["data"] == "imdb/mnist" and settings["epochs"] == "12" and settings["seeds"] == "0, 1, 2"
+    assert settings["data"] == "imdb, mnist" and settings["epochs"] == "12"
+    assert settings["seeds"] == "0, 1, 2"
     assert "| checkpoint evaluated | best-validation-accuracy checkpoint; last epoch; one evaluation" in section
+
+
+def test_a_setting_that_differs_between_datasets_is_given_per_dataset():
+    # One "/"-joined list per row, each sorted on its own, would pair MNIST's 5000 with IMDB.
+    jobs = [
+        SimpleNamespace(dataset="mnist", params={"dataset.limit.train": "5000", "trainer.epochs": "12"}),
+        SimpleNamespace(dataset="imdb", params={"dataset.limit.train": "None", "trainer.epochs": "12"}),
+    ]
+    assert C._setting(jobs, "dataset.limit.train") == "imdb: all; mnist: 5000"
+    assert C._setting(jobs, "trainer.epochs") == "12"
+    assert C._setting(jobs, "model.name") == NO_VALUE
 
 
 def test_section_is_absent_when_study_claims_is_null(tmp_path):

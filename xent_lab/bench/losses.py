@@ -25,6 +25,11 @@ BUILTIN_PAIRS = {
 }
 
 
+# Blocks of each impl per round of the training-step figure: with 4, one slow block (a burst of load) moved a
+# round's median enough for round ratios 0.93-1.21 on an idle machine; 8 halve its weight.
+BLOCKS_PER_ROUND = 8
+
+
 def alternating(fns: dict[str, Callable[[], Any]], calls: int, rounds: int) -> list[dict[str, float]]:
     """Per round, the median seconds of one call of each fn; the calls alternate between the fns, in
     an order reversed at every call (ABBA...), so that a change of machine load hits all of them alike."""
@@ -51,8 +56,8 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
     """Per loss: seconds per block of `steps` `train_on_batch` steps with `impl=custom` over `impl=builtin`.
 
     Both models (same architecture and initial weights) live in this process and train on the same
-    batches, block after block. Each round times four blocks of each in ABBA order (so neither always goes
-    first) and takes their medians; one round is run first untimed, as a warm-up of both.
+    batches, block after block. Each round times `BLOCKS_PER_ROUND` blocks of each in ABBA order (so neither
+    always goes first) and takes their medians; one round is run first untimed, as a warm-up of both.
     """
     results: dict[str, Any] = {}
     for name in ("bce", "cce", "sparse_cce", "focal"):
@@ -72,7 +77,8 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
             block()  # traces the train function
             blocks[impl] = block
         alternating(blocks, 2, 1)  # warm-up: the first blocks after tracing run slower, for either impl
-        results[name] = {**paired_summary(alternating(blocks, 4, rounds), "<= 1.02"), "steps_per_block": steps}
+        measured = alternating(blocks, BLOCKS_PER_ROUND, rounds)
+        results[name] = {**paired_summary(measured, "<= 1.02"), "steps_per_block": steps}
     return results
 
 

@@ -257,7 +257,6 @@ def _view(dataset: str, view: str, rows: Sequence[Row], chosen: ClaimSet, reader
 
 
 SETTINGS = (
-    ("data", "dataset.name"),
     ("training examples", "dataset.limit.train"),
     ("model", "model.name"),
     ("epochs", "trainer.epochs"),
@@ -267,12 +266,24 @@ SETTINGS = (
 )
 
 
+def _setting(finished: Sequence[Job], key: str) -> str:
+    """The runs' value of `key`: one value if all datasets share it, else "dataset: value" per dataset
+    (a null dataset.limit reads "all")."""
+    per_dataset: dict[str, set[str]] = {}
+    for job in finished:
+        if key in job.params:
+            value = job.params[key]
+            per_dataset.setdefault(job.dataset, set()).add("all" if value == "None" else value)
+    spelled = {dataset: "/".join(sorted(values)) for dataset, values in sorted(per_dataset.items())}
+    if len(set(spelled.values())) == 1:
+        return next(iter(spelled.values()))
+    return "; ".join(f"{dataset}: {value}" for dataset, value in spelled.items()) or NO_VALUE
+
+
 def _settings(jobs: Sequence[Job], views: Sequence[str]) -> tuple[tuple[str, str], ...]:
     finished = [job for job in jobs if job.finished]
-    ours = [
-        (name, "/".join(sorted({j.params[key] for j in finished if key in j.params})) or NO_VALUE)
-        for name, key in SETTINGS
-    ]
+    ours = [("data", ", ".join(sorted({job.dataset for job in finished})) or NO_VALUE)]
+    ours += [(name, _setting(finished, key)) for name, key in SETTINGS]
     ours.append(("seeds", ", ".join(sorted({job.seed for job in finished})) or NO_VALUE))
     ours.append(("checkpoint evaluated", "; ".join(_view_label(v) for v in views)))
     return tuple(ours)
