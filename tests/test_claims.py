@@ -26,6 +26,7 @@ from scipy import special
 
 from xent_lab import calibration, report
 from xent_lab.report import claims as C
+from xent_lab.report import paper
 from xent_lab.report.load import Job, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import NO_VALUE
 from xent_lab.report.stats import PairedTest
@@ -261,9 +262,9 @@ def test_a_setting_that_differs_between_datasets_is_given_per_dataset():
         SimpleNamespace(dataset="mnist", params={"dataset.limit.train": "5000", "trainer.epochs": "12"}),
         SimpleNamespace(dataset="imdb", params={"dataset.limit.train": "None", "trainer.epochs": "12"}),
     ]
-    assert C._setting(jobs, "dataset.limit.train") == "imdb: all; mnist: 5000"
-    assert C._setting(jobs, "trainer.epochs") == "12"
-    assert C._setting(jobs, "model.name") == NO_VALUE
+    assert paper._setting(jobs, "dataset.limit.train") == "imdb: all; mnist: 5000"
+    assert paper._setting(jobs, "trainer.epochs") == "12"
+    assert paper._setting(jobs, "model.name") == NO_VALUE
 
 
 def test_section_is_absent_when_study_claims_is_null(tmp_path):

@@ -296,6 +296,18 @@ def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir)
 
 
 @pytest.mark.slow
+def test_a_plain_sweep_whose_jobs_fail_exits_1_and_says_which(tmp_path, cache_dir):
+    # No study: no parent run to search, so the launch counts the FAILED files its jobs leave behind.
+    done = run_train(
+        tmp_path, cache_dir, "-m", QUICK, "seed=0,1", "dataset.data_dir=/nonexistent", "dataset.download=false"
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "2 job(s) of the sweep failed" in done.stderr and "/nonexistent" in done.stderr
+    reasons = sorted(tmp_path.glob("multirun/*/*/*/FAILED"))
+    assert len(reasons) == 2 and all("/nonexistent" in path.read_text() for path in reasons)
+
+
+@pytest.mark.slow
 def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir):
     published = ROOT / "experiments" / "mnist_losses" / "REPORT.md"
     before = published.read_bytes() if published.exists() else None

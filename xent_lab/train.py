@@ -52,9 +52,12 @@ def main(cfg: DictConfig) -> float | None:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     uri = resolve_uri(cfg.tracking.uri)  # only to keep its password out of messages
     stopping.install()  # again: submitit sets its own handlers after it has imported this module
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if sweeping:
+        study.clear_failed(output_dir)
     try:
         with stopping.job():
-            results = train(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir), LAUNCHED)
+            results = train(cfg, list(hydra_cfg.overrides.task), output_dir, LAUNCHED)
         if not sweeping and stopping.requested() is not None:
             print(f"{stopping.reason()} after the run had finished", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED)
@@ -82,12 +85,14 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {scrub(str(exc), uri)}", file=sys.stderr, flush=True)
         if not sweeping:
             sys.exit(USER_ERROR)
-        study.record_failure(cfg, scrub(str(exc), uri))
+        reason = scrub(str(exc), uri)
     except Exception as exc:
         if not sweeping:
             raise
         print(scrub(traceback.format_exc(), uri), file=sys.stderr, flush=True)
-        study.record_failure(cfg, scrub(f"{type(exc).__name__}: {exc}", uri))
+        reason = scrub(f"{type(exc).__name__}: {exc}", uri)
+    study.record_failure(cfg, reason)
+    study.mark_failed(output_dir, reason)
     print(f"job {hydra_cfg.job.num} failed; the sweep goes on", file=sys.stderr, flush=True)
     return None
 

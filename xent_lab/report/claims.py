@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab import heads
 from xent_lab.calibration.binning import top_label
-from xent_lab.report import overfit
+from xent_lab.report import overfit, paper
 from xent_lab.report.findings import Row, finished_by_seed, normal_value, rows_of
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, ReportError, job_predictions
 from xent_lab.report.markdown import NO_VALUE, markdown_table
@@ -256,39 +256,6 @@ def _view(dataset: str, view: str, rows: Sequence[Row], chosen: ClaimSet, reader
     )
 
 
-SETTINGS = (
-    ("training examples", "dataset.limit.train"),
-    ("model", "model.name"),
-    ("epochs", "trainer.epochs"),
-    ("optimiser", "trainer.optimizer._target_"),
-    ("learning rate", "trainer.optimizer.learning_rate"),
-    ("ECE bins", "calibration.n_bins"),
-)
-
-
-def _setting(finished: Sequence[Job], key: str) -> str:
-    """The runs' value of `key`: one value if all datasets share it, else "dataset: value" per dataset
-    (a null dataset.limit reads "all")."""
-    per_dataset: dict[str, set[str]] = {}
-    for job in finished:
-        if key in job.params:
-            value = job.params[key]
-            per_dataset.setdefault(job.dataset, set()).add("all" if value == "None" else value)
-    spelled = {dataset: "/".join(sorted(values)) for dataset, values in sorted(per_dataset.items())}
-    if len(set(spelled.values())) == 1:
-        return next(iter(spelled.values()))
-    return "; ".join(f"{dataset}: {value}" for dataset, value in spelled.items()) or NO_VALUE
-
-
-def _settings(jobs: Sequence[Job], views: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    finished = [job for job in jobs if job.finished]
-    ours = [("data", ", ".join(sorted({job.dataset for job in finished})) or NO_VALUE)]
-    ours += [(name, _setting(finished, key)) for name, key in SETTINGS]
-    ours.append(("seeds", ", ".join(sorted({job.seed for job in finished})) or NO_VALUE))
-    ours.append(("checkpoint evaluated", "; ".join(_view_label(v) for v in views)))
-    return tuple(ours)
-
-
 def compute_claims(client: MlflowClient, groups: Groups) -> Claims | None:
     """The verdicts per dataset and view for the runs' `study.claims`; None when it is null."""
     rows = rows_of(groups)
@@ -304,7 +271,8 @@ def compute_claims(client: MlflowClient, groups: Groups) -> Claims | None:
             for row in dataset_rows:
                 by_view.setdefault(row.values().get(KEEP_KEY, "null"), []).append(row)
             views += [_view(dataset, v, by_view[v], CLAIM_SETS[name], reader) for v in sorted(by_view)]
-    return Claims(name, tuple(views), _settings(jobs, sorted({v.view for v in views})))
+    labels = [_view_label(v) for v in sorted({v.view for v in views})]
+    return Claims(name, tuple(views), paper.our_settings(jobs, labels))
 
 
 # --------------------------------------------------------------------------- REPORT.md
@@ -369,21 +337,6 @@ RULES = [
     "- **C4:** per focal row, d_s = |log T_focal| − |log T_CE|, claimed < 0.",
     "",
 ]
-PAPER_TABLE = [
-    "### The paper's own numbers",
-    "",
-    "Not quoted: the paper's text could not be read on this offline machine (the stored copies of arXiv "
-    "2002.09437 are searchable only by their opening passage), so no number of it appears here. The numbers to put "
-    "beside ours are the 20 Newsgroups (global-pooling CNN) and SST Binary (Tree-LSTM) rows of its tables of test "
-    "error and of ECE before and after temperature scaling with the optimal T (Tables 1 and 2 as issue 13 names "
-    "them; read them in the paper itself before quoting any).",
-    "",
-]
-THEIRS = {
-    "data": "20 Newsgroups; SST Binary (text tasks, as issue 13 names them)",
-    "model": "global-pooling CNN; Tree-LSTM (as issue 13 names them)",
-    "checkpoint evaluated": "best validation accuracy for the text models (as issue 13 states)",
-}
 
 
 def claims_section(claims: Claims) -> list[str]:
@@ -398,12 +351,4 @@ def claims_section(claims: Claims) -> list[str]:
     ]
     for view in claims.views:
         lines += _view_lines(view)
-    rows = [(name, ours, THEIRS.get(name, "not read here")) for name, ours in claims.settings]
-    return [
-        *lines,
-        *PAPER_TABLE,
-        "### Our settings and theirs",
-        "",
-        *markdown_table(["setting", "ours (from the runs' config)", "Mukhoti et al. 2020"], rows),
-        "",
-    ]
+    return lines + paper.paper_lines(claims.settings)

@@ -29,7 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 from xent_lab import atomic, stopping
 from xent_lab.config import check_added_keys
 from xent_lab.errors import TrackingError, XentError
-from xent_lab.study.jobs import STUDY_FILE, StudyLaunch, is_published, job_context, sweep_of
+from xent_lab.study.jobs import (
+    FAILED_FILE,
+    STUDY_FILE,
+    StudyLaunch,
+    failed_jobs,
+    is_published,
+    job_context,
+    sweep_of,
+)
 from xent_lab.study.launch import groups, scrub_hydra_files, validate_launch
 from xent_lab.study.progress import Progress, sweep_size
 from xent_lab.study.slurm import make_launches_stoppable
@@ -152,6 +160,7 @@ class StudyCallback(Callback):
         if stopping.requested() is not None:
             self._end_stopped()
         if self.launch is None or self.client is None:
+            self._exit_if_jobs_failed(Path(str(config.hydra.sweep.dir)))
             return
         from xent_lab import report  # matplotlib and report code are needed only here
 
@@ -188,6 +197,19 @@ class StudyCallback(Callback):
             sys.exit(1)
         if not children and not reused:  # e.g. jobs that died before they could record a run
             print("no job of the study finished", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    @staticmethod
+    def _exit_if_jobs_failed(sweep_dir: Path) -> None:
+        """A plain sweep (no study): exit 1 when a job failed, naming the jobs' folders and the first reason."""
+        failed = failed_jobs(sweep_dir)
+        if failed:
+            first = (failed[0] / FAILED_FILE).read_text().strip().splitlines()[0]
+            print(
+                f"{len(failed)} job(s) of the sweep failed ({', '.join(str(p) for p in failed)}); the first: {first}",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(1)
 
     def _end_parent(self, status: str, reason: str | None) -> None:

@@ -1,5 +1,5 @@
 """A study's jobs: what the launch tells them (study.json), the config hash, reuse of finished runs, and
-the FAILED record of a job that failed before its run existed.
+the FAILED record of a job that failed before its run existed, and the FAILED file of any failed job.
 
 Each job, in whatever process a launcher put it, reads the launch's `study.json` from the sweep
 folder (`job_context`), skips itself when a finished run of the study has the same config hash (so a
@@ -21,11 +21,15 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from xent_lab import atomic
 from xent_lab.errors import TrackingError
 from xent_lab.tracking import resolve_uri
 from xent_lab.tracking import tags as T
 
 STUDY_FILE = "study.json"
+# In a job's output folder: why the job failed. The launch counts them, so that a plain sweep (no study, no
+# parent run to search) whose jobs failed does not exit 0, whatever process a launcher ran them in.
+FAILED_FILE = "FAILED"
 # Keys that do not change what is trained: where files live, how much is printed, where it is logged.
 _UNHASHED = ("tracking", "study", "dataset.data_dir", "dataset.cache_dir", "dataset.download", "trainer.verbose")
 
@@ -174,3 +178,18 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
         tags={**job.tags(), T.FAILURE_REASON: reason[:5000]},
     )
     client.set_terminated(run.info.run_id, "FAILED")
+
+
+def mark_failed(output_dir: Path, reason: str) -> None:
+    """Leave `FAILED_FILE` with the (scrubbed) reason in the job's output folder."""
+    atomic.write_text(output_dir / FAILED_FILE, reason + "\n")
+
+
+def clear_failed(output_dir: Path) -> None:
+    """A job that runs again in the same folder starts without its earlier failure."""
+    (output_dir / FAILED_FILE).unlink(missing_ok=True)
+
+
+def failed_jobs(sweep_dir: Path) -> list[Path]:
+    """The output folders of the sweep's jobs that failed."""
+    return sorted(path.parent for path in sweep_dir.rglob(FAILED_FILE))
