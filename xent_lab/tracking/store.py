@@ -124,7 +124,7 @@ def artifact_location(uri: str, name: str) -> str | None:
     path = sqlite_path(uri)
     if path is None:
         return None
-    return (path.resolve().parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", name)).as_uri()
+    return str(path.resolve().parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", name))
 
 
 def _experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:
