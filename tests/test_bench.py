@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.e2e import data_dir
 from xent_lab.bench.__main__ import main as bench_main
+from xent_lab.bench.losses import noise_verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -53,7 +54,20 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     modes = [m for by_shape in forward_backward.values() for by_mode in by_shape.values() for m in by_mode.items()]
     assert {name for name, _ in modes} == {"tf_function", "xla"}
     assert all(math.isfinite(f["ratio"]) and f["ratio"] > 0 for _, f in modes)
+    assert all(f["verdict"] in ("faster", "parity", "slower") for _, f in modes)
+    control = figures["loss_forward_backward_custom_over_builtin"]["control_builtin_over_builtin"]
+    assert set(control) == {"tf_function", "xla"} and all(math.isfinite(c["ratio"]) for c in control.values())
     new_losses = figures["new_losses_over_cce"]["losses"]
     assert new_losses and all(math.isfinite(f["ratio"]) and f["ratio"] > 0 for f in new_losses.values()), new_losses
     break_even = figures["mmce_batch_under_1_5x_cce"]
     assert set(break_even["batches"]) == {"32", "256"} and break_even["break_even"] in (None, 32, 256)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "verdict"),
+    [([0.90, 0.95, 0.97], "faster"), ([1.04, 1.06, 1.05], "slower"), ([0.97, 1.00, 1.04], "parity")],
+)
+def test_a_cell_is_faster_or_slower_only_beyond_the_controls_noise(ratios, verdict):
+    # The built-in against itself measured rounds of 0.98-1.03: a cell is called faster or slower only when
+    # all its rounds lie outside that range.
+    assert noise_verdict(ratios, control=[0.98, 1.01, 1.03]) == verdict

@@ -715,6 +715,14 @@ class TestBinaryFocalCrossentropy(HandComputed):
         np.testing.assert_array_equal(grad, 0.0)
 
 
+def _value_and_grads(fn, y, x):
+    """fn(y, x) and its gradients with respect to x and y, as NumPy arrays."""
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, y])
+        value = fn(y, x)
+    return value.numpy(), tape.gradient(value, x).numpy(), tape.gradient(value, y).numpy()
+
+
 @pytest.mark.parametrize(
     "loss",
     [
@@ -747,14 +755,36 @@ def test_binary_gradients_written_out_equal_autodiff(loss):
         weight = (y_s * 0.25 + (1 - y_s) * 0.75) if getattr(loss, "apply_class_balancing", False) else 1.0
         return tf.reduce_sum(tf.reduce_mean(weight * (1 - (y_s * s + (1 - y_s) * (1 - s))) ** gamma * bce, -1))
 
-    grads = []
-    for fn in (loss, reference):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, y])
-            value = fn(y, x)
-        grads.append((value.numpy(), tape.gradient(value, x).numpy(), tape.gradient(value, y).numpy()))
-    for ours, expected in zip(*grads):
+    for ours, expected in zip(_value_and_grads(loss, y, x), _value_and_grads(reference, y, x)):
         np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+def test_categorical_gradients_written_out_equal_autodiff(ls):
+    # From logits CCE returns closed-form gradients (`_ops.categorical_xent_from_logits`). Against TensorFlow's
+    # autodiff of the textbook formula in float64, with soft labels whose rows do not sum to 1, for the
+    # gradient with respect to the labels as well as the logits.
+    rng = np.random.default_rng(22)
+    x = tf.constant(rng.normal(scale=4.0, size=(32, 5)))
+    y = tf.constant(rng.random((32, 5)))
+    loss = losses.CategoricalCrossentropy(from_logits=True, label_smoothing=ls, reduction="sum", dtype="float64")
+
+    def reference(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(-(y * (1 - ls) + ls / 5) * tf.nn.log_softmax(x))
+
+    for ours, expected in zip(_value_and_grads(loss, y, x), _value_and_grads(reference, y, x)):
+        np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_categorical_gradient_is_exact_where_the_builtins_fused_op_is_not():
+    # The fused kernel Keras calls returns softmax - y as the gradient, which is the gradient only for
+    # labels that sum to 1 (its documentation says so). Here the labels sum to 0.6.
+    x, y = tf.constant([[1.0, 2.0, 0.5]], "float64"), tf.constant([[0.2, 0.3, 0.1]], "float64")
+    expected = tf.nn.softmax(x).numpy() * 0.6 - y.numpy()
+    ours = _value_and_grads(losses.CategoricalCrossentropy(from_logits=True, dtype="float64"), y, x)[1]
+    builtin = _value_and_grads(keras.losses.CategoricalCrossentropy(from_logits=True, dtype="float64"), y, x)[1]
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    np.testing.assert_allclose(builtin, tf.nn.softmax(x).numpy() - y.numpy(), rtol=1e-12)
 
 
 class TestCategoricalFocalCrossentropy(HandComputed):

@@ -272,9 +272,41 @@ def categorical_log1m_probs(y_pred: Tensor, from_logits: bool, axis: int, log_p:
     return ops.where(top, ops.log(ops.maximum(others, _TINY)), ops.log1p(-rest))
 
 
+def _softmax_parts(z: Tensor, axis: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(z - max, exp(z - max), their sum along `axis`): log-softmax is shifted - log(total) and softmax is
+    exps / total. Not exp(z - logsumexp(z)), nor logsumexp - z: at logits of 1e4, max + log(total) rounds."""
+    shifted = z - ops.max(z, axis=axis, keepdims=True)
+    exps = ops.exp(shifted)
+    return shifted, exps, ops.sum(exps, axis=axis, keepdims=True)
+
+
+def categorical_xent_from_logits(y: Tensor, z: Tensor, axis: int) -> Tensor:
+    """-sum_k y_k log softmax(z)_k per sample, with the gradients (-log softmax(z), softmax(z) sum_k y_k - y)
+    written out.
+
+    The backend's fused kernel (`tf.nn.softmax_cross_entropy_with_logits`, the built-in's) makes more passes
+    over the logits than these few element-wise ops, with `tf.function` and under XLA alike (`make bench`).
+    Its gradient is softmax - y, which is the gradient only for labels that sum to 1; this one is exact for
+    any soft labels.
+    """
+
+    @ops.custom_gradient
+    def xent(y: Tensor, z: Tensor) -> tuple[Tensor, Callable[..., tuple[Tensor, Tensor]]]:
+        shifted, exps, total = _softmax_parts(z, axis)
+        nll = ops.log(total) - shifted  # -log softmax
+
+        def grad(*args: Tensor, upstream: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            g = ops.expand_dims(_upstream(args, upstream), axis)
+            return g * nll, g * (exps * (ops.sum(y, axis=axis, keepdims=True) / total) - y)
+
+        return ops.sum(y * nll, axis=axis), grad
+
+    return xent(y, z)
+
+
 def sparse_xent_from_logits(index: Tensor, z: Tensor, axis: int, label_smoothing: float) -> Tensor:
-    """-(1 - ls) log p[label] - ls mean_k(log p) per sample from logits z, i.e. logsumexp(z) - (1 - ls) z[label]
-    - ls mean_k(z), with the gradient softmax(z) - y_s written out (y_s the smoothed one-hot label).
+    """-(1 - ls) log p[label] - ls mean_k(log p) per sample from logits z, with the gradient softmax(z) - y_s
+    written out (y_s the smoothed one-hot label).
 
     `index`: the labels with `axis` kept (size 1), valid indices. Autodiff through log-softmax and the gather
     builds the one-hot scatter of the gather's gradient and a second softmax pass; the closed form needs
@@ -283,13 +315,10 @@ def sparse_xent_from_logits(index: Tensor, z: Tensor, axis: int, label_smoothing
 
     @ops.custom_gradient
     def xent(z: Tensor) -> tuple[Tensor, Callable[..., Tensor]]:
-        # softmax = exp(z - top) / total, not exp(z - logsumexp): at logits of 1e4, top + log(total) rounds.
-        top = ops.max(z, axis=axis, keepdims=True)
-        exps = ops.exp(z - top)
-        total = ops.sum(exps, axis=axis, keepdims=True)
-        value = top + ops.log(total) - (1.0 - label_smoothing) * ops.take_along_axis(z, index, axis=axis)
+        shifted, exps, total = _softmax_parts(z, axis)
+        value = ops.log(total) - (1.0 - label_smoothing) * ops.take_along_axis(shifted, index, axis=axis)
         if label_smoothing:
-            value = value - label_smoothing * ops.mean(z, axis=axis, keepdims=True)
+            value = value - label_smoothing * ops.mean(shifted, axis=axis, keepdims=True)
 
         def grad(*args: Tensor, upstream: Tensor | None = None) -> Tensor:
             g = ops.expand_dims(_upstream(args, upstream), axis)

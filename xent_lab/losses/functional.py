@@ -53,6 +53,7 @@ from xent_lab.losses._ops import (
     categorical_1m_probs,
     categorical_log1m_probs,
     categorical_log_probs,
+    categorical_xent_from_logits,
     class_axis,
     compatible,
     finish,
@@ -209,14 +210,15 @@ def categorical_crossentropy(
     probabilities are rescaled to sum to 1 along `axis`, then clipped to `[epsilon, 1 - epsilon]`.
     Differences from Keras: k is read along `axis` (Keras uses the last axis for smoothing); a single
     class (always 0) raises ValueError (Keras warns); mismatched shapes raise ValueError; probability
-    entries outside [0, 1] are an error (Keras silently rescales any non-negative scores).
+    entries outside [0, 1] are an error (Keras silently rescales any non-negative scores); from logits,
+    the gradient for soft labels whose rows do not sum to 1 is the exact one (`_ops.categorical_xent_from_logits`;
+    Keras' fused op returns softmax - y there).
     """
     c = _categorical(
         y_true, y_pred, from_logits, label_smoothing, axis, "CategoricalCrossentropy", log_p_of_logits=False
     )
     if c.inputs.from_logits:
-        # The fused softmax cross-entropy of the backend, as Keras' own: loss and gradient in one pass.
-        loss = ops.categorical_crossentropy(c.targets, c.inputs.y_pred, from_logits=True, axis=c.axis)
+        loss = categorical_xent_from_logits(c.targets, c.inputs.y_pred, c.axis)
     else:
         loss = ops.sum(c.terms, axis=c.axis)
     return finish(loss, c.inputs, c.axis)
