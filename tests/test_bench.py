@@ -38,7 +38,8 @@ def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     assert all(0 < seconds < 60 for seconds in server["log_batch_seconds"].values()), server["log_batch_seconds"]
     assert 0 < figures["calibration_callback_fraction_of_epoch"]["fraction"] < 1
     assert figures["startup"]["seconds_from_module_start"] > 0
-    assert set(figures["training_step_custom_over_builtin"]) == {"bce", "cce", "sparse_cce", "focal"}
+    cases = {"bce", "cce", "sparse_cce", "focal", "cce_builtin_twice"}
+    assert set(figures["training_step_custom_over_builtin"]) == cases
     steps = figures["training_step_custom_over_builtin"]
     assert all(s["spread"] >= 1 and s["ratio"] > 0 and len(s["ratios"]) == 1 for s in steps.values()), steps
     forward_backward = figures["loss_forward_backward_custom_over_builtin"]["losses"]

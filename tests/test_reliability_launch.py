@@ -156,6 +156,8 @@ def work(tmp_path_factory):
         (("trainer.epochs=-1",), "trainer.epochs=-1"),
         (("trainer.epochs=1,0",), "trainer.epochs=0"),  # one swept value only
         (("+trainer.epoch=3",), "did you mean trainer.epochs?"),
+        # submitit would pickle the password into .submitit/ (port 9: nothing is contacted either).
+        (("hydra/launcher=slurm", f"tracking.uri=http://alice:{PASSWORD}@127.0.0.1:9"), "alice:***@127.0.0.1:9 holds"),
     ],
 )
 def test_a_study_with_invalid_input_is_refused_before_anything_exists(work, cache_dir, overrides, named):
@@ -163,6 +165,7 @@ def test_a_study_with_invalid_input_is_refused_before_anything_exists(work, cach
     done = run_train(launch_dir, cache_dir, *STUDY, *overrides)
     assert done.returncode == 2, done.stderr[-3000:]
     assert named in one_line_error(done.stderr)
+    assert PASSWORD not in done.stdout + done.stderr
     # No store, no experiment, no parent run, no folder: nothing under the test's root but the launch folder.
     assert sorted(str(p.relative_to(work)) for p in work.rglob("*")) == ["a", "a/b"]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
 import socket
 import subprocess
+import threading
 import time
 
 import keras
@@ -34,6 +37,42 @@ def test_uri_precedence_config_then_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.resolve_uri(None, tmp_path) == "http://127.0.0.1:5999"
     assert tracking.resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+@pytest.fixture
+def health_server():
+    """A real HTTP server answering /health, and the Authorization headers it received."""
+    received: list[str | None] = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append(self.headers.get("Authorization"))
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args) -> None:  # keeps the test output clean
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}", received
+    server.shutdown()
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_the_health_probe_sends_credentials_from_the_uri_or_else_from_mlflows_variables(health_server, monkeypatch):
+    address, received = health_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "from-env")
+    tracking.probe_health(f"http://alice:p%40ss@{address}", timeout=5)  # the URI's own win, unquoted
+    tracking.probe_health(f"http://{address}", timeout=5)  # as MLflow's client: the environment's
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    tracking.probe_health(f"http://{address}", timeout=5)
+    assert received == [_basic("alice", "p@ss"), _basic("bob", "from-env"), None]
 
 
 def test_redact_hides_the_password_only():

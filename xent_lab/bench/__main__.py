@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if section("losses", "custom vs built-in losses"):
         figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
-            dataset, steps=10 if quick else 150, rounds=rounds
+            dataset, steps=10 if quick else 30, rounds=rounds
         )
         # 100 alternating calls a round: with 20, round ratios of one cell spread up to 1.31 on an idle machine,
         # more than the few-percent gaps the figure is about.

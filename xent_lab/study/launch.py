@@ -6,7 +6,8 @@
 - `validate_launch` composes and checks every job of a sweep in the launching process, so that a bad value
   stops the launch before the store, an experiment, a parent run or a folder is created.
 - `scrub_hydra_files` rewrites the files Hydra wrote (`.hydra/*.yaml`, `multirun.yaml`) without the tracking
-  password typed on the command line.
+  password typed on the command line. A SLURM launch with such a password is refused (`validate_launch`):
+  submitit pickles each job's config, and a pickle cannot be rewritten once the job has read it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import atomic, config
 from xent_lab.errors import ConfigError, NotApplicable
-from xent_lab.tracking import scrub
+from xent_lab.tracking import redact, scrub
 
 LAUNCH_ID = secrets.token_hex(3)  # one per launching process; its jobs get it through the config
 OmegaConf.register_new_resolver("launch_id", lambda: LAUNCH_ID, use_cache=True, replace=True)
@@ -47,6 +49,7 @@ def validate_launch(cfg: DictConfig) -> None:
     built-in focal loss) is fine here: the job skips itself.
     """
     config.check_added_keys(cfg, list(cfg.hydra.overrides.task), groups(cfg))
+    _check_no_password_pickled(cfg)
     jobs = sweep_jobs(cfg)
     varying = {override for job in jobs for override in job if not all(override in other for other in jobs)}
     for overrides in _each_value_once(jobs):
@@ -58,6 +61,19 @@ def validate_launch(cfg: DictConfig) -> None:
         except ConfigError as exc:
             which = " ".join(o for o in overrides if o in varying) or "every job"
             raise ConfigError(f"{exc} (job {which}); nothing was started") from None
+
+
+def _check_no_password_pickled(cfg: DictConfig) -> None:
+    """Refuse a password in tracking.uri when the launcher is submitit's, which writes every job's config,
+    the URI included, into its job files (`.submitit/*.pkl`)."""
+    uri = cfg.tracking.uri
+    if "submitit" in str(cfg.hydra.launcher.get("_target_", "")) and uri and urlsplit(uri).password is not None:
+        raise ConfigError(
+            f"tracking.uri={redact(uri)} holds a password, which a SLURM launch would write into its job files "
+            "(.submitit/*.pkl). Leave it out of the URI and export it for the jobs to inherit: "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for a tracking server, PGPASSWORD or PGPASSFILE "
+            "for PostgreSQL; nothing was started"
+        )
 
 
 def _each_value_once(jobs: list[list[str]]) -> list[list[str]]:

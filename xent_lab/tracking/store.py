@@ -61,13 +61,18 @@ def resolve_uri(configured: str | None, launch_dir: Path | None = None) -> str:
 def probe_health(uri: str, timeout: float) -> None:
     """GET `uri`/health of an HTTP tracking server; raises OSError (URLError) when it does not answer.
 
-    urllib would read `user:password@` as part of the host name: the credentials go as basic auth.
+    urllib would read `user:password@` as part of the host name: the credentials go as basic auth, from the URI
+    or else, as MLflow's client takes them, from $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD.
     """
     parts = urlsplit(uri)
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     request = urllib.request.Request(bare.rstrip("/") + "/health")
     if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        username, password = unquote(parts.username), unquote(parts.password or "")
+    else:
+        username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    if username is not None:
+        credentials = f"{username}:{password}".encode()
         request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
     with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
