@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xent_lab import losses
+from xent_lab.losses._ops import xla_compiles
 
 # Agreement with Keras: |ours - keras| <= RTOL * |keras| + ATOL, for values and gradients. The
 # absolute floor covers values near 0, where the two implementations' different (equally valid)
@@ -715,12 +716,18 @@ class TestBinaryFocalCrossentropy(HandComputed):
         np.testing.assert_array_equal(grad, 0.0)
 
 
-def _value_and_grads(fn, y, x):
-    """fn(y, x) and its gradients with respect to x and y, as NumPy arrays."""
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, y])
-        value = fn(y, x)
-    return value.numpy(), tape.gradient(value, x).numpy(), tape.gradient(value, y).numpy()
+def _value_and_grads(fn, y, x, jit=False):
+    """fn(y, x) and its gradients with respect to x and y, as NumPy arrays; compiled by XLA if `jit`."""
+
+    def value_and_grads(y, x):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, y])
+            value = fn(y, x)
+        return value, tape.gradient(value, x), tape.gradient(value, y)
+
+    if jit:
+        value_and_grads = tf.function(value_and_grads, jit_compile=True)
+    return tuple(t.numpy() for t in value_and_grads(y, x))
 
 
 @pytest.mark.parametrize(
@@ -738,10 +745,12 @@ def _value_and_grads(fn, y, x):
     ],
     ids=["bce", "bce-ls", "focal-g1", "focal-g2-alpha", "focal-g3.5-ls"],
 )
-def test_binary_gradients_written_out_equal_autodiff(loss):
+@pytest.mark.parametrize("jit", [False, True], ids=["tf", "xla"])
+def test_binary_gradients_written_out_equal_autodiff(loss, jit):
     # From logits the binary losses (gamma >= 1) return closed-form gradients (`_ops._sigmoid_xent`,
-    # `_ops.binary_focal_terms`). Against TensorFlow's autodiff of the textbook formula in float64, for
-    # soft labels too, and for the gradient with respect to the labels as well as the logits.
+    # `_ops.binary_focal_terms`), and under XLA autodiff of their stable forms. Against TensorFlow's autodiff
+    # of the textbook formula in float64, for soft labels too, and for the gradient with respect to the
+    # labels as well as the logits.
     rng = np.random.default_rng(21)
     x = tf.constant(rng.normal(scale=4.0, size=(32, 3)))
     y = tf.constant(rng.random((32, 3)))
@@ -755,8 +764,35 @@ def test_binary_gradients_written_out_equal_autodiff(loss):
         weight = (y_s * 0.25 + (1 - y_s) * 0.75) if getattr(loss, "apply_class_balancing", False) else 1.0
         return tf.reduce_sum(tf.reduce_mean(weight * (1 - (y_s * s + (1 - y_s) * (1 - s))) ** gamma * bce, -1))
 
-    for ours, expected in zip(_value_and_grads(loss, y, x), _value_and_grads(reference, y, x)):
+    for ours, expected in zip(_value_and_grads(loss, y, x, jit), _value_and_grads(reference, y, x)):
         np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [losses.BinaryCrossentropy(from_logits=True), losses.BinaryFocalCrossentropy(from_logits=True, gamma=2.0)],
+    ids=["bce", "focal"],
+)
+def test_binary_losses_under_xla_equal_the_written_out_forms_at_extreme_logits(loss):
+    # Under XLA autodiff replaces the written-out gradients (`_ops.xla_compiles`): at +-1e4 logits it is as
+    # finite and as exact as they are, in float32.
+    y, x = tf.constant(BINARY_EXTREME_Y), tf.constant(BINARY_EXTREME_LOGITS)
+    written_out, under_xla = _value_and_grads(loss, y, x), _value_and_grads(loss, y, x, jit=True)
+    for a, b in zip(under_xla, written_out):
+        assert np.all(np.isfinite(a)), a
+        np.testing.assert_allclose(a, b, rtol=EXACT_RTOL, atol=GRAD_ATOL)
+
+
+def test_xla_is_told_apart_from_tf_function_when_a_loss_is_traced():
+    seen = {}
+    for jit in (False, True):
+
+        def traced(jit: bool = jit) -> tf.Tensor:
+            seen[jit] = xla_compiles()
+            return tf.constant(0.0)
+
+        tf.function(traced, jit_compile=jit)()
+    assert seen == {False: False, True: True} and not xla_compiles()  # and eagerly
 
 
 @pytest.mark.parametrize("ls", [0.0, 0.2])
