@@ -145,29 +145,32 @@ def xla_compiles() -> bool:
     return GraphOrParentsInXlaContext(get_default_graph())
 
 
-def _exp_neg_abs(x: Tensor) -> Tensor:
-    """exp(-|x|), spelled once for every binary loss from logits so that Grappler and XLA compute it once."""
-    return ops.exp(ops.where(x >= 0, -x, x))
-
-
 def _logistic_loss(y: Tensor, x: Tensor, e: Tensor) -> Tensor:
     """max(x, 0) - x y + log(1 + e) with e = exp(-|x|): binary cross-entropy from logits x, exact for any finite
-    x, in the ops of `tf.nn.sigmoid_cross_entropy_with_logits` (so that its autodiff graph is the built-in's)."""
-    return ops.where(x >= 0, x, 0.0) - x * y + ops.log1p(e)
+    x. Spelled with relu and abs (`e`), the fewest kernels, for the written-out gradients below."""
+    return ops.relu(x) - x * y + ops.log1p(e)
+
+
+def _logistic_loss_for_xla(y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(`_logistic_loss`, e) in the ops of `tf.nn.sigmoid_cross_entropy_with_logits`, selects instead of relu and
+    abs, for XLA to differentiate: its autodiff graph is then the built-in's (with relu and abs, 1.16x it)."""
+    positive = x >= 0
+    e = ops.exp(ops.where(positive, -x, x))
+    return ops.where(positive, x, 0.0) - x * y + ops.log1p(e), e
 
 
 def binary_xent_terms(y: Tensor, y_pred: Tensor, from_logits: bool) -> Tensor:
     """Element-wise binary cross-entropy -(y log p + (1 - y) log(1 - p)).
 
-    From logits x, `_logistic_loss`: with its gradient written out (`_sigmoid_xent`), except under XLA, where
-    autodiff of the same ops is the built-in's graph. There the written-out gradient's sigmoid is a second exp
-    that XLA keeps, 1.07x the built-in at one output (`make bench`); with `tf.function` it is 0.70x.
+    From logits x, `_logistic_loss` with its gradient written out (`_sigmoid_xent`), except under XLA: there
+    autodiff of `_logistic_loss_for_xla` is the built-in's graph, where the written-out gradient's sigmoid is a
+    second exp that XLA keeps (1.07x the built-in at one output, `make bench`; with `tf.function`, 0.70x).
     """
     if not from_logits:
         log_p, log_q = binary_log_probs(y_pred, from_logits)
         return -(y * log_p + (1.0 - y) * log_q)
     if xla_compiles():
-        return _logistic_loss(y, y_pred, _exp_neg_abs(y_pred))
+        return _logistic_loss_for_xla(y, y_pred)[0]
     return _sigmoid_xent(y, y_pred)
 
 
@@ -180,10 +183,10 @@ def _upstream(args: tuple[Tensor, ...], upstream: Tensor | None) -> Tensor:
 def _sigmoid_xent(y: Tensor, x: Tensor) -> tuple[Tensor, Callable[..., tuple[Tensor, Tensor]]]:
     """`_logistic_loss`, with the gradient (-x, sigmoid(x) - y) in closed form.
 
-    Autodiff through the stable form chains the derivatives of two selects, exp and log1p, each its own
+    Autodiff through the stable form chains the derivatives of max, abs, exp and log1p, each its own
     kernel with `tf.function`; the closed form is two ops (`make bench`, section losses).
     """
-    value = _logistic_loss(y, x, _exp_neg_abs(x))
+    value = _logistic_loss(y, x, ops.exp(-ops.abs(x)))
 
     def grad(*args: Tensor, upstream: Tensor | None = None) -> tuple[Tensor, Tensor]:
         g = _upstream(args, upstream)
@@ -204,8 +207,9 @@ def binary_focal_terms(y: Tensor, x: Tensor, gamma: float) -> Tensor:
     form are two more exps that XLA keeps (1.16x the built-in at one output, against 0.98x; `make bench`).
     """
     if xla_compiles():
-        numerator, e = _binary_1m_pt_parts(y, x)
-        return ops.power(numerator / (1.0 + e), gamma) * _logistic_loss(y, x, e)
+        b, e = _logistic_loss_for_xla(y, x)
+        numerator, e = _binary_1m_pt_parts(y, x, e)
+        return ops.power(numerator / (1.0 + e), gamma) * b
 
     @ops.custom_gradient
     def focal(y: Tensor, x: Tensor) -> tuple[Tensor, Callable[..., tuple[Tensor, Tensor]]]:
@@ -228,11 +232,11 @@ def binary_focal_terms(y: Tensor, x: Tensor, gamma: float) -> Tensor:
     return focal(y, x)
 
 
-def _binary_1m_pt_parts(y: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
-    """From logits x: (w + (1 - w) e, e) with e = exp(-|x|) and w the label weight of the class the sign
-    of x favours (1 - y if x > 0, else y), so that 1 - p_t = (w + (1 - w) e) / (1 + e) without cancellation.
-    The graph optimizers (Grappler, XLA) compute e once with the cross-entropy's."""
-    e = _exp_neg_abs(y_pred)
+def _binary_1m_pt_parts(y: Tensor, y_pred: Tensor, e: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """From logits x: (w + (1 - w) e, e) with e = exp(-|x|) (computed if not given) and w the label weight of
+    the class the sign of x favours (1 - y if x > 0, else y), so that 1 - p_t = (w + (1 - w) e) / (1 + e)
+    without cancellation. The graph optimizers (Grappler, XLA) compute e once with the cross-entropy's."""
+    e = ops.exp(-ops.abs(y_pred)) if e is None else e
     w = ops.where(y_pred > 0, 1.0 - y, y)
     return w + (1.0 - w) * e, e
 
