@@ -77,7 +77,9 @@ def guard(loss: Tensor, ok: Tensor, message: str, values: Tensor) -> Tensor:
     """
     if tf is not None and keras.backend.backend() == "tensorflow":
         summary = [message, "Received min:", ops.min(values), "max:", ops.max(values)]
-        with tf.control_dependencies([tf.debugging.Assert(ops.all(ok), summary)]):
+        # The raw op: tf.debugging.Assert wraps one with float data in a tf.cond, whose branch function costs a
+        # small batch's loss more than the loss itself (sparse CCE at 128 x 10: 1.125x the built-in, 1.07x unguarded).
+        with tf.control_dependencies([tf.raw_ops.Assert(condition=ops.all(ok), data=summary, summarize=3)]):
             loss = tf.identity(loss)
     return ops.where(ok, loss, math.nan)
 
@@ -341,34 +343,18 @@ def categorical_xent_from_logits(y: Tensor, z: Tensor, axis: int) -> Tensor:
 
 
 def sparse_xent_from_logits(index: Tensor, z: Tensor, axis: int, label_smoothing: float) -> Tensor:
-    """-(1 - ls) log p[label] - ls mean_k(log p) per sample from logits z, with the gradient softmax(z) - y_s
-    written out (y_s the smoothed one-hot label).
+    """-(1 - ls) log p[label] - ls mean_k(log p) per sample from logits z: `categorical_xent_from_logits` of
+    the smoothed one-hot label, with its gradient softmax(z) - y_s written out.
 
-    `index`: the labels with `axis` kept (size 1), valid indices. Autodiff through log-softmax and the gather
-    builds the one-hot scatter of the gather's gradient and a second softmax pass; the closed form needs
-    neither, which is what makes the loss faster than the built-in's fused kernel (`make bench`).
+    `index`: the labels with `axis` kept (size 1), valid indices. A one-hot label rather than a gather:
+    autodiff through the gather builds the one-hot scatter of its gradient anyway, and `ops.take_along_axis`
+    is a dozen shape ops per call on TensorFlow, which is what a training step of a small batch pays for.
     """
-
-    @ops.custom_gradient
-    def xent(z: Tensor) -> tuple[Tensor, Callable[..., Tensor]]:
-        shifted, exps, total = _softmax_parts(z, axis)
-        value = ops.log(total) - (1.0 - label_smoothing) * ops.take_along_axis(shifted, index, axis=axis)
-        if label_smoothing:
-            value = value - label_smoothing * ops.mean(shifted, axis=axis, keepdims=True)
-
-        def grad(*args: Tensor, upstream: Tensor | None = None) -> Tensor:
-            g = ops.expand_dims(_upstream(args, upstream), axis)
-            shape = [1] * len(z.shape)
-            shape[axis] = -1
-            classes = ops.reshape(ops.arange(ops.shape(z)[axis], dtype=index.dtype), shape)
-            target = (1.0 - label_smoothing) * ops.cast(ops.equal(classes, index), z.dtype)
-            if label_smoothing:
-                target = target + label_smoothing / ops.cast(ops.shape(z)[axis], z.dtype)
-            return g * (exps / total - target)
-
-        return ops.squeeze(value, axis=axis), grad
-
-    return xent(z)
+    num_classes = ops.shape(z)[axis]
+    target = ops.one_hot(ops.squeeze(index, axis=axis), num_classes, axis=axis, dtype=z.dtype)
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / ops.cast(num_classes, z.dtype)
+    return categorical_xent_from_logits(target, z, axis)
 
 
 def power_is_safe(gamma: float | str) -> bool:
