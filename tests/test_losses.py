@@ -783,6 +783,25 @@ def test_binary_losses_under_xla_equal_the_written_out_forms_at_extreme_logits(l
         np.testing.assert_allclose(a, b, rtol=EXACT_RTOL, atol=GRAD_ATOL)
 
 
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+def test_sparse_crossentropy_under_xla_equals_the_one_hot_form(ls):
+    # Under XLA the sparse loss gathers the label's logit (`_ops.sparse_xent_from_logits`); elsewhere it takes
+    # CCE's closed form of the one-hot label. Same values and gradients, at ordinary and +-1e4 logits.
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True, label_smoothing=ls, reduction="none")
+    labels = tf.constant([0, 0, 2, 1, 4, 3])
+    logits = tf.constant(np.concatenate([np.pad(EXTREME_LOGITS, ((0, 0), (0, 2))), np.arange(10).reshape(2, 5)]))
+
+    def value_and_grad(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = loss(labels, z)
+        return value, tape.gradient(value, z)
+
+    for a, b in zip(tf.function(value_and_grad, jit_compile=True)(logits), value_and_grad(logits)):
+        assert np.all(np.isfinite(a.numpy()))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=EXACT_RTOL, atol=GRAD_ATOL)
+
+
 def test_xla_is_told_apart_from_tf_function_when_a_loss_is_traced():
     seen = {}
     for jit in (False, True):
