@@ -717,13 +717,15 @@ class TestBinaryFocalCrossentropy(HandComputed):
 
 
 def _value_and_grads(fn, y, x, jit=False):
-    """fn(y, x) and its gradients with respect to x and y, as NumPy arrays; compiled by XLA if `jit`."""
+    """fn(y, x) and its gradients with respect to x and (float labels) y, as NumPy arrays; compiled by XLA
+    if `jit`."""
 
     def value_and_grads(y, x):
+        watched = [x, y] if y.dtype.is_floating else [x]
         with tf.GradientTape(persistent=True) as tape:
-            tape.watch([x, y])
+            tape.watch(watched)
             value = fn(y, x)
-        return value, tape.gradient(value, x), tape.gradient(value, y)
+        return value, *(tape.gradient(value, t) for t in watched)
 
     if jit:
         value_and_grads = tf.function(value_and_grads, jit_compile=True)
@@ -791,15 +793,9 @@ def test_sparse_crossentropy_under_xla_equals_the_one_hot_form(ls):
     labels = tf.constant([0, 0, 2, 1, 4, 3])
     logits = tf.constant(np.concatenate([np.pad(EXTREME_LOGITS, ((0, 0), (0, 2))), np.arange(10).reshape(2, 5)]))
 
-    def value_and_grad(z):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            value = loss(labels, z)
-        return value, tape.gradient(value, z)
-
-    for a, b in zip(tf.function(value_and_grad, jit_compile=True)(logits), value_and_grad(logits)):
-        assert np.all(np.isfinite(a.numpy()))
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=EXACT_RTOL, atol=GRAD_ATOL)
+    for a, b in zip(_value_and_grads(loss, labels, logits, jit=True), _value_and_grads(loss, labels, logits)):
+        assert np.all(np.isfinite(a)), a
+        np.testing.assert_allclose(a, b, rtol=EXACT_RTOL, atol=GRAD_ATOL)
 
 
 def test_xla_is_told_apart_from_tf_function_when_a_loss_is_traced():

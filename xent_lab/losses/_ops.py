@@ -310,6 +310,14 @@ def categorical_log1m_probs(y_pred: Tensor, from_logits: bool, axis: int, log_p:
     return ops.where(top, ops.log(ops.maximum(others, _TINY)), ops.log1p(-rest))
 
 
+def _softmax_parts(z: Tensor, axis: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(z - max, exp(z - max), their sum along `axis`): softmax is exps / total and -log softmax is
+    log(total) - shifted; not exp(z - logsumexp(z)) nor logsumexp - z: at logits of 1e4, max + log(total) rounds."""
+    shifted = z - ops.max(z, axis=axis, keepdims=True)
+    exps = ops.exp(shifted)
+    return shifted, exps, ops.sum(exps, axis=axis, keepdims=True)
+
+
 def categorical_xent_from_logits(y: Tensor, z: Tensor, axis: int) -> Tensor:
     """-sum_k y_k log softmax(z)_k per sample, with the gradients (-log softmax(z), softmax(z) sum_k y_k - y)
     written out.
@@ -322,11 +330,7 @@ def categorical_xent_from_logits(y: Tensor, z: Tensor, axis: int) -> Tensor:
 
     @ops.custom_gradient
     def xent(y: Tensor, z: Tensor) -> tuple[Tensor, Callable[..., tuple[Tensor, Tensor]]]:
-        # softmax = exps / total and -log softmax = log(total) - shifted; not exp(z - logsumexp(z)) nor
-        # logsumexp - z: at logits of 1e4, max + log(total) rounds.
-        shifted = z - ops.max(z, axis=axis, keepdims=True)
-        exps = ops.exp(shifted)
-        total = ops.sum(exps, axis=axis, keepdims=True)
+        shifted, exps, total = _softmax_parts(z, axis)
         nll = ops.log(total) - shifted
 
         def grad(*args: Tensor, upstream: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -356,9 +360,7 @@ def sparse_xent_from_logits(index: Tensor, z: Tensor, axis: int, label_smoothing
     # XLA makes the gather one load per sample, where the one-hot product is k (1.14x the built-in, against 0.79x).
     @ops.custom_gradient
     def xent(z: Tensor) -> tuple[Tensor, Callable[..., Tensor]]:
-        shifted = z - ops.max(z, axis=axis, keepdims=True)
-        exps = ops.exp(shifted)
-        total = ops.sum(exps, axis=axis, keepdims=True)
+        shifted, exps, total = _softmax_parts(z, axis)
         value = ops.log(total) - (1.0 - label_smoothing) * ops.take_along_axis(shifted, index, axis=axis)
         if label_smoothing:
             value = value - label_smoothing * ops.mean(shifted, axis=axis, keepdims=True)

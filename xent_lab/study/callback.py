@@ -38,7 +38,7 @@ from xent_lab.study.jobs import (
     job_context,
     sweep_of,
 )
-from xent_lab.study.launch import groups, scrub_hydra_files, validate_launch
+from xent_lab.study.launch import groups, launched_by_submitit, scrub_hydra_files, validate_launch
 from xent_lab.study.progress import Progress, sweep_size
 from xent_lab.study.slurm import make_launches_stoppable
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
@@ -231,7 +231,7 @@ class StudyCallback(Callback):
             print(f"{stopping.reason()}: the launch stopped before any job ran", file=sys.stderr, flush=True)
             sys.exit(130)
         stopping.on_stop(stopping.forward_to_workers)
-        if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+        if launched_by_submitit(config):
             make_launches_stoppable()  # a stop cancels the launch's SLURM jobs
         if config.study.name:
             for run_id, reason in close_stale(client, study=config.study.name).items():

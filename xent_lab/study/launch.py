@@ -42,6 +42,11 @@ def groups(cfg: DictConfig) -> set[str]:
     return set(cfg.hydra.runtime.choices)
 
 
+def launched_by_submitit(cfg: DictConfig) -> bool:
+    """Whether the launcher is hydra-submitit-launcher's (`hydra/launcher=slurm`, or its local variant)."""
+    return "submitit" in str(cfg.hydra.launcher.get("_target_", ""))
+
+
 def validate_launch(cfg: DictConfig) -> None:
     """Raise ConfigError for a swept value (or a fixed one) that makes a job's config invalid, naming the job.
 
@@ -67,7 +72,7 @@ def _check_no_password_pickled(cfg: DictConfig) -> None:
     """Refuse a password in tracking.uri when the launcher is submitit's, which writes every job's config,
     the URI included, into its job files (`.submitit/*.pkl`)."""
     uri = cfg.tracking.uri
-    if "submitit" in str(cfg.hydra.launcher.get("_target_", "")) and uri and urlsplit(uri).password is not None:
+    if launched_by_submitit(cfg) and uri and urlsplit(uri).password is not None:
         raise ConfigError(
             f"tracking.uri={redact(uri)} holds a password, which a SLURM launch would write into its job files "
             "(.submitit/*.pkl). Leave it out of the URI and export it for the jobs to inherit: "
