@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xent_lab.study import progress
-from xent_lab.study.progress import Progress, sweep_size
+from xent_lab.sweep import progress
+from xent_lab.sweep.progress import Progress, sweep_size
 
 
 def test_the_sweep_size_is_the_product_of_the_swept_values():

@@ -31,6 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+import xent_lab.sweep  # noqa: F401  (the Hydra callback's package; it registers `${launch_id:}`, in the run folders)
 from xent_lab import study
 from xent_lab.errors import NotApplicable, XentError
 from xent_lab.tracking import resolve_uri, scrub, tags

@@ -1,10 +1,9 @@
-"""Studies: Hydra sweeps grouped in MLflow as one parent run with one child run per job.
+"""A study's jobs: what each job of a Hydra sweep does, in whatever process a launcher put it (see `jobs`).
 
-`callback.StudyCallback` runs in the launching process (registered in conf/config.yaml); `jobs` is
-what each job does, in whatever process a launcher put it.
+Below training: `xent_lab.training` reads the job's context, hash and run name from here. The sweep itself
+(the Hydra callback in the launching process, launch checks, SLURM, progress) is `xent_lab.sweep`, above it.
 """
 
-from xent_lab.study.callback import StudyCallback
 from xent_lab.study.jobs import (
     FAILED_FILE,
     STUDY_FILE,
@@ -19,6 +18,7 @@ from xent_lab.study.jobs import (
     mark_failed,
     record_failure,
     reuse_finished,
+    run_name,
     sweep_of,
 )
 
@@ -26,7 +26,6 @@ __all__ = [
     "FAILED_FILE",
     "STUDY_FILE",
     "JobContext",
-    "StudyCallback",
     "StudyLaunch",
     "clear_failed",
     "config_hash",
@@ -37,5 +36,6 @@ __all__ = [
     "mark_failed",
     "record_failure",
     "reuse_finished",
+    "run_name",
     "sweep_of",
 ]

@@ -1,5 +1,5 @@
-"""A study's jobs: what the launch tells them (study.json), the config hash, reuse of finished runs, and
-the FAILED record of a job that failed before its run existed, and the FAILED file of any failed job.
+"""A study's jobs: what the launch tells them (study.json), the config hash, the run name, reuse of finished
+runs, the FAILED record of a job that failed before its run existed, and the FAILED file of any failed job.
 
 Each job, in whatever process a launcher put it, reads the launch's `study.json` from the sweep
 folder (`job_context`), skips itself when a finished run of the study has the same config hash (so a
@@ -70,6 +70,16 @@ class JobContext:
             T.CONFIG_HASH: self.config_hash,
             T.JOB_OVERRIDES: json.dumps(self.overrides, sort_keys=True),
         }
+
+
+def run_name(cfg: DictConfig, job: JobContext | None) -> str:
+    """The configured name; else, in a study, the swept values (presets like focal_flsd53 stay apart);
+    else dataset-model-loss-impl-seed, e.g. `mnist-mlp-cce-builtin-s0`."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    if job is not None:
+        return job.run_name(cfg.dataset.name, cfg.seed)
+    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
 
 
 def config_hash(cfg: DictConfig) -> str:

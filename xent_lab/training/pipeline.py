@@ -83,7 +83,7 @@ def train(
     runtime = configure_runtime(cfg.trainer, cfg.seed)
     stopping.check()
     built = build(cfg)
-    name = summary.run_name(cfg, job)
+    name = study.run_name(cfg, job)
     tags = run_tags(cfg, runtime, built.dataset, list(overrides), output_dir, job, tracker.uri)
     with (
         tracker.run(name, tags=tags, record_dir=output_dir) as run,

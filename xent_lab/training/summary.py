@@ -1,4 +1,4 @@
-"""What a run says about itself: its name, its MLflow note and the console summary."""
+"""What a run says about itself: its MLflow note and the console summary (its name: `study.run_name`)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,10 @@ import math
 import keras
 from omegaconf import DictConfig
 
-from xent_lab.study import JobContext
 from xent_lab.tracking import RunLogger, Tracker, redact
 from xent_lab.tracking import tags as T
 from xent_lab.training.callbacks import Divergence
 from xent_lab.training.runtime import Runtime
-
-
-def run_name(cfg: DictConfig, job: JobContext | None) -> str:
-    """The configured name; else, in a study, the swept values (presets like focal_flsd53 stay apart);
-    else dataset-model-loss-impl-seed, e.g. `mnist-mlp-cce-builtin-s0`."""
-    if cfg.tracking.run_name:
-        return cfg.tracking.run_name
-    if job is not None:
-        return job.run_name(cfg.dataset.name, cfg.seed)
-    return f"{cfg.dataset.name}-{cfg.model.name}-{cfg.loss.name}-{cfg.loss.impl}-s{cfg.seed}"
-
 
 # The settings that tell runs of one loss apart, shown in the run's note.
 LOSS_DETAILS = {

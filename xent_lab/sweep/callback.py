@@ -3,7 +3,7 @@
 
 The launching process prepares the tracking store before any job starts, so parallel jobs never race
 to create it. For a named study (`study.name`, set by the files in experiments/) it also opens the
-parent run and writes `study.json` into the sweep folder (see `xent_lab.study.jobs`). When the sweep
+parent run and writes `study.json` into the sweep folder (see `xent_lab.study.jobs`, what each job does). When the sweep
 ends it builds the report and ends the parent run; if the launch dies first, an exit hook ends it KILLED.
 """
 
@@ -36,11 +36,12 @@ from xent_lab.study.jobs import (
     failed_jobs,
     is_published,
     job_context,
+    run_name,
     sweep_of,
 )
-from xent_lab.study.launch import groups, launched_by_submitit, scrub_hydra_files, validate_launch
-from xent_lab.study.progress import Progress, sweep_size
-from xent_lab.study.slurm import make_launches_stoppable
+from xent_lab.sweep.launch import groups, launched_by_submitit, scrub_hydra_files, validate_launch
+from xent_lab.sweep.progress import Progress, sweep_size
+from xent_lab.sweep.slurm import make_launches_stoppable
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.lock import patiently
@@ -107,7 +108,7 @@ class StudyCallback(Callback):
     def _open_parent(self, config: DictConfig, tracker: Tracker, experiment_id: str) -> None:
         uri, client = tracker.uri, tracker.client
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:  # the launch's own folder (see xent_lab.study.launch), made before the parent run
+        try:  # the launch's own folder (see xent_lab.sweep.launch), made before the parent run
             sweep_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
             raise XentError(
@@ -143,11 +144,9 @@ class StudyCallback(Callback):
             self.progress.start_job()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """Print the study's progress and keep it as the parent run's tag (see `xent_lab.study.progress`)."""
+        """Print the study's progress and keep it as the parent run's tag (see `xent_lab.sweep.progress`)."""
         if self.progress is None or not self.progress.reports_here() or self.launch is None or self.client is None:
             return
-        from xent_lab.training.summary import run_name  # the job's own name; Keras is loaded by the job already
-
         job = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])  # as the task saw it
         line = self.progress.finish_job(run_name(job, job_context(job)))
         print(line, flush=True)
