@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.e2e import data_dir
 from xent_lab.bench.__main__ import main as bench_main
-from xent_lab.bench.losses import noise_verdict
+from xent_lab.bench.common import noise_verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

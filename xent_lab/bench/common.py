@@ -1,5 +1,5 @@
 """What every bench figure shares: composing the real config, a compiled model beside the harness's,
-epoch timing, and the paired-ratio summary."""
+epoch timing, the ratio summaries, and the paired-block method (ABBA blocks, paired ratios, a control's verdict)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,46 @@ def median_time(fn: Callable[[], Any], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def alternating(
+    fns: dict[str, Callable[[], Any]], calls: int, rounds: int, self_timed: bool = False
+) -> list[dict[str, list[float]]]:
+    """Per round, the seconds of each call of each fn; the calls alternate between the fns, in an order
+    reversed at every call (ABBA...), so that a change of machine load hits all of them alike. `self_timed`:
+    each fn returns its own seconds (a run's steady epochs, without its set-up) instead of being timed whole."""
+    names = list(fns)
+    measured = []
+    for _ in range(rounds):
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        for call in range(calls):
+            for name in names if call % 2 == 0 else reversed(names):
+                started = time.perf_counter()
+                own = fns[name]()
+                seconds[name].append(float(own) if self_timed else time.perf_counter() - started)
+        measured.append(seconds)
+    return measured
+
+
+def paired_summary(
+    rounds: list[dict[str, list[float]]], target: str, numerator: str = "custom", denominator: str = "builtin"
+) -> dict[str, Any]:
+    """Per round, the median over its calls of numerator / denominator, each call paired with the denominator's
+    call run next to it (a burst of load hits both); the median of the rounds, and their spread (max / min): how
+    far to trust it. `rounds` in the result: each round's median seconds per call of the two."""
+    ratios = [statistics.median(n / d for n, d in zip(r[numerator], r[denominator], strict=True)) for r in rounds]
+    return {
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "spread": max(ratios) / min(ratios),
+        "rounds": [{name: statistics.median(r[name]) for name in (numerator, denominator)} for r in rounds],
+        "target": target,
+    }
+
+
+def noise_verdict(ratios: list[float], control: list[float]) -> str:
+    """ "faster" or "slower" when every round ratio lies below or above every round of the control (the same
+    thing against itself: the noise of the method), else "parity"."""
+    if max(ratios) < min(control):
+        return "faster"
+    return "slower" if min(ratios) > max(control) else "parity"

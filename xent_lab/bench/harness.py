@@ -1,5 +1,5 @@
 """The harness's own costs: `xent_lab.train` against a plain `model.fit`, an HTTP tracking server against
-a local SQLite file, and the time from launch to the first training step."""
+a local SQLite file (both by paired blocks, each with a control), and the time from launch to the first step."""
 
 from __future__ import annotations
 
@@ -12,18 +12,49 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from xent_lab import tracking
-from xent_lab.bench.common import EpochTimer, compiled, config, history, median_time, ratio_summary, steady, train_run
+from xent_lab.bench.common import (
+    EpochTimer,
+    alternating,
+    compiled,
+    config,
+    history,
+    median_time,
+    noise_verdict,
+    paired_summary,
+    steady,
+    train_run,
+)
 from xent_lab.data import Dataset
 from xent_lab.tracking import tags as T
 
+# Runs of each role per round of the harness and server figures, in ABBA order. Each run is a block: its steady
+# epochs are paired with those of the run beside it, so that load lasting a run hits both.
+BLOCKS_PER_ROUND = 3
+RATIO_TARGET, SPREAD_TARGET = 1.05, 1.10
 
-def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) -> dict[str, Any]:
+
+def held_to_targets(figure: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+    """The figure with its control (the same thing against itself), the verdict read against the control's
+    rounds, and pass or fail for each target: the ratio, and the spread of its rounds (can it resolve 5%?)."""
+    return {
+        **figure,
+        "spread_target": f"<= {SPREAD_TARGET}",
+        "passes": {"ratio": figure["ratio"] <= RATIO_TARGET, "spread": figure["spread"] <= SPREAD_TARGET},
+        "control": control,
+        "verdict": noise_verdict(figure["ratios"], control["ratios"]),
+    }
+
+
+def harness_overhead(dataset: Dataset, epochs: int, blocks: int, rounds: int, workdir: Path) -> dict[str, Any]:
     """Seconds per epoch: xent_lab.train (with and without per-epoch calibration) vs a plain `model.fit`.
 
-    Same model, data, batch size and validation set; the plain fit has no callbacks at all.
+    Same model, data, batch size and validation set; the plain fit has no callbacks at all. Paired blocks: each
+    round runs `blocks` runs of each role, in ABBA order, and pairs each run's steady epochs (epoch 0 traces)
+    with those of the run beside it. The control is a second plain fit, paired the same way with the first.
     """
     overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
     cfg = config(*overrides)
@@ -56,16 +87,22 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
             fractions.extend(c / e for c, e in zip(costs[1:], epochs[1:], strict=True))
         return steady(epochs)
 
-    measured: list[dict[str, float]] = []
     fractions: list[float] = []
-    for _ in range(rounds):
-        measured.append({"plain_fit": plain(), "harness_no_calibration": harness(False), "harness": harness(True)})
+    # The order puts each figure's two roles side by side, both ways round.
+    roles = {
+        "harness_with_calibration": lambda: harness(True),
+        "harness_no_calibration": lambda: harness(False),
+        "plain_fit": plain,
+        "plain_fit_again": plain,
+    }
+    measured = alternating(roles, blocks, rounds, self_timed=True)
+    control = paired_summary(measured, "1.00 (the method's noise)", "plain_fit_again", "plain_fit")
     return {
-        "epoch_seconds_harness_over_plain_fit": ratio_summary(
-            measured, "harness_no_calibration", "plain_fit", "<= 1.05"
+        "epoch_seconds_harness_over_plain_fit": held_to_targets(
+            paired_summary(measured, f"<= {RATIO_TARGET}", "harness_no_calibration", "plain_fit"), control
         ),
-        "epoch_seconds_harness_with_calibration_over_plain_fit": ratio_summary(
-            measured, "harness", "plain_fit", "informative"
+        "epoch_seconds_harness_with_calibration_over_plain_fit": paired_summary(
+            measured, "informative", "harness_with_calibration", "plain_fit"
         ),
         "calibration_callback_fraction_of_epoch": {
             "fraction": statistics.median(fractions),
@@ -77,38 +114,46 @@ def harness_overhead(dataset: Dataset, epochs: int, rounds: int, workdir: Path) 
 
 
 def tracking_server_overhead(
-    dataset: Dataset, epochs: int, rounds: int, workdir: Path, server_uri: str
+    dataset: Dataset, epochs: int, blocks: int, rounds: int, workdir: Path, server_uri: str
 ) -> dict[str, Any]:
     """Seconds per epoch of `xent_lab.train` logging to an HTTP tracking server, over logging to a local SQLite file.
 
-    The same training alternately against each store (which goes first swaps every round). The server runs
-    on this machine over its own SQLite file, so the difference is the HTTP hop and the server itself.
-    `perf/epoch_seconds` stops before an epoch's metrics are sent; here an epoch is the time between the
+    The server runs on this machine over its own SQLite file, so the difference is the HTTP hop and the server
+    itself. `perf/epoch_seconds` stops before an epoch's metrics are sent; here an epoch is the time between the
     timestamps of two consecutive per-epoch `log_batch` calls: one epoch plus one round trip to the store.
+    Paired blocks as in `harness_overhead`: each run's epochs paired with the run beside it; the control is a
+    second local SQLite file, paired the same way with the first.
     """
     overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
-    stores = {"local_sqlite": f"sqlite:///{workdir / 'local.db'}", "http_server": server_uri}
-    measured: list[dict[str, float]] = []
-    for turn in range(rounds):
-        timings = {}
-        for name in sorted(stores, reverse=turn % 2 == 1):
-            client, run = train_run(overrides, workdir, stores[name], "bench-store")
-            stamps = [m.timestamp for m in history(client, run, T.TRAIN_LOSS)]
-            timings[name] = float(np.median(np.diff(stamps))) / 1000
-        measured.append(timings)
+
+    def epoch_with_logging(uri: str) -> float:
+        client, run = train_run(overrides, workdir, uri, "bench-store")
+        runs.append(run)
+        stamps = [m.timestamp for m in history(client, run, T.TRAIN_LOSS)]
+        return float(np.median(np.diff(stamps))) / 1000
+
+    runs: list[Run] = []
+    stores = {
+        "http_server": server_uri,
+        "local_sqlite": f"sqlite:///{workdir / 'local.db'}",
+        "local_sqlite_again": f"sqlite:///{workdir / 'local-again.db'}",
+    }
+    roles = {name: functools.partial(epoch_with_logging, uri) for name, uri in stores.items()}
+    measured = alternating(roles, blocks, rounds, self_timed=True)
+    control = paired_summary(measured, "1.00 (the method's noise)", "local_sqlite_again", "local_sqlite")
     # One epoch's metrics (the last run's), sent as training sends them, in one log_batch, timed alone.
     epoch_metrics = {
         key: value
-        for key, value in run.data.metrics.items()
+        for key, value in runs[-1].data.metrics.items()
         if key.startswith((T.TRAIN_PREFIX, T.VAL_PREFIX)) or key in (T.EPOCH_SECONDS, T.CALIBRATION_SECONDS)
     }
     round_trip = {}
-    for name, uri in stores.items():
-        with tracking.Tracker(uri, "bench-log-batch").run("log-batch") as logger:
+    for name in ("local_sqlite", "http_server"):
+        with tracking.Tracker(stores[name], "bench-log-batch").run("log-batch") as logger:
             round_trip[name] = median_time(functools.partial(logger.log_metrics, epoch_metrics, step=0), 20)
     return {
         "epoch_seconds_http_server_over_sqlite": {
-            **ratio_summary(measured, "http_server", "local_sqlite", "<= 1.05"),
+            **held_to_targets(paired_summary(measured, f"<= {RATIO_TARGET}", "http_server", "local_sqlite"), control),
             "log_batch_seconds": round_trip,
             "how": "median interval between the timestamps of consecutive per-epoch log_batch calls "
             "(an epoch plus its logging round trip); the server on 127.0.0.1 over SQLite, --workers 1",

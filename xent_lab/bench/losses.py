@@ -3,8 +3,6 @@ forward and backward pass of the loss alone."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +10,7 @@ import keras
 import numpy as np
 
 from xent_lab import losses
-from xent_lab.bench.common import compiled, config
+from xent_lab.bench.common import alternating, compiled, config, noise_verdict, paired_summary
 from xent_lab.data import Dataset
 
 # The loss classes that have a Keras built-in of the same name, with the label format each takes.
@@ -29,36 +27,6 @@ BUILTIN_PAIRS = {
 # blocks of 150 steps, two identical built-in models measured 0.87-0.97 in one run's rounds: a burst of load
 # lasting a block or more hits one model's blocks more than the other's. 40 blocks of 30 measured 0.975-0.999.
 BLOCKS_PER_ROUND = 40
-
-
-def alternating(fns: dict[str, Callable[[], Any]], calls: int, rounds: int) -> list[dict[str, list[float]]]:
-    """Per round, the seconds of each call of each fn; the calls alternate between the fns, in an order
-    reversed at every call (ABBA...), so that a change of machine load hits all of them alike."""
-    names = list(fns)
-    measured = []
-    for _ in range(rounds):
-        seconds: dict[str, list[float]] = {name: [] for name in names}
-        for call in range(calls):
-            for name in names if call % 2 == 0 else reversed(names):
-                started = time.perf_counter()
-                fns[name]()
-                seconds[name].append(time.perf_counter() - started)
-        measured.append(seconds)
-    return measured
-
-
-def paired_summary(rounds: list[dict[str, list[float]]], target: str) -> dict[str, Any]:
-    """Per round, the median over its calls of custom / builtin, each call paired with the builtin call run
-    next to it (a burst of load hits both); the median of the rounds, and their spread (max / min): how far
-    to trust it. `rounds` in the result: each round's median seconds per call."""
-    ratios = [statistics.median(c / b for c, b in zip(r["custom"], r["builtin"], strict=True)) for r in rounds]
-    return {
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "spread": max(ratios) / min(ratios),
-        "rounds": [{name: statistics.median(times) for name, times in r.items()} for r in rounds],
-        "target": target,
-    }
 
 
 def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, Any]:
@@ -109,14 +77,6 @@ def _step(loss: keras.losses.Loss, y: Any, z: Any, jit: bool) -> Callable[[], An
 
     step()  # traces (and compiles, under XLA)
     return lambda: [t.numpy() for t in step()]
-
-
-def noise_verdict(ratios: list[float], control: list[float]) -> str:
-    """ "faster" or "slower" when every round ratio lies below or above every round of the built-in against
-    itself (the noise of the method), else "parity"."""
-    if max(ratios) < min(control):
-        return "faster"
-    return "slower" if min(ratios) > max(control) else "parity"
 
 
 def loss_forward_backward_ratio(batch: int, repeat: int, rounds: int = 5) -> dict[str, Any]:
