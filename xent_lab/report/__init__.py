@@ -6,8 +6,8 @@
 then logs them to the parent run under `report/`. Exit status 2 with a one-line `error: ...` for a
 user error.
 
-What it reads (written by the study callback, xent_lab.study, and by xent_lab.train; the names are
-those of `xent_lab.tracking.tags`):
+What it reads (written by the study callback, xent_lab.sweep, by each job through xent_lab.study, and by
+xent_lab.train; the names are those of `xent_lab.tracking.tags`):
 - parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `git_commit`,
   `xent.launch_host`, and `xent.reused.<config_hash>` = run id of a finished run of an earlier
   launch that this launch reused instead of training again;

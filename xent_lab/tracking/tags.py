@@ -43,7 +43,7 @@ SLURM_JOB_ID = "slurm_job_id"  # as squeue shows it, scancel takes it: <array jo
 SLURM_ARRAY_JOB_ID = "slurm_array_job_id"  # the array of a study launch's jobs
 SLURM_ARRAY_TASK_ID = "slurm_array_task_id"  # the job's index in it
 
-# --- studies (xent_lab.study): a parent run per launch, a child run per job
+# --- studies (xent_lab.sweep, xent_lab.study): a parent run per launch, a child run per job
 STUDY = "xent.study"
 ROLE = "xent.role"
 ROLE_PARENT, ROLE_CHILD = "parent", "child"
