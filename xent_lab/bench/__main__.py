@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures are noise")
     parser.add_argument("--rounds", type=int, default=5, help="alternations per timing figure (default 5)")
     parser.add_argument(
+        "--blocks",
+        type=int,
+        default=harness.BLOCKS_PER_ROUND,
+        help=f"runs of each kind per round of the harness and server figures (default {harness.BLOCKS_PER_ROUND})",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = pipeline.load_data(config("debug=quick" if quick else "dataset.limit.train=null"))
     # A block is one run: 3 epochs give 2 steady ones (epoch 0 traces), and 2 intervals between epochs' logs.
-    epochs, blocks = (2, 1) if quick else (3, harness.BLOCKS_PER_ROUND)
+    epochs, blocks = (2, 1) if quick else (3, args.blocks)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if section("harness", "harness vs plain model.fit (MNIST MLP)"):
