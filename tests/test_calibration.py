@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import keras
-import matplotlib.colors
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -325,31 +324,6 @@ def test_bin_accuracy_band_by_hand_and_contains_the_accuracy():
     again, other = (np.vstack(cal.bin_accuracy_band(probs, labels, 15, 500, seed=s)) for s in (3, 4))
     np.testing.assert_array_equal(again, np.vstack([low, high]))  # seeded
     assert not np.array_equal(other, again, equal_nan=True)
-
-
-def test_reliability_overlay_draws_one_curve_per_run():
-    rng = np.random.default_rng(9)
-    logits = rng.normal(size=(2000, 5)) * 2
-    labels = np.minimum((special.softmax(logits, axis=1).cumsum(axis=1) < rng.random((2000, 1))).sum(axis=1), 4)
-    runs = {
-        "calibrated": (special.softmax(logits, axis=1), labels),
-        "sharp": (special.softmax(3 * logits, axis=1), labels),
-    }
-    figure = cal.reliability_overlay(runs, n_bins=10, binned=True, title="study")
-    (axes,) = figure.axes
-    curves = [line for line in axes.lines if line.get_label() in runs]
-    assert [line.get_label() for line in curves] == list(runs)
-    for line, (probs, y) in zip(curves, runs.values()):
-        np.testing.assert_array_equal(line.get_ydata(), cal.smooth_reliability(probs, y)[1])
-    # The binned points, one set per run, in the colour of the run's curve.
-    assert len(axes.collections) == 2
-    assert [tuple(c.get_facecolor()[0][:3]) for c in axes.collections] == [
-        matplotlib.colors.to_rgb(line.get_color()) for line in curves
-    ]
-    assert {text.get_text() for text in axes.get_legend().get_texts()} >= set(runs)
-    assert len(cal.reliability_overlay(runs).axes[0].collections) == 0
-    with pytest.raises(ValueError, match="at least one"):
-        cal.reliability_overlay({})
 
 
 def test_save_load_predictions_round_trip(tmp_path):

@@ -118,13 +118,19 @@ def test_estimator_metrics_names_each_estimator():
     }
 
 
+def _equal_mass_bin_ids(scores: np.ndarray, n_bins: int) -> np.ndarray:
+    """Nixon et al.'s equal-mass bin of each score spelled out: r' M // n, r' the rank of the first tied score."""
+    order = np.argsort(scores)
+    bin_ids = np.empty(len(scores), dtype=np.int64)
+    bin_ids[order] = np.searchsorted(scores[order], scores[order], side="left") * n_bins // len(scores)
+    return bin_ids
+
+
 def _sweep_by_brute_force(confidence: np.ndarray, correct: np.ndarray) -> float:
     """Roelofs et al.'s sweep spelled out: every b from 1, equal-mass bins, stop before the first non-monotone b."""
-    from xent_lab.calibration.binning import equal_mass_bin_ids
-
     best = abs(correct.mean() - confidence.mean())
     for b in range(2, len(confidence) + 1):
-        ids = equal_mass_bin_ids(confidence, b)
+        ids = _equal_mass_bin_ids(confidence, b)
         filled = [m for m in range(b) if np.any(ids == m)]
         accuracy = [correct[ids == m].mean() for m in filled]
         if any(later < earlier for earlier, later in zip(np.maximum.accumulate(accuracy), accuracy[1:])):

@@ -7,21 +7,23 @@ The prediction is argmax_j P_ij (ties go to the lowest class index), its confide
 and its correctness a_i = 1[argmax_j P_ij == y_i].
 
 - `validation`: the input checks (ValueError naming the problem and the offending shape or value);
-- `binning`: the equal-width bins and `reliability_bins`;
-- `metrics`: ECE, MCE, adaptive and classwise ECE, Brier, NLL, accuracy, per-class recall;
+- `binning`: the equal-width and equal-mass bins and `reliability_bins`;
+- `statistics`: the one engine: per-bin counts and sums, per-class sums and per-sample sums of the test set or of
+  a batch of bootstrap resamples, from which every metric is computed;
+- `metrics`: `METRICS`, each metric defined once on those statistics (ECE, MCE, adaptive and classwise ECE,
+  Brier, NLL, accuracy, and the estimators), the single-value functions, per-class recall;
 - `temperature`: recalibration of logits (temperature scaling);
 - `estimators`: debiased ECE, ECE-sweep and smooth ECE;
-- `bootstrap`: percentile bootstrap intervals of the metrics (all of them, vectorised over resamples), the
-  paired bootstrap of two models, and the band of the per-bin accuracy;
+- `bootstrap`: percentile bootstrap intervals of every metric of `METRICS` (its statistics of all resamples at
+  once), the paired bootstrap of two models, and the band of the per-bin accuracy;
 - `recalibration`: the recalibration methods (fit / predict_proba), registered in `RECALIBRATORS`;
 - `scoring`: a run's test scores with intervals, before and after each recalibration method;
-- `plots`: reliability diagrams (binned with counts and bootstrap bands, smooth curves, overlays of runs);
+- `plots`: reliability diagrams (binned with counts and bootstrap bands, and smooth curves);
 - `predictions`: test logits, labels and head saved to and loaded from .npz.
 
 Logits become probabilities in `xent_lab.heads` (`probabilities`, re-exported here).
 """
 
-from xent_lab.calibration.binning import ReliabilityBins, reliability_bins
 from xent_lab.calibration.bootstrap import (
     BOOTSTRAP_METRICS,
     PairedDifference,
@@ -31,7 +33,9 @@ from xent_lab.calibration.bootstrap import (
 )
 from xent_lab.calibration.estimators import debiased_ece, ece_sweep, estimator_metrics, smooth_ece, smooth_reliability
 from xent_lab.calibration.metrics import (
-    NLL_EPS,
+    CALIBRATION_METRICS,
+    METRICS,
+    ReliabilityBins,
     accuracy,
     adaptive_ece,
     brier_score,
@@ -41,8 +45,9 @@ from xent_lab.calibration.metrics import (
     mce,
     nll,
     per_class_recall,
+    reliability_bins,
 )
-from xent_lab.calibration.plots import draw_reliability, draw_smooth, reliability_diagram, reliability_overlay
+from xent_lab.calibration.plots import draw_reliability, draw_smooth, reliability_diagram
 from xent_lab.calibration.predictions import Predictions, load_predictions, save_predictions
 from xent_lab.calibration.recalibration import (
     ALL_METHODS,
@@ -53,6 +58,7 @@ from xent_lab.calibration.recalibration import (
     resolve_methods,
 )
 from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
+from xent_lab.calibration.statistics import NLL_EPS
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
 from xent_lab.heads import HEADS, probabilities
@@ -60,7 +66,9 @@ from xent_lab.heads import HEADS, probabilities
 __all__ = [
     "ALL_METHODS",
     "BOOTSTRAP_METRICS",
+    "CALIBRATION_METRICS",
     "HEADS",
+    "METRICS",
     "NLL_EPS",
     "RECALIBRATORS",
     "SUM_TOLERANCE",
@@ -100,7 +108,6 @@ __all__ = [
     "recalibrator",
     "reliability_bins",
     "reliability_diagram",
-    "reliability_overlay",
     "save_predictions",
     "score",
     "smooth_ece",

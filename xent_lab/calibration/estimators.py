@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft, sparse, special
 
-from xent_lab.calibration.binning import equal_mass_sums, expected_gap, ranked_sums, reliability_bins, top_label
+from xent_lab.calibration.binning import equal_mass_sums, expected_gap, top_label
+from xent_lab.calibration.statistics import Statistics
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
 # relplot 1.0.3's constants: its mesh (config.smECE_mesh_pts), density offset, bisection steps and floor.
@@ -64,19 +65,14 @@ def debiased_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, p: int
     """
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
-    bins = reliability_bins(probs, labels, n_bins)
-    return float(debiased_from_bins(bins.counts, bins.confidence, bins.accuracy, p))
+    check_n_bins(n_bins)
+    return float(_debiased(Statistics(*check_probs(probs, labels), n_bins), p)[0])
 
 
-def resampled_ece_sweep(
-    confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray, max_bins: int | None = None
-) -> np.ndarray:
-    """`ece_sweep` of each resample given by the rows of counts (B, n) (a row of ones: the sample itself).
-
-    The sweep runs over the bin count b for all resamples at once, each stopping at its own first non-monotone b;
-    the per-bin accuracies are ratios of integers, so the stopping b is exactly that of the explicit resample.
-    """
-    return sweep_from_sums(*ranked_sums(confidence, correct, counts), max_bins)
+def _debiased(stats: Statistics, p: int = 2) -> np.ndarray:
+    counts, confidence, correct = stats.width_bins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return debiased_from_bins(counts, confidence / counts, correct / counts, p)
 
 
 def _settling_bins(ranks: np.ndarray, n: int) -> np.ndarray:
@@ -122,8 +118,7 @@ def ece_sweep(probs: np.ndarray, labels: np.ndarray, max_bins: int | None = None
     probs, labels = check_probs(probs, labels)
     if max_bins is not None:
         check_n_bins(max_bins)
-    confidence, correct = top_label(probs, labels)
-    return float(resampled_ece_sweep(confidence, correct, np.ones((1, len(confidence))), max_bins)[0])
+    return float(sweep_from_sums(*Statistics(probs, labels, 1).ranked, max_bins)[0])
 
 
 def _grid_size(sigma: float) -> int:
@@ -257,10 +252,17 @@ def smooth_ece(probs: np.ndarray, labels: np.ndarray, sigma: float | None = None
     return float(resampled_smooth_ece(confidence, correct, np.ones((1, len(confidence))), sigma)[0])
 
 
+# The estimators as functions of the summary statistics (`xent_lab.calibration.statistics`), (B,) each;
+# `xent_lab.calibration.metrics.METRICS` registers them beside the binned metrics.
+ESTIMATORS = {
+    "debiased_ece": _debiased,
+    "ece_sweep": lambda stats: sweep_from_sums(*stats.ranked),
+    "smooth_ece": lambda stats: smooth_fixed_point(stats.confidence, stats.correct, stats.weights)[1],
+}
+
+
 def estimator_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, float]:
     """The estimators of this module: keys "debiased_ece", "ece_sweep", "smooth_ece"."""
-    return {
-        "debiased_ece": debiased_ece(probs, labels, n_bins),
-        "ece_sweep": ece_sweep(probs, labels),
-        "smooth_ece": smooth_ece(probs, labels),
-    }
+    check_n_bins(n_bins)
+    stats = Statistics(*check_probs(probs, labels), n_bins)
+    return {name: float(value(stats)[0]) for name, value in ESTIMATORS.items()}

@@ -15,35 +15,101 @@
   (at most -log 1e-12 ~ 27.6 nats per sample); it only touches predictions that are wrong with near
   certainty. (Temperature scaling computes its NLL from logits and needs no clip.)
 
-B_m are the equal-width bins of `xent_lab.calibration.binning`.
+B_m are the equal-width bins of `xent_lab.calibration.binning`. Each metric is defined once, in `METRICS`, as a
+function of the summary statistics of `xent_lab.calibration.statistics` along a leading batch axis: the single
+values here, the per-epoch values of the training callback and every bootstrap resample
+(`xent_lab.calibration.bootstrap`) all evaluate that one function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-from xent_lab.calibration.binning import (
-    ReliabilityBins,
-    bin_means,
-    equal_mass_bin_ids,
-    expected_gap,
-    reliability_bins,
-    top_label,
-    uniform_bin_ids,
-)
+from xent_lab.calibration.binning import expected_gap, max_gap
+from xent_lab.calibration.estimators import ESTIMATORS
+from xent_lab.calibration.statistics import Statistics
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
-NLL_EPS = 1e-12  # lower clip of the true-class probability in `nll`
+
+def _means(bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean confidence, mean correctness) of (count, confidence sum, correctness sum) bins; NaN if empty."""
+    counts, confidence, correct = bins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return counts, confidence / counts, correct / counts
+
+
+def _classwise(stats: Statistics) -> np.ndarray:
+    """(1/k) sum_j sum_m |sum_{B_jm} 1[y_i = j] - sum_{B_jm} P_ij| / n: the mean over classes of each ECE_j."""
+    scores, hits = stats.class_bins
+    return np.abs(hits - scores).sum(axis=-1).mean(axis=-1) / stats.weights.sum(axis=-1)
+
+
+# name -> the metric of each row of the statistics, (B,); the order is the order of the logged names.
+METRICS: dict[str, Callable[[Statistics], np.ndarray]] = {
+    "accuracy": lambda stats: stats.sample_sums[0] / stats.n,
+    "nll": lambda stats: stats.sample_sums[1] / stats.n,
+    "brier": lambda stats: stats.sample_sums[2] / stats.n,
+    "ece": lambda stats: expected_gap(*_means(stats.width_bins)),
+    "mce": lambda stats: max_gap(*_means(stats.width_bins)),
+    "adaece": lambda stats: expected_gap(*_means(stats.mass_bins)),
+    "classwise_ece": _classwise,
+    **ESTIMATORS,
+}
+# The metrics of `calibration_metrics` (logged every epoch as val/<name>), in its key order.
+CALIBRATION_METRICS = ("ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy")
+
+
+def point_values(probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], n_bins: int = 15) -> dict[str, float]:
+    """{name: value} of the named METRICS on the test set (checked inputs, statistics computed once for all)."""
+    check_n_bins(n_bins)
+    stats = Statistics(*check_probs(probs, labels), n_bins)
+    return {name: float(METRICS[name](stats)[0]) for name in names}
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Top-label statistics of M equal-width bins ((m-1)/M, m/M]; NaN means mark empty bins."""
+
+    edges: np.ndarray  # (M + 1,) from 0 to 1
+    counts: np.ndarray  # (M,) samples per bin
+    confidence: np.ndarray  # (M,) mean confidence
+    accuracy: np.ndarray  # (M,) mean correctness
+
+    @property
+    def gap(self) -> np.ndarray:
+        """|accuracy - confidence| per bin (NaN where empty)."""
+        return np.abs(self.accuracy - self.confidence)
+
+    @property
+    def ece(self) -> float:
+        """sum_m (|B_m| / n) |acc(B_m) - conf(B_m)|: METRICS["ece"] of the same statistics."""
+        return float(expected_gap(self.counts, self.confidence, self.accuracy))
+
+    @property
+    def mce(self) -> float:
+        """max over non-empty bins of |acc(B_m) - conf(B_m)|: METRICS["mce"] of the same statistics."""
+        return float(max_gap(self.counts, self.confidence, self.accuracy))
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> ReliabilityBins:
+    """Per-bin counts, mean confidence and accuracy of the top label in n_bins equal-width bins."""
+    check_n_bins(n_bins)
+    stats = Statistics(*check_probs(probs, labels), n_bins)
+    counts, confidence, accuracy = (row[0] for row in _means(stats.width_bins))
+    return ReliabilityBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), confidence, accuracy)
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Top-label expected calibration error, sum_m (|B_m| / n) |acc(B_m) - conf(B_m)| (Guo et al. 2017)."""
-    return reliability_bins(probs, labels, n_bins).ece
+    return point_values(probs, labels, ("ece",), n_bins)["ece"]
 
 
 def mce(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Maximum calibration error, max over non-empty bins of |acc(B_m) - conf(B_m)|."""
-    return reliability_bins(probs, labels, n_bins).mce
+    return point_values(probs, labels, ("mce",), n_bins)["mce"]
 
 
 def adaptive_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -52,47 +118,27 @@ def adaptive_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> flo
     With confidences sorted ascending, rank r goes to bin floor(r' M / n), r' the first rank holding
     the same confidence: bins of floor(n/M) or ceil(n/M) samples, except that ties share a bin.
     """
-    check_n_bins(n_bins)
-    probs, labels = check_probs(probs, labels)
-    confidence, correct = top_label(probs, labels)
-    return float(expected_gap(*bin_means(equal_mass_bin_ids(confidence, n_bins), confidence, correct, n_bins)))
+    return point_values(probs, labels, ("adaece",), n_bins)["adaece"]
 
 
 def classwise_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """(1/k) sum_j ECE_j, ECE_j the equal-width-bin ECE of P_ij against 1[y_i == j] (Kull et al. 2019)."""
-    check_n_bins(n_bins)
-    return _classwise(*check_probs(probs, labels), n_bins)
-
-
-def _classwise(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
-    n_classes = probs.shape[1]
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # One bincount over (class, bin) pairs: group j * M + m holds the scores of class j in bin m.
-    groups = np.arange(n_classes) * n_bins + uniform_bin_ids(probs, edges)
-    outcomes = (labels[:, None] == np.arange(n_classes)).astype(np.float64)
-    stats = bin_means(groups.ravel(), probs.ravel(), outcomes.ravel(), n_classes * n_bins)
-    per_class = expected_gap(*(s.reshape(n_classes, n_bins) for s in stats))
-    return float(per_class.mean())
+    return point_values(probs, labels, ("classwise_ece",), n_bins)["classwise_ece"]
 
 
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
     """(1/n) sum_i sum_j (P_ij - 1[y_i == j])^2 = (1/n) sum_i (sum_j P_ij^2 - 2 P_{i,y_i} + 1), in [0, 2]."""
-    probs, labels = check_probs(probs, labels)
-    true_class = probs[np.arange(len(probs)), labels]
-    return float(np.mean(np.sum(probs**2, axis=1) - 2 * true_class + 1))
+    return point_values(probs, labels, ("brier",))["brier"]
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     """-(1/n) sum_i log max(P_{i,y_i}, NLL_EPS): the clip keeps a zero true-class probability finite."""
-    probs, labels = check_probs(probs, labels)
-    true_class = probs[np.arange(len(probs)), labels]
-    return float(-np.mean(np.log(np.maximum(true_class, NLL_EPS))))
+    return point_values(probs, labels, ("nll",))["nll"]
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """(1/n) sum_i 1[argmax_j P_ij == y_i] (a binary p counts as class 1 only when p > 0.5)."""
-    probs, labels = check_probs(probs, labels)
-    return float(np.mean(probs.argmax(axis=1) == labels))
+    return point_values(probs, labels, ("accuracy",))["accuracy"]
 
 
 def per_class_recall(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -106,22 +152,6 @@ def per_class_recall(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def calibration_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, float]:
-    """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy".
-
-    The inputs are checked and the top label found once for all of them (the single metrics each do both).
-    """
-    check_n_bins(n_bins)
-    probs, labels = check_probs(probs, labels)
-    confidence, correct = top_label(probs, labels)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = ReliabilityBins(edges, *bin_means(uniform_bin_ids(confidence, edges), confidence, correct, n_bins))
-    true_class = probs[np.arange(len(probs)), labels]
-    return {
-        "ece": bins.ece,
-        "mce": bins.mce,
-        "adaece": float(expected_gap(*bin_means(equal_mass_bin_ids(confidence, n_bins), confidence, correct, n_bins))),
-        "classwise_ece": _classwise(probs, labels, n_bins),
-        "brier": float(np.mean(np.einsum("ij,ij->i", probs, probs) - 2 * true_class + 1)),
-        "nll": float(-np.mean(np.log(np.maximum(true_class, NLL_EPS)))),
-        "accuracy": float(correct.mean()),
-    }
+    """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy"; the inputs are
+    checked and the statistics computed once for all of them."""
+    return point_values(probs, labels, CALIBRATION_METRICS, n_bins)

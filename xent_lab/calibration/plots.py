@@ -8,16 +8,13 @@ the same axes, as relplot draws it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
-from matplotlib import rcParams
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from xent_lab.calibration.binning import ReliabilityBins, reliability_bins
 from xent_lab.calibration.bootstrap import bin_accuracy_band
 from xent_lab.calibration.estimators import smooth_reliability
+from xent_lab.calibration.metrics import ReliabilityBins, reliability_bins
 
 BAND_RESAMPLES = 1000  # bootstrap resamples of the per-bin accuracy band (seeded)
 
@@ -89,30 +86,4 @@ def reliability_diagram(
         (bins.edges[:-1] + bins.edges[1:]) / 2, bins.counts, np.diff(bins.edges), color="tab:gray", edgecolor="black"
     )
     histogram.set(xlabel="Confidence", ylabel="Count")
-    return figure
-
-
-def reliability_overlay(
-    runs: Mapping[str, tuple[np.ndarray, np.ndarray]], n_bins: int = 15, binned: bool = False, title: str = ""
-) -> Figure:
-    """Several runs' smooth reliability curves on one axis, one line per run labelled by its key, with a legend.
-
-    runs: {name: (probs (n, k) or a binary p (n,), integer labels (n,))}, e.g. one entry per loss of a study.
-    With `binned`, each run's per-bin (mean confidence, accuracy) of n_bins equal-width bins is drawn as points
-    in its line's colour. The diagonal of perfect calibration is drawn dashed.
-    """
-    if not runs:
-        raise ValueError("runs must name at least one (probs, labels) pair, got an empty mapping")
-    figure = Figure(figsize=(5, 5), layout="constrained")
-    axes = figure.subplots()
-    colours = rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, (probs, labels)) in enumerate(runs.items()):
-        colour = colours[i % len(colours)]  # a run's curve and its points share one colour
-        draw_smooth(axes, probs, labels, label=name, color=colour, linewidth=1.5)
-        if binned:
-            bins = reliability_bins(probs, labels, n_bins)
-            axes.scatter(bins.confidence, bins.accuracy, s=12, color=colour)
-    axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="Perfect calibration")
-    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="Confidence", ylabel="Accuracy", title=title)
-    axes.legend(loc="upper left", fontsize=7)
     return figure
