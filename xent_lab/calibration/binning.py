@@ -16,16 +16,44 @@ from __future__ import annotations
 
 import numpy as np
 
+_SLACK = 2.0**-30  # far above the rounding of s M (M < 2^20), far below a bin's width
+
+
+class UniformBinner:
+    """Index m of the right-closed bin (e_m, e_m+1] of the `np.linspace(0, 1, M + 1)` edges holding each score in
+    [0, 1] (0 goes to bin 0), plus a fixed integral offset per entry, for blocks of up to `size` scores; the
+    temporaries are allocated once, and a result is a view of them, valid until the next call.
+
+    By arithmetic: floor(s M ± 2^-30), with s M capped at M - 1/2 so that 1 falls in the last bin. Where the two
+    floors differ, s sits within 2^-30 / M of an inner edge (s M is exact to ~1e-15), and only those scores are
+    placed by searching the float edges themselves, so membership is decided against those edges exactly.
+    """
+
+    def __init__(self, n_bins: int, size: int, offsets: np.ndarray | None = None) -> None:
+        self.n_bins = n_bins
+        self.offsets, self.shift = offsets, _SLACK if offsets is None else offsets + _SLACK
+        self.scaled, self.shifted = np.empty(size), np.empty(size)
+        self.ids, self.below = np.empty(size, np.intp), np.empty(size, np.intp)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        size = scores.size
+        scaled, shifted, ids, below = self.scaled[:size], self.shifted[:size], self.ids[:size], self.below[:size]
+        np.multiply(scores.ravel(), self.n_bins, out=scaled)
+        np.minimum(scaled, self.n_bins - 0.5, out=scaled)
+        offsets = 0 if self.offsets is None else self.offsets[:size]
+        ids[...] = np.add(scaled, self.shift if self.offsets is None else self.shift[:size], out=shifted)
+        below[...] = np.subtract(scaled, _SLACK, out=scaled)  # truncation is floor: s M - slack > -1
+        if ids.sum() - below.sum() != np.sum(offsets):  # ids - offsets >= below: equal sums, no score near an edge
+            near = ids - offsets != below
+            edges = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
+            ids[near] = np.searchsorted(edges, scores.ravel()[near], side="left")
+            ids[near] += 0 if self.offsets is None else offsets[near]
+        return ids.reshape(scores.shape)
+
 
 def uniform_bin_ids(scores: np.ndarray, n_bins: int) -> np.ndarray:
-    """Index m of the right-closed bin (e_m, e_m+1] of the `np.linspace(0, 1, M + 1)` edges holding each score of
-    any shape; 0 goes to bin 0. By arithmetic, as numpy's histogram does: floor(s M), then one step down or up
-    where s sits at or across a float edge, so membership is decided against those edges exactly."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ids = (scores * n_bins).astype(np.intp)  # truncation is floor for s >= 0; s = 1 gives M, stepped down below
-    ids -= scores <= np.concatenate([[-np.inf], edges[1:]])[ids]
-    ids += scores > np.concatenate([edges[1:-1], [np.inf, np.inf]])[ids]
-    return ids
+    """`UniformBinner`'s bin of each score of any shape in [0, 1]."""
+    return UniformBinner(n_bins, scores.size)(scores)
 
 
 def ranked_sums(confidence: np.ndarray, correct: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +98,13 @@ def max_gap(counts: np.ndarray, mean_score: np.ndarray, mean_outcome: np.ndarray
     return np.where(counts > 0, np.abs(mean_outcome - mean_score), -np.inf).max(axis=-1)
 
 
+def take_rows(probs: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """P[i, columns[i]] for each row i, as one gather from the flat array."""
+    return probs.ravel()[columns + np.arange(0, probs.size, probs.shape[1])]
+
+
 def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence c_i = max_j P_ij, correctness a_i = 1[argmax_j P_ij == y_i] as float)."""
     predicted = probs.argmax(axis=1)
-    confidence = np.take_along_axis(probs, predicted[:, None], axis=1)[:, 0]
+    confidence = take_rows(probs, predicted)
     return confidence, (predicted == labels).astype(np.float64)

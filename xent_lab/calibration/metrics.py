@@ -65,7 +65,9 @@ CALIBRATION_METRICS = ("ece", "mce", "adaece", "classwise_ece", "brier", "nll", 
 def point_values(probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], n_bins: int = 15) -> dict[str, float]:
     """{name: value} of the named METRICS on the test set (checked inputs, statistics computed once for all)."""
     check_n_bins(n_bins)
-    stats = Statistics(*check_probs(probs, labels), n_bins)
+    stats = Statistics(*check_probs(probs, labels, values=False), n_bins, classes="classwise_ece" in names)
+    if not stats.valid:
+        check_probs(probs, labels)  # raises the error naming the offending value
     return {name: float(METRICS[name](stats)[0]) for name in names}
 
 

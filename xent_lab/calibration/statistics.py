@@ -18,29 +18,66 @@ W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one mat
 from __future__ import annotations
 
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
 
-from xent_lab.calibration.binning import equal_mass_sums, ranked_sums, top_label, uniform_bin_ids
+from xent_lab.calibration.binning import (
+    UniformBinner,
+    equal_mass_sums,
+    ranked_sums,
+    take_rows,
+    top_label,
+    uniform_bin_ids,
+)
+from xent_lab.calibration.validation import SUM_TOLERANCE
 
 NLL_EPS = 1e-12  # lower clip of the true-class probability in the NLL
 _SCAN_ELEMENTS = 2**16  # elements of P per block of `_scan`: its temporaries stay in the CPU cache
 
 
-def _class_scores(probs: np.ndarray, n_bins: int) -> np.ndarray:
-    """The sums of P_ij per (class j, equal-width bin of P_ij) (k, M), a block of rows at a time so that the n x k
-    temporaries stay in the CPU cache."""
+class _Scan(NamedTuple):
+    """What one pass over P gives: c_i, a_i, P_{i,y_i}, sum_ij P_ij^2 and the per-(class, bin) sums of P_ij."""
+
+    confidence: np.ndarray
+    correct: np.ndarray
+    true_class: np.ndarray
+    squares: float
+    class_scores: np.ndarray | None  # (k, M), when asked for
+
+
+def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> _Scan | None:
+    """One pass over P, a block of rows at a time so that each block is read from memory once and its temporaries,
+    allocated once, stay in the CPU cache; None if a value is NaN, outside [0, 1] or a row sum is off."""
     n, k = probs.shape
-    scores = np.zeros(k * n_bins)
-    offsets = np.arange(k) * n_bins
-    step = max(1, _SCAN_ELEMENTS // k)
+    step = min(n, max(1, _SCAN_ELEMENTS // k))
+    confidence, true_class, predicted = np.empty(n), np.empty(n), np.empty(n, np.intp)
+    row_starts = np.arange(0, step * k, k)  # flat index of each row's first entry in a block
+    binner = UniformBinner(n_bins, step * k, np.tile(np.arange(k) * n_bins, step))  # group j M + m of P_ij
+    row_sums, gather = np.empty(step), np.empty(step, np.intp)
+    scores, squares = np.zeros(k * n_bins), 0.0
     for start in range(0, n, step):
         block = probs[start : start + step]
-        groups = uniform_bin_ids(block, n_bins)
-        groups += offsets
-        scores += np.bincount(groups.ravel(), block.ravel(), minlength=k * n_bins)
-    return scores.reshape(k, n_bins)
+        rows, flat = slice(start, start + len(block)), block.ravel()
+        sums = np.einsum("ij->i", block, out=row_sums[: len(block)])
+        np.subtract(sums, 1, out=sums)
+        if not block.min() >= 0 or np.abs(sums, out=sums).max() > SUM_TOLERANCE:  # NaN fails >= too
+            return None
+        index = gather[: len(block)]
+        np.argmax(block, axis=1, out=predicted[rows])
+        np.add(predicted[rows], row_starts[: len(block)], out=index)
+        np.take(flat, index, out=confidence[rows])
+        np.add(labels[rows], row_starts[: len(block)], out=index)
+        np.take(flat, index, out=true_class[rows])
+        squares += np.einsum("i,i->", flat, flat)
+        if classes:
+            groups = binner(flat)
+            scores += np.bincount(groups, flat, minlength=k * n_bins)
+    if not confidence.max() <= 1:  # the maximum of each row is its confidence
+        return None
+    correct = (predicted == labels).astype(np.float64)
+    return _Scan(confidence, correct, true_class, squares, scores.reshape(k, n_bins) if classes else None)
 
 
 def _sorted_bins(ordered: np.ndarray, ordered_hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -50,26 +87,45 @@ def _sorted_bins(ordered: np.ndarray, ordered_hits: np.ndarray, thresholds: np.n
     cuts = np.concatenate([[0], np.searchsorted(ordered, thresholds, side="right"), [n]])
     hit_cuts = np.concatenate([[0], np.searchsorted(ordered_hits, thresholds, side="right"), [len(ordered_hits)]])
     counts = np.diff(cuts)
-    sums = np.add.reduceat(np.append(ordered, 0.0), cuts[:-1])  # the 0 appended: a cut may be n (empty bins)
-    return np.stack([counts, np.where(counts > 0, sums, 0.0), np.diff(hit_cuts)])[:, None, :]
+    sums = np.zeros(len(counts))
+    filled = counts > 0
+    sums[filled] = np.add.reduceat(ordered, cuts[:-1][filled])  # without the empty bins the segments tile `ordered`
+    return np.stack([counts, sums, np.diff(hit_cuts)])[:, None, :]
 
 
 class Statistics:
-    """The summary statistics of (probs, labels) (validated: `check_probs`) over n_bins bins, each computed on first
-    use; for the test set (counts None, B = 1) or for the resamples given by the rows of counts (B, n)."""
+    """The summary statistics of (probs, labels) over n_bins bins, each computed on first use; for the test set
+    (counts None, B = 1) or for the resamples given by the rows of counts (B, n), of inputs checked by
+    `check_probs` (for the test set, its value checks are part of the one pass over P: see `valid`).
 
-    def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int, counts: np.ndarray | None = None) -> None:
-        self.probs, self.labels, self.n_bins, self.counts = probs, labels, n_bins, counts
+    `classes`: the test set's per-(class, bin) sums are wanted, so the pass over P computes them too.
+    """
+
+    def __init__(
+        self,
+        probs: np.ndarray,
+        labels: np.ndarray,
+        n_bins: int,
+        counts: np.ndarray | None = None,
+        classes: bool = False,
+    ) -> None:
+        self.probs, self.labels, self.n_bins, self.counts, self.classes = probs, labels, n_bins, counts, classes
         self.n = len(labels)
 
     @cached_property
-    def _top(self) -> tuple[np.ndarray, np.ndarray]:
-        return top_label(self.probs, self.labels)
+    def _pass(self) -> _Scan | None:
+        return _scan(self.probs, self.labels, self.n_bins, self.classes)
+
+    @property
+    def valid(self) -> bool:
+        """Whether every probability is finite, in [0, 1] and every row sums to 1 (`check_probs`' tolerance)."""
+        return self._pass is not None
 
     @cached_property
-    def true_class(self) -> np.ndarray:
-        """P_{i,y_i} (n,)."""
-        return np.take_along_axis(self.probs, self.labels[:, None], axis=1)[:, 0]
+    def _top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.counts is None:
+            return self._pass[:3]
+        return (*top_label(self.probs, self.labels), take_rows(self.probs, self.labels))
 
     @property
     def confidence(self) -> np.ndarray:
@@ -80,6 +136,11 @@ class Statistics:
     def correct(self) -> np.ndarray:
         """a_i = 1[argmax_j P_ij == y_i] (n,), as float."""
         return self._top[1]
+
+    @property
+    def true_class(self) -> np.ndarray:
+        """P_{i,y_i} (n,)."""
+        return self._top[2]
 
     @property
     def weights(self) -> np.ndarray:
@@ -98,10 +159,11 @@ class Statistics:
     def sample_sums(self) -> np.ndarray:
         """(3, B): the weighted sums of a_i, -log max(P_{i,y_i}, 1e-12) and sum_j (P_ij - 1[y_i=j])^2."""
         true_class = self.true_class
-        squares = np.einsum("ij,ij->i", self.probs, self.probs)
-        terms = [self.correct, -np.log(np.maximum(true_class, NLL_EPS)), squares - 2 * true_class + 1]
-        if self.counts is None:
-            return np.array([[term.sum()] for term in terms])
+        losses = -np.log(np.maximum(true_class, NLL_EPS))
+        if self.counts is None:  # sum_i sum_j P_ij^2 at once: no per-sample (n,) pass over P
+            brier = self._pass.squares - 2 * true_class.sum() + self.n
+            return np.array([[self.correct.sum()], [losses.sum()], [brier]])
+        terms = [self.correct, losses, np.einsum("ij,ij->i", self.probs, self.probs) - 2 * true_class + 1]
         return self._weighted([np.full(self.n, column) for column in range(3)], terms, 3).T
 
     @cached_property
@@ -141,7 +203,8 @@ class Statistics:
         if self.counts is None:
             true_bins = self.labels * m + uniform_bin_ids(self.true_class, m)
             hits = np.bincount(true_bins, minlength=k * m).reshape(1, k, m)
-            return np.stack([_class_scores(self.probs, m)[None], hits])
+            scan = self._pass if self.classes else _scan(self.probs, self.labels, m, classes=True)
+            return np.stack([scan.class_scores[None], hits])
         groups = np.arange(k) * m + uniform_bin_ids(self.probs, m)
         columns = [groups.ravel(), groups[np.arange(self.n), self.labels] + k * m]
         sums = self._weighted(columns, [self.probs.ravel(), np.ones(self.n)], 2 * k * m)

@@ -35,30 +35,39 @@ def check_labels(labels: Any, n: int, n_classes: int | None) -> np.ndarray:
             raise ValueError(f"labels must be integers, got {labels[i]} at index {i}")
     elif labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels = labels.astype(np.int64, copy=False)
     high = np.inf if n_classes is None else n_classes
-    outside = (labels < 0) | (labels >= high)
-    if outside.any():
+    if labels.size and (labels.min() < 0 or labels.max() >= high):
+        outside = (labels < 0) | (labels >= high)
         i = int(np.argmax(outside))
         valid = "must be >= 0" if n_classes is None else f"must lie in [0, {n_classes - 1}]"
         raise ValueError(f"label {labels[i]} at index {i} is out of range: labels {valid}")
     return labels
 
 
-def check_probs(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validated (P (n, k) float64, y (n,) int64); a binary (n,) or (n, 1) p becomes [1 - p, p]."""
+def check_probs(probs: Any, labels: Any, values: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (P (n, k) float64, y (n,) int64); a binary (n,) or (n, 1) p becomes [1 - p, p].
+
+    values=False checks shapes and labels only: for a caller that checks the values in its own pass over P (the
+    metrics' `Statistics.valid`) and calls this again, with the values, to raise the error naming them.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim == 2 and probs.shape[1] == 1:
         probs = probs[:, 0]
     if probs.ndim not in (1, 2):
         raise ValueError(f"probs must have shape (n, k) or (n,) for a binary task, got shape {probs.shape}")
-    check_finite("probs", probs)
-    low, high = probs.min(), probs.max()
+    if not values:
+        if probs.size == 0:
+            check_finite("probs", probs)  # raises: probs is empty
+        probs = np.stack([1 - probs, probs], axis=1) if probs.ndim == 1 else probs
+        return probs, check_labels(labels, len(probs), probs.shape[1])
+    if probs.size == 0 or not (np.isfinite(low := probs.min()) and np.isfinite(high := probs.max())):
+        check_finite("probs", probs)  # NaN and inf reach the minimum or maximum: only then is every value checked
     if low < 0 or high > 1:
         raise ValueError(f"probs must lie in [0, 1], found values in [{low:.6g}, {high:.6g}] (shape {probs.shape})")
     if probs.ndim == 1:
         probs = np.stack([1 - probs, probs], axis=1)
-    deviation = np.abs(probs.sum(axis=1) - 1)
+    deviation = np.abs(np.einsum("ij->i", probs) - 1)
     if deviation.max() > SUM_TOLERANCE:
         i = int(np.argmax(deviation))
         raise ValueError(
