@@ -52,6 +52,41 @@ def test_resampled_metrics_equal_the_metrics_of_explicit_resamples():
             assert got[name][row] == pytest.approx(expected[name], abs=1e-12), name
 
 
+def test_every_metric_is_defined_once_and_has_an_interval():
+    """Each metric of the registry is one function of the summary statistics: its single value (the statistics of
+    the test set, computed directly) equals its value on a resample of counts one (the statistics as a product with
+    the counts), and bootstrap_ci gives it an interval."""
+    rng = np.random.default_rng(5)
+    probs = np.round(rng.dirichlet(np.ones(5) * 0.5, size=400), 2)  # ties and exact bin edges
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 5, 400)
+    assert tuple(cal.METRICS) == cal.BOOTSTRAP_METRICS
+    point = {**cal.calibration_metrics(probs, labels, 10), **cal.estimator_metrics(probs, labels, 10)}
+    assert set(point) == set(cal.METRICS) and set(cal.CALIBRATION_METRICS) < set(point)
+    ones = resampled_metrics(probs, labels, np.ones((1, 400)), tuple(cal.METRICS), n_bins=10)
+    for name in cal.METRICS:
+        assert ones[name][0] == pytest.approx(point[name], abs=1e-12), name
+    intervals = cal.bootstrap_ci(probs, labels, n_resamples=40, seed=0, n_bins=10)
+    assert list(intervals) == list(cal.METRICS)
+    assert all(low <= high for low, high in intervals.values())
+
+
+def test_a_metric_registered_once_gets_its_value_and_interval(monkeypatch):
+    # Over-confidence (mean confidence - accuracy) from the equal-width bin sums, registered and nothing else.
+    monkeypatch.setitem(
+        cal.METRICS, "overconfidence", lambda stats: (stats.width_bins[1] - stats.width_bins[2]).sum(axis=-1) / stats.n
+    )
+    scores = cal.score(PROBS, LABELS, n_bins=4, n_resamples=200, seed=0)
+    # Confidences 1, .5, .45, .8, .6 (mean .67), accuracy .6.
+    assert scores.values["overconfidence"] == pytest.approx(0.07)
+    low, high = scores.intervals["overconfidence"]
+    assert low < 0.07 < high
+    assert cal.bootstrap_ci(PROBS, LABELS, ("overconfidence",), n_resamples=200, seed=0)["overconfidence"] == (
+        low,
+        high,
+    )
+
+
 @pytest.mark.parametrize(("n", "k", "temperature"), [(400, 3, 0.5), (1500, 10, 1.0), (800, 2, 3.0)])
 def test_vectorised_smooth_ece_and_sweep_equal_a_loop_over_resamples(n, k, temperature):
     """The batched bisection (one sigma per resample and step) and the batched sweep (one stopping bin count per

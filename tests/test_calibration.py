@@ -134,6 +134,39 @@ def test_metric_ranges_on_random_data(seed, n, k, n_bins):
     assert cal.reliability_bins(probs, labels, n_bins).counts.sum() == n
 
 
+@pytest.mark.parametrize("n_bins", [1, 3, 4, 10, 15, 1000])
+def test_arithmetic_bins_equal_a_search_of_the_float_edges(n_bins):
+    # The metrics bin by floor(s M) and search the edges only near them: at, just above and just below every edge
+    # of np.linspace(0, 1, M + 1) and at 0 and 1, the bins are those of a search of the edges themselves.
+    from xent_lab.calibration.binning import uniform_bin_ids
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    scores = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1), np.arange(n_bins + 1) / n_bins])
+    scores = np.clip(np.concatenate([scores, np.random.default_rng(0).random(1000)]), 0, 1)
+    expected = np.searchsorted(edges[1:-1], scores, side="left")
+    np.testing.assert_array_equal(uniform_bin_ids(scores, n_bins), expected)
+    assert uniform_bin_ids(np.array([0.0, 1.0]), n_bins).tolist() == [0, n_bins - 1]
+
+
+def test_metrics_of_a_large_test_set_equal_those_of_its_parts():
+    # More rows than one block of the pass over P: the sums over blocks are the sums over the whole set.
+    rng = np.random.default_rng(4)
+    probs = special.softmax(rng.normal(0, 3, (20_000, 7)), axis=1)
+    labels = rng.integers(0, 7, 20_000)
+    whole = cal.calibration_metrics(probs, labels)
+    half = [cal.calibration_metrics(probs[part], labels[part]) for part in (slice(0, 10_000), slice(10_000, None))]
+    for key in ("brier", "nll", "accuracy"):
+        assert whole[key] == pytest.approx((half[0][key] + half[1][key]) / 2, rel=1e-12), key
+    # Classwise ECE spelled out: per class, the equal-width bins of its scores by a search of the edges.
+    edges = np.linspace(0.0, 1.0, 16)
+    per_class = []
+    for j in range(7):
+        bins = np.searchsorted(edges[1:-1], probs[:, j], side="left")
+        gaps = [abs(np.sum(labels[bins == m] == j) - probs[bins == m, j].sum()) for m in range(15)]
+        per_class.append(sum(gaps) / 20_000)
+    assert whole["classwise_ece"] == pytest.approx(np.mean(per_class), rel=1e-12)
+
+
 def test_single_bin_ece_variants_equal_mean_gap():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(4), size=500)

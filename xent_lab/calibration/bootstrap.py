@@ -21,7 +21,7 @@ from xent_lab.calibration.metrics import METRICS
 from xent_lab.calibration.statistics import Statistics
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
-BOOTSTRAP_METRICS = tuple(METRICS)
+BOOTSTRAP_METRICS = tuple(METRICS)  # the default: every metric has an interval
 # Resamples x samples per chunk of counts (~32 MB); the equal-mass metrics hold 3 cumulative sums of that size.
 _CHUNK_ELEMENTS = 2**22
 
@@ -43,12 +43,12 @@ def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.nd
 def resampled_metrics(
     probs: np.ndarray, labels: np.ndarray, counts: np.ndarray, metrics: tuple[str, ...], n_bins: int = 15
 ) -> dict[str, np.ndarray]:
-    """Each metric (a name of BOOTSTRAP_METRICS) on every resample given by the rows of `counts` (B, n), for
+    """Each metric (a name of METRICS) on every resample given by the rows of `counts` (B, n), for
     validated inputs. A row of ones is the test set itself: the values then equal `calibration_metrics` and
     `estimator_metrics`."""
-    unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
+    unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
-        raise ValueError(f"no bootstrap for metric(s) {unknown}; expected names among {', '.join(BOOTSTRAP_METRICS)}")
+        raise ValueError(f"no bootstrap for metric(s) {unknown}; expected names among {', '.join(METRICS)}")
     check_n_bins(n_bins)
     stats = Statistics(probs, labels, n_bins, counts)
     return {name: METRICS[name](stats) for name in metrics}

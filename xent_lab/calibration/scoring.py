@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from xent_lab import heads
-from xent_lab.calibration.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci
-from xent_lab.calibration.estimators import estimator_metrics
-from xent_lab.calibration.metrics import calibration_metrics
+from xent_lab.calibration.bootstrap import bootstrap_ci
+from xent_lab.calibration.metrics import CALIBRATION_METRICS, METRICS, point_values
 from xent_lab.calibration.recalibration import Recalibrator, recalibrator
 
 
@@ -35,9 +34,12 @@ class Recalibrated:
 
 
 def score(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15, n_resamples: int = 0, seed: int = 0) -> Scores:
-    """`calibration_metrics` and `estimator_metrics`; with n_resamples > 0, the 95% intervals of BOOTSTRAP_METRICS."""
-    values = {**calibration_metrics(probs, labels, n_bins), **estimator_metrics(probs, labels, n_bins)}
-    intervals = bootstrap_ci(probs, labels, BOOTSTRAP_METRICS, n_resamples, seed, n_bins) if n_resamples else {}
+    """Every metric of METRICS on the test set (those of `calibration_metrics` first, the order they were always
+    listed in); with n_resamples > 0, the 95% interval of each."""
+    values = point_values(
+        probs, labels, (*CALIBRATION_METRICS, *(m for m in METRICS if m not in CALIBRATION_METRICS)), n_bins
+    )
+    intervals = bootstrap_ci(probs, labels, tuple(METRICS), n_resamples, seed, n_bins) if n_resamples else {}
     return Scores(values, intervals)
 
 

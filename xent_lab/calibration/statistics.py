@@ -11,8 +11,10 @@ axis, so its single value (B = 1) and its value on every resample come from one 
 - `ranked`: cumulative sums of (w, w c, w a) in ascending confidence, for the ECE-sweep;
 - `weights` with `confidence` and `correct`: the weighted grid masses of smooth ECE are built from them.
 
-Without W the statistics are computed directly, in one pass over P (`_scan`) and two sorts of n confidences; with
-W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no loop over them).
+Without W the statistics are computed directly: one blocked pass over P (`_scan`: the value checks, the top label,
+the true class, sum P^2 and the per-(class, bin) sums), bin counts of n values and two sorts of n confidences.
+With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no loop over
+them). Tests check the two ways against each other and against explicit resamples.
 """
 
 from __future__ import annotations
@@ -174,11 +176,10 @@ class Statistics:
     def width_bins(self) -> np.ndarray:
         """(3, B, M): per equal-width top-label bin ((m-1)/M, m/M], the weighted count, confidence and correctness."""
         m = self.n_bins
+        bins = uniform_bin_ids(self.confidence, m)
         if self.counts is None:
-            bins = uniform_bin_ids(self.confidence, m)
             sums = [np.bincount(bins, weights, minlength=m) for weights in (None, self.confidence, self.correct)]
             return np.stack(sums)[:, None, :]
-        bins = uniform_bin_ids(self.confidence, m)
         columns = [bins, m + bins, 2 * m + bins]
         sums = self._weighted(columns, [np.ones(self.n), self.confidence, self.correct], 3 * m)
         return sums.reshape(len(self.counts), 3, m).transpose(1, 0, 2)
