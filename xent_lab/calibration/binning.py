@@ -32,6 +32,8 @@ class UniformBinner:
     def __init__(self, n_bins: int, size: int, offsets: np.ndarray | None = None) -> None:
         self.n_bins = n_bins
         self.offsets, self.shift = offsets, _SLACK if offsets is None else offsets + _SLACK
+        # The sum of the offsets of the first `size` entries, for each size.
+        self.offset_sums = np.zeros(size + 1, np.intp) if offsets is None else np.cumsum(np.r_[0, offsets])
         self.scaled, self.shifted = np.empty(size), np.empty(size)
         self.ids, self.below = np.empty(size, np.intp), np.empty(size, np.intp)
 
@@ -43,7 +45,7 @@ class UniformBinner:
         offsets = 0 if self.offsets is None else self.offsets[:size]
         ids[...] = np.add(scaled, self.shift if self.offsets is None else self.shift[:size], out=shifted)
         below[...] = np.subtract(scaled, _SLACK, out=scaled)  # truncation is floor: s M - slack > -1
-        if ids.sum() - below.sum() != np.sum(offsets):  # ids - offsets >= below: equal sums, no score near an edge
+        if ids.sum() - below.sum() != self.offset_sums[size]:  # ids - offsets >= below: equal sums, none near edges
             near = ids - offsets != below
             edges = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
             ids[near] = np.searchsorted(edges, scores.ravel()[near], side="left")

@@ -63,8 +63,7 @@ def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> 
         block = probs[start : start + step]
         rows, flat = slice(start, start + len(block)), block.ravel()
         sums = np.einsum("ij->i", block, out=row_sums[: len(block)])
-        np.subtract(sums, 1, out=sums)
-        if not block.min() >= 0 or np.abs(sums, out=sums).max() > SUM_TOLERANCE:  # NaN fails >= too
+        if not block.min() >= 0 or sums.max() - 1 > SUM_TOLERANCE or 1 - sums.min() > SUM_TOLERANCE:  # NaN fails too
             return None
         index = gather[: len(block)]
         np.argmax(block, axis=1, out=predicted[rows])
