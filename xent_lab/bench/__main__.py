@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             figures["system_metrics_fraction_of_time"] = harness.system_metrics_overhead(workdir, 5 if quick else 30)
     if section("calibration", "calibration metrics, bootstrap and recalibration speed"):
         figures["calibration_metrics_over_argmax"] = calibration.calibration_speed(
-            n=10_000 if quick else 1_000_000, k=10, rounds=rounds, repeat=3
+            n=10_000 if quick else 1_000_000, k=10, rounds=rounds, calls=3 if quick else 10
         )
         figures["bootstrap_seconds"] = calibration.bootstrap_speed(
             n=1_000 if quick else 10_000, k=10, n_resamples=100 if quick else 1_000, repeat=1 if quick else 3

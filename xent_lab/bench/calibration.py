@@ -3,14 +3,13 @@ and each recalibration method's fit, the last two in seconds against their targe
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import numpy as np
 from scipy import special
 
 from xent_lab import calibration
-from xent_lab.bench.common import median_time, ratio_summary
+from xent_lab.bench.common import alternating, median_time, paired_summary
 
 BOOTSTRAP_TARGET_SECONDS = 2.0  # 1,000 resamples of every metric on 10,000 x 10
 FIT_TARGET_SECONDS = 2.0  # each recalibration fit on 5,000 validation samples
@@ -24,29 +23,16 @@ def _softmax_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return logits, labels
 
 
-def calibration_speed(n: int, k: int, rounds: int, repeat: int) -> dict[str, Any]:
+def calibration_speed(n: int, k: int, rounds: int, calls: int) -> dict[str, Any]:
     """All calibration metrics (`calibration_metrics`) on n x k probabilities against one NumPy argmax pass over the
-    same array, side by side: each round times both (the median of `repeat` calls each), one right after the
-    other, so that the load of the machine weighs on both alike; the figure is the median of the rounds' ratios
-    and `spread` their max / min."""
+    same array, side by side (`alternating`, each metrics call paired with the argmax call beside it): the median
+    of the rounds' ratios and their spread."""
     rng = np.random.default_rng(0)
     probs = calibration.probabilities(rng.normal(size=(n, k)).astype("float32"), "softmax")
     labels = rng.integers(0, k, size=n)
-    timings = [
-        {
-            "argmax": median_time(lambda: probs.argmax(axis=1), repeat),
-            "metrics": median_time(lambda: calibration.calibration_metrics(probs, labels), repeat),
-        }
-        for _ in range(rounds)
-    ]
-    summary = ratio_summary(timings, "metrics", "argmax", "at most 5")
-    return {
-        "shape": [n, k],
-        **summary,
-        "spread": max(summary["ratios"]) / min(summary["ratios"]),
-        "argmax_seconds": statistics.median(t["argmax"] for t in timings),
-        "metrics_seconds": statistics.median(t["metrics"] for t in timings),
-    }
+    fns = {"metrics": lambda: calibration.calibration_metrics(probs, labels), "argmax": lambda: probs.argmax(axis=1)}
+    figure = paired_summary(alternating(fns, calls, rounds), "at most 5", numerator="metrics", denominator="argmax")
+    return {"shape": [n, k], **figure}
 
 
 def bootstrap_speed(n: int, k: int, n_resamples: int, repeat: int) -> dict[str, Any]:
