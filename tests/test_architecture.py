@@ -18,7 +18,19 @@ from tests.helpers.e2e import ROOT
 PACKAGE = ROOT / "xent_lab"
 # Library layers: usable without the harness. They never import it.
 LIBRARY = ("losses", "calibration", "heads", "data", "atomic", "errors")
-HARNESS = ("training", "tracking", "study", "sweep", "report", "train", "bench", "relog", "config", "stopping")
+HARNESS = (
+    "training",
+    "record",
+    "tracking",
+    "study",
+    "sweep",
+    "report",
+    "train",
+    "bench",
+    "relog",
+    "config",
+    "stopping",
+)
 # The sweep (the Hydra callback, launch, SLURM, progress) is above training: only the entry point imports it.
 ABOVE_SWEEP = ("sweep", "train")
 # Analysis and tracking run without TensorFlow (a report is rebuilt in a second, relog runs anywhere).

@@ -147,7 +147,7 @@ def test_a_lost_server_skips_inputs_and_model_calls_and_keeps_the_inputs_in_the_
 def test_the_probability_model_computes_what_heads_computes(head, units):
     import keras
 
-    from xent_lab.training.logged_model import probability_model
+    from xent_lab.record.logged_model import probability_model
 
     inputs = keras.Input((4,))
     logits_model = keras.Model(inputs, keras.layers.Dense(units, name="logits")(inputs))

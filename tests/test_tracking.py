@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab import tracking
 from xent_lab.errors import TrackingError
+from xent_lab.record import MlflowSink
 from xent_lab.tracking import tags as T
-from xent_lab.training.callbacks import EpochMetricsLogger
+from xent_lab.training.callbacks import EpochEvents
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +140,14 @@ def test_interrupted_run_is_ended_with_the_reason(store, error, status):
     assert ("boom" in reason) if status == "FAILED" else ("interrupted" in reason)
 
 
-def test_epoch_logger_logs_each_epoch_with_its_step(store):
+def test_the_mlflow_sink_logs_each_epoch_with_its_step(store):
     tracker = tracking.Tracker(store, "exp")
     x = np.random.default_rng(0).random((64, 4)).astype("float32")
     y = (x.sum(axis=1) > 2).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     with tracker.run("fit") as run:
-        logger = EpochMetricsLogger(run)
+        logger = EpochEvents([MlflowSink(run)])
         model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[logger])
     client = MlflowClient(store)
     for name in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "perf/epoch_seconds"):

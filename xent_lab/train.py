@@ -1,6 +1,7 @@
 """`python -m xent_lab.train [overrides]` (also `xent-train`): train one model from the Hydra config.
 
-The entry point only: Hydra, signals and exit codes. The job itself is `xent_lab.training.train`.
+The entry point only: Hydra, signals and exit codes. The job itself is `xent_lab.record.run`: the training
+(`xent_lab.training.train`) in its MLflow run.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from omegaconf import DictConfig
 import xent_lab.sweep  # noqa: F401  (the Hydra callback's package; it registers `${launch_id:}`, in the run folders)
 from xent_lab import study
 from xent_lab.errors import NotApplicable, XentError
+from xent_lab.record import run
 from xent_lab.tracking import resolve_uri, scrub, tags
-from xent_lab.training import train
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -58,7 +59,7 @@ def main(cfg: DictConfig) -> float | None:
         study.clear_failed(output_dir)
     try:
         with stopping.job():
-            results = train(cfg, list(hydra_cfg.overrides.task), output_dir, LAUNCHED)
+            results = run(cfg, list(hydra_cfg.overrides.task), output_dir, LAUNCHED)
         if not sweeping and stopping.requested() is not None:
             print(f"{stopping.reason()} after the run had finished", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED)

@@ -64,11 +64,11 @@ class Trained:
 
 def train_here(workdir: Path, cache_dir: Path, *overrides: str) -> Trained:
     """Train in this process on the real data (`debug=quick` unless the test asks for its own sizes)."""
-    from xent_lab.training import train  # TensorFlow is imported by the tests that train, not at collection
+    from xent_lab.record import run  # TensorFlow is imported by the tests that train, not at collection
 
     output_dir = workdir / "outputs"
     cfg = compose_config(workdir, cache_dir, *overrides)
-    results = train(cfg, list(overrides), output_dir)
+    results = run(cfg, list(overrides), output_dir)
     return Trained(results, latest_run(workdir, cfg.tracking.experiment), output_dir)
 
 

@@ -16,10 +16,10 @@ from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from xent_lab import models, objectives
+from xent_lab import models, objectives, record
 from xent_lab.data import Dataset
 from xent_lab.train import CONF_DIR
-from xent_lab.training import fit, pipeline
+from xent_lab.training import fit
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -59,7 +59,7 @@ def train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) ->
     if not uri.startswith("http") and client.get_experiment_by_name(experiment) is None:
         # A local store's artifacts go in workdir, not in ./mlruns of the folder the bench was started from.
         client.create_experiment(experiment, artifact_location=(workdir / "mlruns").as_uri())
-    pipeline.train(config(*overrides), overrides, workdir)
+    record.run(config(*overrides), overrides, workdir)
     run = client.search_runs(
         [client.get_experiment_by_name(experiment).experiment_id], order_by=["attribute.start_time DESC"], max_results=1
     )[0]

@@ -62,19 +62,6 @@ def log_datasets(run: RunLogger, dataset: Dataset, settings: DataSettings) -> di
     return inputs
 
 
-def log_final_metrics(
-    run: RunLogger, results: Mapping[str, float], step: int, test_input: Mapping[str, str], model_id: str | None
-) -> None:
-    """The final metrics; with a logged model they are its metrics too, the `test/` ones tied to the test dataset.
-
-    MLflow keeps a metric's dataset only on a logged model's metrics, so without a model the link is not stored.
-    """
-    test = {key: value for key, value in results.items() if key.startswith(T.TEST_PREFIX)}
-    rest = {key: value for key, value in results.items() if key not in test}
-    run.log_metrics(test, step=step, model_id=model_id, dataset=test_input if model_id else None)
-    run.log_metrics(rest, step=step, model_id=model_id)
-
-
 @contextmanager
 def fluent_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (which the model flavours log through) at `uri` for the block.

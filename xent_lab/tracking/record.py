@@ -9,6 +9,9 @@ Layout of `OUTPUT_DIR/mlflow_run/`:
   inputs.json    the datasets the run read (xent_lab.tracking.lineage), as logged with log_inputs
   artifacts/     every artifact, at its artifact path
 and `OUTPUT_DIR/checkpoint.keras`, the model saved after every epoch.
+
+`Contents` is what is written to a run at once: the record takes it first (`LocalRecord.add`), then MLflow
+(`RunLogger.upload`); relog uploads a whole record's `RecordedRun.contents()` through the same call.
 """
 
 from __future__ import annotations
@@ -44,6 +47,29 @@ class RunInfo:
     relogged_as: str | None = None  # set by `xent_lab.relog`
 
 
+@dataclass
+class Contents:
+    """Part of a run, or all of it: params, tags, inputs (dataset fields and context), metric values
+    ({"key", "value", "step", "timestamp"}) and files to upload, each with its artifact folder (None: the top)."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[dict] = field(default_factory=list)
+    metrics: list[dict] = field(default_factory=list)
+    files: list[tuple[Path, str | None]] = field(default_factory=list)
+
+
+def metric_values(metrics: Mapping[str, float], step: int, timestamp: int) -> list[dict]:
+    """`metrics` as recorded metric values."""
+    return [{"key": key, "value": float(value), "step": step, "timestamp": timestamp} for key, value in metrics.items()]
+
+
+def artifact_folder(artifact_file: str) -> str | None:
+    """The artifact folder of `artifact_file` (a path under a run's artifacts); None at the top."""
+    folder = str(Path(artifact_file).parent)
+    return None if folder == "." else folder
+
+
 class LocalRecord:
     """Writes one run's record under `output_dir/mlflow_run`."""
 
@@ -76,27 +102,42 @@ class LocalRecord:
     def inputs(self, inputs: Sequence[Mapping[str, str]]) -> None:
         atomic.write_text(self.folder / INPUTS, json.dumps([dict(entry) for entry in inputs], indent=2))
 
-    def metrics(self, metrics: Mapping[str, float], step: int, timestamp: int) -> None:
+    def metrics(self, values: Sequence[Mapping[str, object]]) -> None:
         with open(self.folder / "metrics.jsonl", "a") as out:
-            for key, value in metrics.items():
-                out.write(json.dumps({"key": key, "value": float(value), "step": step, "timestamp": timestamp}) + "\n")
+            for value in values:
+                out.write(json.dumps(dict(value)) + "\n")
 
-    def _target(self, artifact_file: str) -> Path:
+    def add(self, contents: Contents) -> None:
+        """Write `contents` into the record; its files are copied in unless they are in it already."""
+        if contents.params:
+            self.params(contents.params)
+        if contents.tags:
+            self.tags(contents.tags)
+        if contents.inputs:
+            self.inputs(contents.inputs)
+        if contents.metrics:
+            self.metrics(contents.metrics)
+        for path, folder in contents.files:
+            target = self.target(f"{folder}/{Path(path).name}" if folder else Path(path).name)
+            if Path(path).resolve() != target.resolve():
+                shutil.copy2(path, target)
+
+    def target(self, artifact_file: str) -> Path:
+        """Where the artifact `artifact_file` goes in the record (its folder made)."""
         target = self.artifacts / artifact_file
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def text(self, text: str, artifact_file: str) -> None:
-        self._target(artifact_file).write_text(text)
+    def text(self, text: str, artifact_file: str) -> Path:
+        target = self.target(artifact_file)
+        target.write_text(text)
+        return target
 
     def figure(self, figure: Figure, artifact_file: str) -> Path:
         """Render `figure` into the record; returns the file, which the MLflow upload then reuses."""
-        target = self._target(artifact_file)
+        target = self.target(artifact_file)
         figure.savefig(target)
         return target
-
-    def file(self, path: Path, artifact_path: str | None) -> None:
-        shutil.copy2(path, self._target(f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name))
 
 
 def save_info(folder: Path, info: RunInfo) -> None:
@@ -116,6 +157,18 @@ class RecordedRun:
     @property
     def artifacts(self) -> Path:
         return self.folder / "artifacts"
+
+    def contents(self) -> Contents:
+        """All of it, as relog uploads it: params, inputs, metric values, the artifacts and the checkpoint."""
+        files = [
+            (path, artifact_folder(str(path.relative_to(self.artifacts))))
+            for path in sorted(self.artifacts.rglob("*"))
+            if path.is_file()
+        ]
+        checkpoint = self.folder.parent / CHECKPOINT
+        if checkpoint.exists():
+            files.append((checkpoint, "checkpoint"))
+        return Contents(dict(self.info.params), {}, list(self.inputs), list(self.metrics), files)
 
 
 def _metric_lines(lines: list[str]) -> list[dict]:

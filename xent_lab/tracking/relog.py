@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from xent_lab.errors import XentError
@@ -23,9 +22,6 @@ from xent_lab.tracking import tags as T
 from xent_lab.tracking.runlog import RunLogger
 from xent_lab.tracking.runs import process_gone, running_here
 from xent_lab.tracking.store import Tracker, check_reachable, resolve_uri
-
-# MLflow accepts at most 1000 metric values per log_batch call.
-_METRICS_PER_BATCH = 1000
 
 
 def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False) -> str:
@@ -61,7 +57,8 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
     experiment_id = tracker.experiment_id()
     run_id = client.create_run(experiment_id, run_name=info.run_name, tags=tags).info.run_id
     try:
-        _log_contents(client, run_id, experiment_id, recorded)
+        # The same upload that publishes a finished run; this one from the record alone.
+        RunLogger(client, run_id, experiment_id, uri=uri).upload(recorded.contents())
     except Exception as exc:
         # Leave no RUNNING half-copy behind; the record is untouched, so the command can simply be rerun.
         try:
@@ -76,21 +73,6 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
     info.relogged_as = run_id
     record.save_info(recorded.folder, info)
     return run_id
-
-
-def _log_contents(client, run_id: str, experiment_id: str, recorded: record.RecordedRun) -> None:
-    logger = RunLogger(client, run_id, experiment_id)
-    logger.log_params(recorded.info.params)
-    if recorded.inputs:
-        logger.log_inputs(recorded.inputs)
-    metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in recorded.metrics]
-    for start in range(0, len(metrics), _METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_BATCH])
-    if any(recorded.artifacts.iterdir()):
-        client.log_artifacts(run_id, str(recorded.artifacts))
-    checkpoint = recorded.folder.parent / record.CHECKPOINT
-    if checkpoint.exists():
-        client.log_artifact(run_id, str(checkpoint), "checkpoint")
 
 
 def _retire(client, old_run_id: str | None, new_run_id: str) -> None:

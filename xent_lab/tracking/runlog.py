@@ -1,33 +1,33 @@
-"""One MLflow run's logging calls, each first written to the run's local record when it has one."""
+"""One MLflow run's writes: each first into the run's local record when it has one, then to MLflow."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TypeVar
 
-from matplotlib.figure import Figure
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.lock import DEFAULT_LOCK_TIMEOUT_S, patiently
-from xent_lab.tracking.record import LocalRecord
+from xent_lab.tracking.record import Contents, LocalRecord, artifact_folder, metric_values
 from xent_lab.tracking.secrets import scrub
 
-# MLflow accepts at most this many params per log_batch call.
-PARAMS_PER_BATCH = 100
+# MLflow accepts at most this many params, and this many metric values, per log_batch call.
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
 Result = TypeVar("Result")
 
 
 class RunLogger:
-    """Logging calls for one MLflow run, each first written to the run's local record when it has one.
+    """Writes to one MLflow run, each first into the run's local record when it has one (`write`).
 
-    With a record, a failed MLflow call (the server went away) does not stop training: the run goes
-    on offline, `lost` says what failed, and the record keeps everything for `xent_lab.relog`.
+    `upload` sends what a record already holds: the finished run (`xent_lab.record.publish`) and a re-logged
+    record (`xent_lab.tracking.relog`) go to MLflow through it. With a record, a failed MLflow call (the server
+    went away) does not stop training: the run goes on offline, `lost` says what failed, and the record keeps
+    everything for `xent_lab.relog`.
     """
 
     def __init__(
@@ -70,44 +70,49 @@ class RunLogger:
         others when MLflow is lost, and then skipped; returns its result, None once MLflow is lost."""
         return self._send(log)
 
-    def log_params(self, params: Mapping[str, str]) -> None:
+    def write(
+        self, contents: Contents, model_id: str | None = None, test_input: Mapping[str, str] | None = None
+    ) -> None:
+        """The one way a run is written: into its local record first, the source of truth, then to MLflow."""
         if self.record is not None:
-            self.record.params(params)
-        items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), PARAMS_PER_BATCH):
-            self._send(self.client.log_batch, self.run_id, [], items[start : start + PARAMS_PER_BATCH])
+            self.record.add(contents)
+        self.upload(contents, model_id, test_input)
+
+    def upload(
+        self, contents: Contents, model_id: str | None = None, test_input: Mapping[str, str] | None = None
+    ) -> None:
+        """Send `contents` to MLflow only: what the record holds already (`publish`), or a whole record (relog).
+
+        With `model_id` the metrics are also the logged model's, the `test/` ones measured on `test_input` (the
+        test dataset's fields): MLflow keeps a metric's dataset only on a logged model's metrics.
+        """
+        params = [Param(key, value) for key, value in contents.params.items()]
+        for start in range(0, len(params), PARAMS_PER_BATCH):
+            self._send(self.client.log_batch, self.run_id, [], params[start : start + PARAMS_PER_BATCH])
+        if contents.tags:
+            tags = [RunTag(key, str(value)) for key, value in contents.tags.items()]
+            self._send(self.client.log_batch, self.run_id, [], [], tags)
+        if contents.inputs:
+            self._send(self._log_inputs, dataset_inputs(contents.inputs))
+        metrics = [_metric(value, model_id, test_input) for value in contents.metrics]
+        for start in range(0, len(metrics), METRICS_PER_BATCH):
+            self._send(self.client.log_batch, self.run_id, metrics[start : start + METRICS_PER_BATCH])
+        for path, folder in contents.files:
+            self._send(self.client.log_artifact, self.run_id, str(path), folder)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        self.write(Contents(params=dict(params)))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self.record is not None:
-            self.record.tags(tags)
-        self._send(self.client.log_batch, self.run_id, [], [], [RunTag(key, str(value)) for key, value in tags.items()])
+        self.write(Contents(tags={key: str(value) for key, value in tags.items()}))
 
-    def log_metrics(
-        self,
-        metrics: Mapping[str, float],
-        step: int = 0,
-        model_id: str | None = None,
-        dataset: Mapping[str, str] | None = None,
-    ) -> None:
-        """All of `metrics` in one request (one round trip per epoch to a remote server).
-
-        With `model_id` they are also the logged model's metrics, measured on `dataset` (an input's fields).
-        """
-        now = int(time.time() * 1000)
-        if self.record is not None:
-            self.record.metrics(metrics, step, now)
-        on = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
-        self._send(
-            self.client.log_batch,
-            self.run_id,
-            [Metric(key, float(value), now, step, model_id=model_id, **on) for key, value in metrics.items()],
-        )
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """All of `metrics` in one request (one round trip per epoch to a remote server)."""
+        self.write(Contents(metrics=metric_values(metrics, step, int(time.time() * 1000))))
 
     def log_inputs(self, inputs: Sequence[Mapping[str, str]]) -> None:
         """Datasets the run read: each the fields of an `mlflow.entities.Dataset` and its `context`."""
-        if self.record is not None:
-            self.record.inputs(inputs)
-        self._send(self._log_inputs, dataset_inputs(inputs))
+        self.write(Contents(inputs=[dict(entry) for entry in inputs]))
 
     def _log_inputs(self, datasets: list) -> None:
         try:
@@ -118,23 +123,17 @@ class RunLogger:
             self.client.log_inputs(self.run_id, datasets)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.record is not None:
-            self.record.text(text, artifact_file)
-        self._send(self.client.log_text, self.run_id, text, artifact_file)
-
-    def log_figure(self, figure: Figure, artifact_file: str) -> None:
-        if self.record is None:
-            self._send(self.client.log_figure, self.run_id, figure, artifact_file)
+        if self.record is None:  # a run without a record (xent_lab.calibrate adds to a finished run)
+            self._send(self.client.log_text, self.run_id, text, artifact_file)
             return
-        # Rendered once: a PNG takes about 0.5 s, a third of a quick run's time after training.
-        rendered = self.record.figure(figure, artifact_file)
-        folder = str(Path(artifact_file).parent)
-        self._send(self.client.log_artifact, self.run_id, str(rendered), None if folder == "." else folder)
+        self.upload(Contents(files=[(self.record.text(text, artifact_file), artifact_folder(artifact_file))]))
 
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.record is not None:
-            self.record.file(path, artifact_path)
-        self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+def _metric(value: Mapping, model_id: str | None, test_input: Mapping[str, str] | None) -> Metric:
+    on = {}
+    if test_input is not None and str(value["key"]).startswith(T.TEST_PREFIX):
+        on = {"dataset_name": test_input["name"], "dataset_digest": test_input["digest"]}
+    return Metric(value["key"], float(value["value"]), value["timestamp"], value["step"], model_id=model_id, **on)
 
 
 def dataset_inputs(inputs: Sequence[Mapping[str, str]]) -> list[DatasetInput]:

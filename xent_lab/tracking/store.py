@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import os
 import re
 import subprocess
@@ -43,6 +44,12 @@ _HTTP_DEFAULTS = {
     # already says where the run is, password hidden.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+
+# A new store is no news: MLflow logs "Creating initial MLflow database tables..." and "Updating database tables"
+# at INFO when it makes one (its migrations run through alembic), between the trainer's own lines. Warnings stay.
+QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic")
+for _name in QUIET_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def resolve_uri(configured: str | None, launch_dir: Path | None = None) -> str:

@@ -1,9 +1,8 @@
 """The Keras callbacks of a training run: the signal and NaN stops, validation calibration, the best epoch kept
-in memory (`trainer.keep`), and per-epoch logging
-(the zero-gradient probe: `probe`).
+in memory (`trainer.keep`), and the epoch events (the zero-gradient probe: `probe`).
 
-Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochMetricsLogger`, placed
-last, logs everything the callbacks before it wrote.
+Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochEvents`, placed last, hands
+everything the callbacks before it wrote to the sinks (`xent_lab.training.events`).
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ import numpy as np
 from xent_lab import calibration, heads, stopping
 from xent_lab.config import ON_NONFINITE
 from xent_lab.errors import NonFiniteLossError
-from xent_lab.tracking import RunLogger
 from xent_lab.tracking import tags as T
+from xent_lab.training.events import Epoch, EpochSink
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -57,17 +56,18 @@ class Divergence:
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop at the first batch whose training loss is NaN or infinite (Keras' TerminateOnNaN only stops quietly).
 
-    The run logs `train/diverged_step` and the tag `xent.diverged=true` at once, whatever `on_nonfinite`
-    says, so that a FAILED run says where too. Then `on_nonfinite="fail"` raises NonFiniteLossError;
+    The divergence goes to `sinks` at once, whatever `on_nonfinite` says (the MLflow sink logs
+    `train/diverged_step` and the tag `xent.diverged=true`), so that a FAILED run says where too. Then
+    `on_nonfinite="fail"` raises NonFiniteLossError;
     `"record"` keeps the `Divergence` in `divergence` and stops training: a divergence is a result.
     """
 
-    def __init__(self, on_nonfinite: str = "fail", run: RunLogger | None = None) -> None:
+    def __init__(self, on_nonfinite: str = "fail", sinks: Sequence[EpochSink] = ()) -> None:
         super().__init__()
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
-        self.run = run
+        self.sinks = tuple(sinks)
         self.divergence: Divergence | None = None
         self._epoch = 0
 
@@ -80,9 +80,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             return
         steps = (self.params or {}).get("steps") or 0
         self.divergence = Divergence(self._epoch * steps + batch, self._epoch, batch, float(loss))
-        if self.run is not None:
-            self.run.log_metrics({T.DIVERGED_STEP: self.divergence.step}, step=self._epoch)
-            self.run.set_tags({T.DIVERGED: "true"})
+        for sink in self.sinks:
+            sink.diverged(self.divergence)
         if self.on_nonfinite == "fail":
             raise NonFiniteLossError(
                 f"the training loss became {float(loss)} at epoch {self._epoch} batch {batch} "
@@ -176,16 +175,15 @@ class KeepBestValAccuracy(keras.callbacks.Callback):
             self.best_epoch, self.best_accuracy, self.weights = epoch, float(accuracy), self.model.get_weights()
 
 
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs each epoch's Keras logs (and whatever earlier callbacks added to them) as one MLflow batch, then the
-    run's heartbeat (`xent.heartbeat`, unix time: `xent-runs close-stale --older-than` reads it).
+class EpochEvents(keras.callbacks.Callback):
+    """Hands each epoch's Keras logs (and whatever earlier callbacks added to them) and its wall time to `sinks`.
 
-    Place it last among the callbacks, so it sees the metrics the others write into `logs`.
+    Place it last among the callbacks, so it sees the values the others write into `logs`.
     """
 
-    def __init__(self, run: RunLogger) -> None:
+    def __init__(self, sinks: Sequence[EpochSink]) -> None:
         super().__init__()
-        self.run = run
+        self.sinks = tuple(sinks)
         self.epoch_seconds: list[float] = []
         self.first_step_at = math.nan  # perf_counter() when the first training batch ended
         self._started = 0.0
@@ -200,7 +198,6 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self._started
         self.epoch_seconds.append(seconds)
-        metrics = {T.metric_name(key): value for key, value in (logs or {}).items()}
-        metrics[T.EPOCH_SECONDS] = seconds
-        self.run.log_metrics(metrics, step=epoch)
-        self.run.set_tags({T.HEARTBEAT: f"{time.time():.0f}"})
+        event = Epoch(epoch, {key: float(value) for key, value in (logs or {}).items()}, seconds)
+        for sink in self.sinks:
+            sink.epoch(event)

@@ -1,9 +1,8 @@
-"""The final evaluation: test loss and accuracy, test calibration, and temperature scaling on val."""
+"""The final evaluation: test loss and accuracy, test calibration, and the recalibration methods fitted on val."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ from xent_lab import calibration, heads
 from xent_lab.data import Dataset
 from xent_lab.errors import ConfigError
 from xent_lab.objectives import Objective
-from xent_lab.tracking import tags as T
+from xent_lab.training.result import Evaluation
 
 PREDICT_BATCH = 1024
 
@@ -28,24 +27,18 @@ def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.nd
 
 def evaluate(
     model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
-) -> tuple[dict[str, float], dict[str, dict]]:
-    """Test metrics and their bootstrap intervals under their MLflow names; the test metrics after each of
-    `calibration.methods` (test/recal/...); with `calibration.temperature_scaling`, also test/*_ts and
-    test/temperature, read from the same "temperature" fit (with `calibration.temperature_objective`).
-
-    Returns the metrics and each recalibration method's fitted parameters (logged as JSON artifacts)."""
+) -> Evaluation:
+    """The test loss and accuracy, the test scores with their bootstrap intervals, the per-class recall, each of
+    `calibration.methods` fitted on validation and scored on test; with `calibration.temperature_scaling`, the
+    temperature summary too, read from the same "temperature" fit (with `calibration.temperature_objective`)."""
     test_loss, test_accuracy = model.evaluate(
         dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
     )
-    results = {T.TEST_LOSS: test_loss, T.TEST_ACCURACY: test_accuracy}
     probs = heads.probabilities(logits["test"], objective.head)
     scores = calibration.score(probs, dataset.y_test, calib.n_bins, calib.bootstrap, calib.bootstrap_seed)
-    # test/accuracy is Keras' (the same argmax accuracy); its bootstrap interval comes from the scores.
-    results.update(T.with_intervals({k: v for k, v in scores.values.items() if k != "accuracy"}, scores.intervals))
     recall = calibration.per_class_recall(probs, dataset.y_test)
-    results.update({f"{T.TEST_RECALL_PREFIX}{k}": float(r) for k, r in enumerate(recall) if np.isfinite(r)})
     methods = calibration.resolve_methods(calib.methods, objective.head)
-    # One temperature fit serves test/recal/temperature/* and the test/*_ts metrics.
+    # One temperature fit serves the method "temperature" and the temperature summary.
     extra = ["temperature"] if calib.temperature_scaling and "temperature" not in methods else []
     recalibrated = calibration.recalibrate(
         *(logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, [*methods, *extra]),
@@ -54,13 +47,11 @@ def evaluate(
         seed=calib.bootstrap_seed,
         temperature_objective=calib.temperature_objective,
     )
+    summary = None
     if calib.temperature_scaling:
         summary = calibration.temperature_summary(scores, recalibrated["temperature"])
-        results.update({T.test_metric(k): v for k, v in summary.items()})
-    recalibrated = {method: recalibrated[method] for method in methods}
-    for method, fitted in recalibrated.items():
-        results.update(T.with_intervals(fitted.scores.values, fitted.scores.intervals, partial(T.recal_metric, method)))
-    return results, {method: fitted.params for method, fitted in recalibrated.items()}
+    fitted = {method: recalibrated[method] for method in methods}
+    return Evaluation(float(test_loss), float(test_accuracy), scores, recall, summary, fitted)
 
 
 def check_methods(methods: str | Sequence[str], head: str) -> None:

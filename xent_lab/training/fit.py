@@ -59,5 +59,7 @@ def fit(
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
         callbacks=[StopOnSignal(), nonfinite, *early_stopping(trainer), *callbacks],
-        verbose=min(trainer.verbose, 2),  # 3 also shows TensorFlow's own lines (xent_lab.console); Keras stops at 2
+        # 1: Keras' progress bar. From 2 on, the pipeline prints its own compact line per epoch (events.ConsoleLine),
+        # not Keras' line of every logged value.
+        verbose=1 if trainer.verbose == 1 else 0,
     )

@@ -67,7 +67,7 @@ class GradientProbe(keras.callbacks.Callback):
     """At each epoch end: the per-sample loss gradients on `samples` fixed training samples, as fractions.
 
     Writes `train/zero_grad_fraction`, `train/zero_grad_wrong_fraction`, `train/nonfinite_grad_fraction` and
-    its own cost `perf/probe_seconds` into the epoch's logs (for `EpochMetricsLogger`, placed after it). The
+    its own cost `perf/probe_seconds` into the epoch's logs (for `EpochEvents`, placed after it). The
     subset is drawn once with `seed`. Nothing is written when the model's outputs are not finite: its weights
     diverged (trainer.on_nonfinite=record), and there is nothing left to probe.
     """

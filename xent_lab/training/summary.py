@@ -1,4 +1,4 @@
-"""What a run says about itself: its MLflow note and the console summary (its name: `study.run_name`)."""
+"""What a run says about itself: its note (its name: `study.run_name`; the console summary: `xent_lab.record`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import keras
 from omegaconf import DictConfig
 
-from xent_lab.tracking import RunLogger, Tracker, redact
 from xent_lab.tracking import tags as T
 from xent_lab.training.callbacks import Divergence
 from xent_lab.training.runtime import Runtime
@@ -72,27 +71,3 @@ def divergence_line(divergence: Divergence) -> str:
         f"{divergence}: the training loss became {divergence.loss}; training stopped there and the NaN weights "
         "were not evaluated (trainer.on_nonfinite=record)"
     )
-
-
-def console_summary(
-    results: dict[str, float], tracker: Tracker, run: RunLogger, divergence: Divergence | None = None
-) -> str:
-    """The lines printed when a run ends: the results (or where training diverged), and where to find the run."""
-    scaled = (
-        f" (after temperature scaling {results[T.TEST_ECE_TS]:.4f}, T={results[T.TEST_TEMPERATURE]:.3f})"
-        if T.TEST_TEMPERATURE in results
-        else ""
-    )
-    lines = [
-        "",
-        divergence_line(divergence)
-        if divergence is not None
-        else f"test accuracy {results[T.TEST_ACCURACY]:.4f}   test loss {results[T.TEST_LOSS]:.4f}   "
-        f"ECE {results[T.TEST_ECE]:.4f}{scaled}",
-    ]
-    if run.lost is None:
-        lines.append(f"MLflow run {run.run_id} in {redact(tracker.uri)} (experiment '{tracker.experiment}')")
-        if not tracker.uri.startswith("http"):
-            lines.append(f"open it: mlflow ui --backend-store-uri {redact(tracker.uri)}   (or `make ui`), then")
-        lines.append(f"  {tracker.run_url(run)}")
-    return "\n".join(lines)
