@@ -7,13 +7,20 @@ import ast
 import io
 from collections import deque
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
 from tests.helpers.e2e import QUICK, ROOT, compose_config
-from xent_lab.training.events import ConsoleLine, Epoch
+from xent_lab.tracking import Tracker, record
+from xent_lab.tracking import tags as T
+from xent_lab.tracking.relog import relog
+from xent_lab.training.events import ConsoleLine, Epoch, MemorySink
+from xent_lab.training.result import RunResult
 
 PACKAGE = ROOT / "xent_lab"
 
@@ -101,6 +108,15 @@ def test_training_loads_no_mlflow_directly_or_through_what_it_imports():
     assert {module: " -> ".join(chain) for module, chain in chains.items() if chain} == {}
 
 
+@dataclass(frozen=True)
+class Trained:
+    workdir: Path
+    cfg: DictConfig
+    sink: MemorySink
+    result: RunResult
+    printed: str
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cache_dir):
     """A quick training with a memory sink and no store at all, and what it printed."""
@@ -112,12 +128,12 @@ def trained(tmp_path_factory, cache_dir):
     out = io.StringIO()
     with redirect_stdout(out):
         result = training.train(cfg, sink)
-    return workdir, sink, result, out.getvalue()
+    return Trained(workdir, cfg, sink, result, out.getvalue())
 
 
 @pytest.mark.slow
 def test_a_training_hands_each_epoch_to_the_sink_and_writes_no_store(trained):
-    workdir, sink, result, _ = trained
+    workdir, sink, result = trained.workdir, trained.sink, trained.result
     assert [event.epoch for event in sink.epochs] == [0, 1]
     values = sink.epochs[0].values
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "val/ece", "val/nll", "perf/calibration_seconds"} <= set(
@@ -131,7 +147,7 @@ def test_a_training_hands_each_epoch_to_the_sink_and_writes_no_store(trained):
 
 @pytest.mark.slow
 def test_the_result_holds_predictions_scores_and_fitted_recalibrators(trained):
-    _, _, result, _ = trained
+    result = trained.result
     dataset = result.setup.dataset
     assert result.logits["val"].shape == (1000, 10) and result.logits["test"].shape == (1000, 10)
     evaluation = result.evaluation
@@ -148,8 +164,8 @@ def test_the_result_holds_predictions_scores_and_fitted_recalibrators(trained):
 
 @pytest.mark.slow
 def test_the_console_shows_one_compact_line_per_epoch(trained):
-    _, sink, _, printed = trained
-    lines = printed.splitlines()
+    sink = trained.sink
+    lines = trained.printed.splitlines()
     assert [line.split("  ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     first = sink.epochs[0].values
     assert lines[0] == (
@@ -157,6 +173,52 @@ def test_the_console_shows_one_compact_line_per_epoch(trained):
         f"val accuracy {first['val_accuracy']:.4f}  val ECE {first['val/ece']:.4f}  {sink.epochs[0].seconds:.1f} s"
     )
     assert max(len(line) for line in lines) < 120
+
+
+@pytest.mark.slow
+def test_a_recorded_divergence_reaches_the_sink_and_nothing_is_evaluated(tmp_path, cache_dir):
+    from xent_lab import training
+
+    explode = ("trainer.optimizer._target_=keras.optimizers.SGD", "trainer.optimizer.learning_rate=1e30")
+    cfg = compose_config(tmp_path, cache_dir, QUICK, *explode, "trainer.on_nonfinite=record")
+    sink = MemorySink()
+    result = training.train(cfg, sink)
+    assert result.divergence is not None and sink.divergence == result.divergence
+    assert result.divergence.epoch == 0 and result.epochs_run == 1
+    assert (result.evaluation, result.logits, result.kept_epoch) == (None, {}, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _mlflow_contents(client: MlflowClient, run_id: str) -> tuple[dict[str, float], set[str]]:
+    def files(path: str = "") -> set[str]:
+        found: set[str] = set()
+        for item in client.list_artifacts(run_id, path):
+            found |= files(item.path) if item.is_dir else {item.path}
+        return found
+
+    return client.get_run(run_id).data.metrics, files()
+
+
+@pytest.mark.slow
+def test_publish_writes_the_record_then_mlflow_and_relog_uploads_the_same(trained, tmp_path):
+    from xent_lab.record import publish
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp")
+    with tracker.run("published", record_dir=tmp_path / "job") as run:
+        results = publish(trained.result, run, trained.cfg, "published", {}, {}, uri)
+    assert results[T.TEST_ACCURACY] == trained.result.evaluation.accuracy
+    assert results[T.EPOCHS_RUN] == 2 and results[T.KEPT_EPOCH] == 1
+    recorded = record.load(tmp_path / "job")
+    assert {m["key"]: m["value"] for m in recorded.metrics} == pytest.approx(results)
+    metrics, files = _mlflow_contents(MlflowClient(uri), run.run_id)
+    assert metrics == pytest.approx(results)
+    assert files == {str(p.relative_to(recorded.artifacts)) for p in recorded.artifacts.rglob("*") if p.is_file()}
+    assert {T.PREDICTIONS_ARTIFACT, T.VAL_PREDICTIONS_ARTIFACT, "recalibration/temperature.json"} <= files
+    # Relog uploads the record through the same call: the copy holds what the published run holds.
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    copy = relog(tmp_path / "job", elsewhere, force=True)
+    assert _mlflow_contents(MlflowClient(elsewhere), copy) == (metrics, files)
 
 
 def test_the_console_line_shows_what_the_epoch_has():
