@@ -20,7 +20,7 @@ from xent_lab.tracking import RunLogger, Tracker, redact
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import Contents, metric_values
 from xent_lab.training import summary
-from xent_lab.training.callbacks import Divergence
+from xent_lab.training.events import Divergence
 from xent_lab.training.result import RunResult
 
 

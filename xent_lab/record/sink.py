@@ -6,8 +6,7 @@ import time
 
 from xent_lab.tracking import RunLogger
 from xent_lab.tracking import tags as T
-from xent_lab.training.callbacks import Divergence
-from xent_lab.training.events import Epoch
+from xent_lab.training.events import Divergence, Epoch
 
 
 class MlflowSink:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -20,7 +19,7 @@ from xent_lab import calibration, heads, stopping
 from xent_lab.config import ON_NONFINITE
 from xent_lab.errors import NonFiniteLossError
 from xent_lab.tracking import tags as T
-from xent_lab.training.events import Epoch, EpochSink
+from xent_lab.training.events import Divergence, Epoch, EpochSink
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -38,19 +37,6 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         stopping.check()
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """Where the training loss first became NaN or infinite."""
-
-    step: int  # global, 0-based: epoch * steps_per_epoch + batch
-    epoch: int
-    batch: int
-    loss: float
-
-    def __str__(self) -> str:
-        return f"diverged at step {self.step} (epoch {self.epoch}, batch {self.batch})"
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

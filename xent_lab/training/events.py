@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from xent_lab.tracking import tags as T
 
-if TYPE_CHECKING:
-    from xent_lab.training.callbacks import Divergence
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where the training loss first became NaN or infinite."""
+
+    step: int  # global, 0-based: epoch * steps_per_epoch + batch
+    epoch: int
+    batch: int
+    loss: float
+
+    def __str__(self) -> str:
+        return f"diverged at step {self.step} (epoch {self.epoch}, batch {self.batch})"
 
 
 @dataclass(frozen=True)

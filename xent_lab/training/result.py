@@ -9,7 +9,7 @@ import numpy as np
 
 from xent_lab import data, objectives
 from xent_lab.calibration import Recalibrated, Scores
-from xent_lab.training.callbacks import Divergence
+from xent_lab.training.events import Divergence
 from xent_lab.training.runtime import Runtime
 
 

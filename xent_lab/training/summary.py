@@ -8,7 +8,7 @@ import keras
 from omegaconf import DictConfig
 
 from xent_lab.tracking import tags as T
-from xent_lab.training.callbacks import Divergence
+from xent_lab.training.events import Divergence
 from xent_lab.training.runtime import Runtime
 
 # The settings that tell runs of one loss apart, shown in the run's note.
