@@ -161,7 +161,6 @@ def test_analysis_and_tracking_code_names_no_keras():
     assert not bad, "analysis and tracking code that names Keras:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="training still imports mlflow; issue 22 part 1 lands it")
 def test_training_imports_no_mlflow():
     bad = violations(modules("training"), lambda name: within(name, "mlflow"))
     assert not bad, "training modules that import mlflow:\n" + "\n".join(bad)
