@@ -1,6 +1,6 @@
 """A run's test scores: every metric with its bootstrap interval, before and after each recalibration method.
 
-The harness (`xent_lab.training.evaluate`, `xent_lab.calibrate`) names them for MLflow (`tracking.tags`).
+The harness (`xent_lab.record.metrics`, `xent_lab.calibrate`) names them for MLflow (`tracking.tags`).
 """
 
 from __future__ import annotations
