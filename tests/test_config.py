@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tests.helpers.e2e import CONF_DIR
 from xent_lab import config
@@ -149,3 +151,39 @@ def test_debug_quick_shrinks_any_run_and_experiment():
 def test_a_base_file_is_not_a_loss():
     with pytest.raises(ConfigError, match="loss.name"):
         config.validate(compose_config("loss=_common"))
+
+
+def _one_job_per_value(jobs: list[list[str]]) -> list[list[str]]:
+    """The first job, and for each swept value the job that differs from it in that value only."""
+    first = jobs[0]
+    return [first, *(job for job in jobs if sum(a != b for a, b in zip(job, first)) == 1)]
+
+
+def _study_digest(name: str) -> str:
+    """One digest of the config hashes and the composed YAML of a study's jobs, each swept value once."""
+    from xent_lab.study import config_hash
+    from xent_lab.study.launch import sweep_jobs  # also registers the ${launch_id:} resolver
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        launch = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        jobs = []
+        for job in _one_job_per_value(sweep_jobs(launch)):
+            cfg = compose("config", overrides=[f"experiment={name}", *job])
+            jobs.append(f"{' '.join(job)} {config_hash(cfg)} {OmegaConf.to_yaml(cfg)}")
+    return hashlib.sha256("\n".join(jobs).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "name,digest",
+    [
+        ("imdb_losses", "4921cbfb2e42795d"),
+        ("mnist_imbalance", "e7e46627b03fc851"),
+        ("mnist_losses", "efd1e5ef59e3b237"),
+        ("overfit_calibration", "428cb7400144af3c"),
+        ("stability", "65b192538a7560c4"),
+    ],
+)
+def test_committed_studies_compose_and_hash_as_before(name, digest):
+    """Pinned before the loss registry replaced the hand checks: relaunching a committed study must reuse its
+    runs (the config hash), and its jobs' composed configs, key order included, must not change."""
+    assert _study_digest(name) == digest
