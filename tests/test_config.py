@@ -113,6 +113,52 @@ def test_invalid_value_is_rejected_naming_the_key(overrides, key):
         config.validate(compose_config(*overrides))
 
 
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["loss=poly1", "loss.poly_epsilon=abc"],
+            "invalid config value loss.poly_epsilon='abc': expected a number >= -1 (below, the loss can be negative)",
+        ),
+        (
+            ["loss=brier", "loss.impl=builtin"],
+            "invalid config value loss.impl='builtin': expected 'custom' with loss=brier "
+            "(only bce, cce, sparse_cce, focal have a Keras built-in and a naive form)",
+        ),
+        (
+            ["loss=focal", "loss.alpha=[1,2]"],
+            "invalid config value loss.alpha=[1, 2]: expected a list of 10 numbers >= 0, one per class",
+        ),
+        (
+            ["dataset=imdb", "loss=focal", "loss.alpha=[1,2]"],
+            "invalid config value loss.alpha=[1, 2]: expected a scalar for a binary task "
+            "(binary focal takes one alpha)",
+        ),
+        (
+            ["dataset=imdb", "loss=focal", "loss.apply_class_balancing=true", "loss.alpha=2"],
+            "invalid config value loss.alpha=2: expected a number in [0, 1] with apply_class_balancing=true",
+        ),
+        (
+            ["loss=sparse_cce", "loss.label_smoothing=0.1"],
+            "invalid config value loss.label_smoothing=0.1: expected 0 with loss=sparse_cce loss.impl=builtin "
+            "(Keras' SparseCategoricalCrossentropy has no label smoothing); use loss.impl=custom",
+        ),
+        (
+            ["loss=_common"],
+            "invalid config value loss.name=None: expected one of bce, cce, sparse_cce, focal, sparse_focal, poly1, "
+            "brier, mmce",
+        ),
+        (["loss.class_weight=yes"], "invalid config value loss.class_weight='yes': expected null or 'balanced'"),
+        (["loss=focal", "loss.gamma=-1"], "invalid config value loss.gamma=-1: expected a number >= 0 or 'flsd53'"),
+    ],
+)
+def test_loss_errors_are_one_line_naming_the_key_and_its_values(overrides, message):
+    """The loss checks come from the registry (xent_lab/losses/registry.py); the messages are the hand checks'."""
+    with pytest.raises(ConfigError) as raised:
+        config.validate(compose_config(*overrides))
+    assert str(raised.value) == message
+
+
 def test_custom_sparse_loss_accepts_label_smoothing():
     cfg = compose_config("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1")
     config.validate(cfg)

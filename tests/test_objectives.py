@@ -1,15 +1,25 @@
-"""The loss registry: each `loss × impl × task` gives the right head, labels and Keras loss object."""
+"""The loss registry: each `loss × impl × task` gives the right head, labels and Keras loss object; the README's
+loss table, the presets in conf/loss/ and the registry agree."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import xent_lab.losses
+from tests.helpers.e2e import CONF_DIR, ROOT
 from xent_lab import objectives
 from xent_lab.heads import Head
-from xent_lab.objectives import BINARY, ONEHOT, SPARSE, build_objective
+from xent_lab.losses import registry
+from xent_lab.losses.registry import BINARY, ONEHOT, SPARSE
+from xent_lab.objectives import build_objective
 
 SIGMOID, SIGMOID_OVR, SOFTMAX = Head.SIGMOID, Head.SIGMOID_OVR, Head.SOFTMAX
 
@@ -73,7 +83,7 @@ def test_registry_of_our_own_losses(name, num_classes, head, units, label_format
     objective = build_objective(loss_cfg(name, "custom"), num_classes)
     assert (objective.head, objective.units, objective.label_format) == (head, units, label_format)
     assert type(objective.loss) is getattr(xent_lab.losses, class_name)
-    with pytest.raises(ValueError, match=f"loss '{name}' has no impl 'builtin'"):
+    with pytest.raises(ValueError, match=f"loss '{name}' has no impl 'builtin' \\(only custom\\)"):
         build_objective(loss_cfg(name, "builtin"), num_classes)
 
 
@@ -148,3 +158,59 @@ def test_accuracy_metric_thresholds_logits_at_zero():
     probability_path = objectives.build_objective(loss_cfg("bce", from_logits=False), 2).accuracy_metric()
     probability_path.update_state(np.array([[1.0], [0.0]]), np.array([[0.3], [0.2]]))  # p=0.3 -> class 0
     assert float(probability_path.result()) == 0.5
+
+
+# --------------------------------------------------------------------------- the registry's other readers
+
+PRESETS = sorted(Path(CONF_DIR, "loss").glob("[!_]*.yaml"))
+
+
+def test_every_loss_has_a_preset_of_its_name_and_every_preset_is_a_loss():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        composed = {path.stem: compose("config", overrides=[f"loss={path.stem}"]).loss for path in PRESETS}
+    assert {name: composed[name].name for name in registry.LOSSES} == {name: name for name in registry.LOSSES}
+    assert {cfg.name for cfg in composed.values()} == set(registry.LOSSES)
+    common = set(yaml.safe_load(Path(CONF_DIR, "loss", "_common.yaml").read_text()))
+    assert common == {"impl", "from_logits", "label_smoothing", "class_weight", "epsilon"}
+    assert common == {"impl"} | {key.name for key in registry.COMMON_KEYS}
+    for name, loss in registry.LOSSES.items():
+        # The registry checks every key the preset sets, and the preset sets every key the registry reads.
+        assert set(composed[name]) == common | {"name"} | {key.name for key in loss.keys}, name
+
+
+def test_the_readme_loss_table_is_the_registrys():
+    readme = (ROOT / "README.md").read_text()
+    assert registry.with_table(readme) == readme, "run: python -m xent_lab.losses.registry README.md"
+    table = registry.markdown_table()
+    assert table in readme and table.count("\n") == 1 + len(registry.REGISTRY)
+    assert (
+        "| `focal` | 1 sigmoid, 0/1 labels, `BinaryFocalCrossentropy` | 10-way softmax, one-hot labels, "
+        "`CategoricalFocalCrossentropy` | custom, builtin, naive | `gamma`: a number >= 0 or 'flsd53'; "
+        "`alpha`: a number >= 0 or a list with one weight per class; `apply_class_balancing`: true or false |"
+    ) in table.splitlines()
+
+
+def test_the_table_follows_a_change_to_the_registry(monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    brier = registry.LOSSES["brier"]
+    monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, replace(brier, name="brier2")))
+    assert "| `brier2` | 2-way softmax, one-hot labels, `CategoricalBrier` |" in registry.with_table(readme)
+    assert registry.with_table(readme) != readme
+
+
+def test_registry_entries_name_their_module_and_classes():
+    sparse_focal = registry.LOSSES["sparse_focal"]
+    assert sparse_focal.module == "xent_lab.losses.sparse_focal"
+    assert sparse_focal.multiclass.custom is xent_lab.losses.SparseCategoricalFocalCrossentropy
+    assert (sparse_focal.multiclass.builtin, sparse_focal.multiclass.naive, sparse_focal.impls) == (
+        None,
+        None,
+        ("custom",),
+    )
+    focal = registry.LOSSES["focal"]
+    assert focal.binary.builtin is keras.losses.BinaryFocalCrossentropy
+    assert focal.multiclass.naive is xent_lab.losses.naive.CategoricalFocalCrossentropy
+    assert focal.impls == ("custom", "builtin", "naive")
+    assert [loss.name for loss in registry.REGISTRY if loss.impls == registry.IMPLS] == [
+        "bce", "cce", "sparse_cce", "focal"
+    ]  # fmt: skip

@@ -22,3 +22,8 @@ class NotApplicable(ConfigError):
 
     A sweep that crosses such choices skips these jobs instead of counting them as failures.
     """
+
+
+def invalid_value(key: str, value: object, expected: str) -> ConfigError:
+    """The one-line error for a config value: the key, the value, and the values it takes."""
+    return ConfigError(f"invalid config value {key}={value!r}: expected {expected}")

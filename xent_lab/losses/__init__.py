@@ -18,7 +18,8 @@ and the losses calibration studies compare cross-entropy with, one family per mo
 
 `naive` holds the textbook forms of the first five, under the same names (`loss.impl=naive`, registered
 under "xent_lab.naive"): for showing what the stable forms buy, never for training real models.
-Importing this package registers all of them, so a saved model with any of these losses loads as is.
+`registry` has one entry per `loss=NAME` of the config (see its docstring). Importing this package imports
+every loss module through it, and so registers every loss, so a saved model with any of them loads as is.
 
 Laid out like Keras' own losses: `functional` has one pure function per loss (its formula, and where
 it differs from Keras: stable forms from logits, float16 computed in float32, label smoothing for
@@ -28,7 +29,8 @@ the sparse loss, `gamma="flsd53"`, validation), `classes` the thin `Loss` classe
 `xent_lab.heads`.
 """
 
-from xent_lab.losses import naive  # noqa: F401  (registers the textbook classes for loading)
+# For loading saved models: the registry imports every loss module (a new loss's too), naive the textbook forms.
+from xent_lab.losses import naive, registry  # noqa: F401
 from xent_lab.losses._checks import FLSD53
 from xent_lab.losses.brier import CategoricalBrier, categorical_brier
 from xent_lab.losses.classes import (

@@ -7,17 +7,10 @@ import math
 import keras
 from omegaconf import DictConfig
 
+from xent_lab.losses.registry import note_settings
 from xent_lab.tracking import tags as T
 from xent_lab.training.events import Divergence
 from xent_lab.training.runtime import Runtime
-
-# The settings that tell runs of one loss apart, shown in the run's note.
-LOSS_DETAILS = {
-    "focal": ("gamma",),
-    "sparse_focal": ("gamma",),
-    "poly1": ("poly_epsilon",),
-    "mmce": ("mmce_weight", "mmce_weighted"),
-}
 
 
 def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime, divergence: Divergence | None = None) -> str:
@@ -26,7 +19,7 @@ def run_note(cfg: DictConfig, results: dict[str, float], runtime: Runtime, diver
     details = [f"from_logits={loss.from_logits}"]
     if loss.label_smoothing:
         details.append(f"label_smoothing={loss.label_smoothing}")
-    details.extend(f"{key}={loss[key]}" for key in LOSS_DETAILS.get(loss.name, ()))
+    details.extend(note_settings(loss))  # the settings that tell runs of this loss apart
     if loss.impl == "naive":
         details.append(f"epsilon={loss.epsilon}")
     if loss.class_weight:
