@@ -129,6 +129,22 @@ class TestSparseCategoricalFocalCrossentropy(HandComputed):
             builtin_y_true=onehot(labels, 4),
         )
 
+    @pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.5])
+    def test_the_label_only_path_is_the_gather_from_every_term_bit_for_bit(self, from_logits, gamma):
+        # A scalar alpha, no smoothing: only the label's term is computed. One alpha per class (here all
+        # equal) takes every class's term and gathers the label's: values and gradients are the same bits.
+        rng = np.random.default_rng(3)
+        for k, scale in ((2, 1.0), (10, 1.0), (10, 1e3)):  # scale 1e3: logits up to +-1e4
+            labels = rng.integers(0, k, 32)
+            y_pred = random_predictions(rng, (32, k), from_logits, "float32", binary=False)
+            y_pred = y_pred * np.float32(scale) if from_logits else y_pred
+            kwargs = dict(gamma=gamma, from_logits=from_logits, reduction="none")
+            fast = value_and_grad(losses.SparseCategoricalFocalCrossentropy(alpha=0.25, **kwargs), labels, y_pred)
+            full = value_and_grad(losses.SparseCategoricalFocalCrossentropy(alpha=[0.25] * k, **kwargs), labels, y_pred)
+            np.testing.assert_array_equal(fast[0], full[0])
+            np.testing.assert_array_equal(fast[1], full[1])
+
     def test_known_value_with_label_smoothing(self):
         # ls = 0.3, k = 3, label 1: targets [0.1, 0.8, 0.1], alpha per class, gamma 2.
         loss = losses.SparseCategoricalFocalCrossentropy(alpha=[0.1, 0.7, 0.2], gamma=2.0, label_smoothing=0.3)

@@ -14,14 +14,17 @@ from keras import ops
 # No public Keras API either: the loss mask through which `ignore_class` reaches the reduction.
 from xent_lab.losses._checks import FLSD53, check_gamma, check_label_smoothing
 from xent_lab.losses._ops import (
+    _TINY,
     Tensor,
+    _categorical_top_split,
     categorical_log1m_probs,
     focal_factor,
+    renormalized_probs,
 )
 from xent_lab.losses.classes import _LossFunctionWrapper
 
 # Private: what the sparse losses share (labels, their checks, ignore_class) and the per-class alpha.
-from xent_lab.losses.functional import _class_weights, _finish_sparse, _sparse
+from xent_lab.losses.functional import _class_weights, _finish_sparse, _Sparse, _sparse
 
 WHO = "SparseCategoricalFocalCrossentropy"
 
@@ -68,13 +71,32 @@ def sparse_categorical_focal_crossentropy(
     check_gamma(gamma)
     check_label_smoothing(label_smoothing)
     s = _sparse(y_true, y_pred, from_logits, ignore_class, axis, WHO)
+    weights = -_class_weights(alpha, s.log_p, s.axis, WHO)
+    if not label_smoothing and np.ndim(alpha) == 0 and gamma != FLSD53:
+        # The label's term alone (as fast as the categorical loss on one-hot labels, which it was 1.2x slower
+        # than): the same operations on the same numbers as the gather from every class's term below, and
+        # the same values and gradients bit for bit. With one alpha per class or FLSD-53 some gradients came
+        # out one bit apart: those keep the gather.
+        log_p = ops.take_along_axis(s.log_p, s.index, axis=s.axis)
+        loss = weights * focal_factor(_label_log1m_prob(s, ops.exp(log_p)), gamma, None) * log_p
+        return _finish_sparse(ops.squeeze(loss, axis=s.axis), s, WHO)
     p_true = ops.exp(ops.take_along_axis(s.log_p, s.index, axis=s.axis)) if gamma == FLSD53 else None
     log_1m_p = categorical_log1m_probs(s.inputs.y_pred, s.inputs.from_logits, s.axis, s.log_p)
-    terms = -_class_weights(alpha, s.log_p, s.axis, WHO) * focal_factor(log_1m_p, gamma, p_true) * s.log_p
+    terms = weights * focal_factor(log_1m_p, gamma, p_true) * s.log_p
     loss = ops.squeeze(ops.take_along_axis(terms, s.index, axis=s.axis), axis=s.axis)
     if label_smoothing:
         loss = (1.0 - label_smoothing) * loss + label_smoothing * ops.mean(terms, axis=s.axis)
     return _finish_sparse(loss, s, WHO)
+
+
+def _label_log1m_prob(s: _Sparse, p: Tensor) -> Tensor:
+    """`categorical_log1m_probs` at the label's class only (`p`: its probability): from logits, only the sum
+    of the other classes' probabilities (1 - p where p > 1/2) needs every class."""
+    if not s.inputs.from_logits:
+        return ops.log(1.0 - ops.take_along_axis(renormalized_probs(s.inputs.y_pred, s.axis), s.index, axis=s.axis))
+    _, _, others = _categorical_top_split(s.log_p, s.axis)
+    top = p > 0.5
+    return ops.where(top, ops.log(ops.maximum(others, _TINY)), ops.log1p(-ops.where(top, 0.0, p)))
 
 
 @keras.saving.register_keras_serializable(package="xent_lab")
