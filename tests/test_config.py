@@ -208,7 +208,7 @@ def _one_job_per_value(jobs: list[list[str]]) -> list[list[str]]:
 def _study_digest(name: str) -> str:
     """One digest of the config hashes and the composed YAML of a study's jobs, each swept value once."""
     from xent_lab.study import config_hash
-    from xent_lab.study.launch import sweep_jobs  # also registers the ${launch_id:} resolver
+    from xent_lab.sweep.launch import sweep_jobs  # also registers the ${launch_id:} resolver
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         launch = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
