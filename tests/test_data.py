@@ -129,6 +129,19 @@ def load_tiny_imdb(data_dir: Path, cache_dir: Path, progress: bool = False, **ov
     return load_dataset(tiny_imdb_settings(data_dir, cache_dir, **overrides), progress)
 
 
+# What a load prints when it misses the cache and reads the archive (with progress on): a build.
+BUILDING = "imdb: reading reviews from"
+
+
+def load_noting(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, cache_dir: Path, **overrides
+) -> tuple[Dataset, str]:
+    """load_tiny_imdb with progress on; the dataset and what the load printed (BUILDING in it: a cache miss)."""
+    capsys.readouterr()
+    dataset = load_tiny_imdb(data_dir, cache_dir, progress=True, **overrides)
+    return dataset, capsys.readouterr().err
+
+
 def load_tiny_mnist(data_dir: Path, **overrides) -> Dataset:
     settings = DataSettings(
         "mnist", data_dir, data_dir / "unused-cache", val_size=5, val_seed=0, verify_checksums=False, download=False
@@ -555,27 +568,27 @@ def test_imdb_order_of_archive_members_does_not_matter(tmp_path: Path) -> None:
 
 def test_imdb_cache_hit_skips_vectorizing(tiny_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
-    builds = imdb.build_count()
-    first = load_tiny_imdb(tiny_imdb, cache)
-    assert imdb.build_count() == builds + 1
+    first, printed = load_noting(capsys, tiny_imdb, cache)
+    assert BUILDING in printed
     written = files_under(cache)
     key = imdb.cache_key(tiny_imdb_settings(tiny_imdb, cache), first.checksums[imdb.ARCHIVE])
     assert list(written) == [f"imdb-{key[:24]}.npz"]
     assert file_mode(cache / f"imdb-{key[:24]}.npz") == 0o644
-    second = load_tiny_imdb(tiny_imdb, cache, progress=True)
-    assert imdb.build_count() == builds + 1 and files_under(cache) == written
-    assert "using cached arrays" in capsys.readouterr().err
+    second, printed = load_noting(capsys, tiny_imdb, cache)
+    assert BUILDING not in printed and files_under(cache) == written
+    assert "using cached arrays" in printed
     assert_same_arrays(first, second)
     assert second.vocab_size == first.vocab_size and second.checksums == first.checksums
 
 
 @pytest.mark.parametrize(("field", "value"), KEY_CHANGES.items())
-def test_imdb_cache_key_follows_the_settings(tiny_imdb: Path, tmp_path: Path, field: str, value: int) -> None:
+def test_imdb_cache_key_follows_the_settings(
+    tiny_imdb: Path, tmp_path: Path, field: str, value: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     load_tiny_imdb(tiny_imdb, cache)
-    builds = imdb.build_count()
-    changed = load_tiny_imdb(tiny_imdb, cache, **{field: value})
-    assert imdb.build_count() == builds + 1 and len(files_under(cache)) == 2
+    changed, printed = load_noting(capsys, tiny_imdb, cache, **{field: value})
+    assert BUILDING in printed and len(files_under(cache)) == 2
     # The arrays are those of the new settings, not the old cache file's.
     settings = tiny_imdb_settings(tiny_imdb, cache, **{field: value})
     n_train = TRAIN_POS + TRAIN_NEG - settings.val_size
@@ -583,21 +596,26 @@ def test_imdb_cache_key_follows_the_settings(tiny_imdb: Path, tmp_path: Path, fi
     assert (len(changed.x_val), len(changed.x_test)) == (settings.val_size, settings.limit_test or TEST_POS + TEST_NEG)
 
 
-def test_imdb_cache_is_shared_across_folders_and_imbalance_ratios(tiny_imdb: Path, tmp_path: Path) -> None:
+def test_imdb_cache_is_shared_across_folders_and_imbalance_ratios(
+    tiny_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     balanced = load_tiny_imdb(tiny_imdb, cache)
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     os.replace(tiny_imdb / imdb.ARCHIVE, moved / imdb.ARCHIVE)
-    builds, written = imdb.build_count(), files_under(cache)
-    assert_same_arrays(load_tiny_imdb(moved, cache, download=True), balanced)
-    thinned = load_tiny_imdb(moved, cache, imbalance=2)
-    assert imdb.build_count() == builds and files_under(cache) == written
+    written = files_under(cache)
+    moved_back, printed = load_noting(capsys, moved, cache, download=True)
+    assert_same_arrays(moved_back, balanced)
+    thinned, printed_thinned = load_noting(capsys, moved, cache, imbalance=2)
+    assert BUILDING not in printed + printed_thinned and files_under(cache) == written
     assert np.bincount(thinned.y_train).tolist() == [np.sum(balanced.y_train == 0), round(balanced.y_train.sum() / 2)]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong arrays", "other settings"])
-def test_imdb_corrupt_cache_is_rebuilt(tiny_imdb: Path, tmp_path: Path, damage: str) -> None:
+def test_imdb_corrupt_cache_is_rebuilt(
+    tiny_imdb: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     good = load_tiny_imdb(tiny_imdb, cache)
     (cache_file,) = cache.iterdir()
@@ -611,12 +629,11 @@ def test_imdb_corrupt_cache_is_rebuilt(tiny_imdb: Path, tmp_path: Path, damage: 
         other = tmp_path / "other-cache"
         load_tiny_imdb(tiny_imdb, other, val_seed=1)
         os.replace(next(other.iterdir()), cache_file)
-    builds = imdb.build_count()
-    rebuilt = load_tiny_imdb(tiny_imdb, cache)
-    assert imdb.build_count() == builds + 1
+    rebuilt, printed = load_noting(capsys, tiny_imdb, cache)
+    assert BUILDING in printed
     assert_same_arrays(rebuilt, good)
-    load_tiny_imdb(tiny_imdb, cache)  # the rewritten file is a valid cache again
-    assert imdb.build_count() == builds + 1
+    _, printed = load_noting(capsys, tiny_imdb, cache)  # the rewritten file is a valid cache again
+    assert BUILDING not in printed and "using cached arrays" in printed
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "no reviews"])

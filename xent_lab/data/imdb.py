@@ -42,13 +42,6 @@ _LINE_BREAK = re.compile(r"<br\s*/?>")  # the reviews keep the site's HTML line 
 _SPLITS = ("train", "val", "test")
 _VECTORIZE_BATCH = 4096
 
-_build_count = 0
-
-
-def build_count() -> int:
-    """How many times this process has read and vectorized the archive, i.e. missed the cache."""
-    return _build_count
-
 
 def remote_file() -> RemoteFile:
     """The download and checksum facts of the archive."""
@@ -156,8 +149,6 @@ def _well_formed(arrays: dict[str, np.ndarray], key: str, sequence_length: int) 
 
 def _build(archive: Path, settings: DataSettings, progress: bool) -> dict[str, np.ndarray]:
     """Read, split and vectorize the archive; returns the arrays to cache (without the key)."""
-    global _build_count
-    _build_count += 1
     reviews = read_reviews(archive, progress)
     (train_texts, train_labels), (test_texts, test_labels) = reviews["train"], reviews["test"]
     idx = split_indices(len(train_labels), len(test_labels), settings)
