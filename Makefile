@@ -15,7 +15,7 @@ export XENT_DATA_DIR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install train lint format test test-ui bench study ui server screenshots cluster cluster-stop clean
+.PHONY: install train lint format test test-fast test-ui bench study ui server screenshots cluster cluster-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,18 @@ format: $(STAMP)  ## ruff: fix what can be fixed, and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint  ## lint, then the whole test suite (unit + real trainings on real data)
-	$(PY) -m pytest $(ARGS)
+# One pytest-xdist worker per CPU (TensorFlow on one thread in each: tests/conftest.py); the tests that share
+# a tracking server or the SLURM cluster carry one `xdist_group` each, so one worker runs them (--dist loadgroup).
+WORKERS ?= logical
+XDIST := -n $(WORKERS) --dist loadgroup
+# The inner loop: no process, server, cluster or browser started, no training past debug=quick.
+FAST := not subprocess and not server and not slurm and not ui and not train and not slow
+
+test: lint  ## lint, then the whole test suite (unit + real trainings on real data), on every CPU
+	$(PY) -m pytest $(XDIST) $(ARGS)
+
+test-fast: $(STAMP)  ## the inner loop (about 2 minutes): no subprocess, server, SLURM, browser or long training
+	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(ARGS)
 
 test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
 	$(PY) -m pytest -m ui $(ARGS)

@@ -8,9 +8,17 @@ where the process itself is under test: exit codes, signals, the command line, p
 
 from __future__ import annotations
 
+import atexit
+import functools
+import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +76,8 @@ def train_here(workdir: Path, cache_dir: Path, *overrides: str) -> Trained:
 
     output_dir = workdir / "outputs"
     cfg = compose_config(workdir, cache_dir, *overrides)
+    if cfg.tracking.uri == store_uri(workdir):
+        create_store(workdir)
     results = run(cfg, list(overrides), output_dir)
     return Trained(results, latest_run(workdir, cfg.tracking.experiment), output_dir)
 
@@ -105,12 +115,77 @@ def run_train(
     )
 
 
+@dataclass(frozen=True)
+class Exited:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextmanager
+def _as_the_command_line(workdir: Path, argv: list[str], env: dict[str, str]) -> Iterator[None]:
+    """This process as a launch of `argv` in `workdir` with `env`; its signal handlers, argv, cwd and
+    environment restored afterwards (the entry point installs xent_lab.stopping's handlers)."""
+    from xent_lab import stopping
+
+    handlers = {signum: signal.getsignal(signum) for signum in stopping.STOP_SIGNALS}
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chdir(workdir)
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def refused_here(workdir: Path, cache_dir: Path, *overrides: str) -> Exited:
+    """`python -m xent_lab.train OVERRIDES` in `workdir`, run in this process through the same Hydra entry point:
+    for the refusals, which end before any training. The process's own exit codes are tested by `run_train`."""
+    from xent_lab import train as entry_point
+
+    out, err = io.StringIO(), io.StringIO()
+    returncode = 0
+    # Hydra's logging set-up (logging.config.dictConfig) would close every handler this process has, absl's with
+    # pytest's capture stream among them; a refusal comes before any logging anyway.
+    argv = [entry_point.__file__, *overrides, "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    with _as_the_command_line(workdir, argv, train_env(cache_dir)):
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                entry_point.main()
+        except SystemExit as exc:
+            returncode = exc.code if isinstance(exc.code, int) else 1
+    return Exited(returncode, out.getvalue(), err.getvalue())
+
+
 # --- reading the store back
 
 
-def create_store(workdir: Path) -> None:
-    """Create workdir's SQLite store up front, so polling it never races the trainer's own creation."""
-    MlflowClient(store_uri(workdir)).search_experiments()
+@functools.cache
+def _migrated_store() -> Path:
+    """An empty SQLite store with MLflow's migrations run, made once per test process."""
+    folder = Path(tempfile.mkdtemp(prefix="xent-migrated-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(store_uri(folder)).search_experiments()
+    return folder / "mlflow.db"
+
+
+def create_store(workdir: Path) -> str:
+    """workdir's SQLite store, created up front (so polling it never races the trainer's own creation); its URI.
+
+    A copy of one migrated store: MLflow's migrations take seconds on every new SQLite file.
+    """
+    if not (workdir / "mlflow.db").exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_migrated_store(), workdir / "mlflow.db")
+    return store_uri(workdir)
 
 
 def runs(workdir: Path, experiment: str = "xent-lab") -> list[Run]:
