@@ -169,6 +169,7 @@ def test_the_package_has_no_import_cycle():
     assert not found, f"{len(found)} import cycle(s):\n" + "\n".join(" -> ".join([*c, c[0]]) for c in found)
 
 
+@pytest.mark.subprocess
 def test_importing_analysis_and_relog_loads_neither_tensorflow_nor_keras():
     """What actually ends up in sys.modules, transitive imports included (mlflow, matplotlib, scipy)."""
     code = (

@@ -14,9 +14,8 @@ from tests.helpers.e2e import data_dir
 from xent_lab.bench.__main__ import main as bench_main
 from xent_lab.bench.common import noise_verdict
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-
+@pytest.mark.server  # and a subprocess: the startup figure
 def test_quick_bench_writes_all_figures(tmp_path, cache_dir, monkeypatch):
     """In this process, as `make bench ARGS=--quick` runs it (its startup figure is a real subprocess)."""
     monkeypatch.chdir(tmp_path)

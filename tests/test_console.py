@@ -53,6 +53,7 @@ def test_the_filtered_window_replays_what_it_keeps(capfd):
     assert capfd.readouterr().err == REAL
 
 
+@pytest.mark.subprocess
 def test_a_default_run_prints_no_startup_line_but_a_provoked_warning(tmp_path, cache_dir):
     env = {key: value for key, value in train_env(cache_dir).items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env.pop(console.DEFAULTED_ENV, None)  # as a user's shell: set by xent_lab in this test process
@@ -72,6 +73,7 @@ def test_a_default_run_prints_no_startup_line_but_a_provoked_warning(tmp_path, c
     assert "test accuracy" in done.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("users_level,level,filtered", [(None, "2", "1"), ("0", "0", "None")])
 def test_only_a_level_the_user_did_not_choose_is_filtered(users_level, level, filtered):
     """With the user's own TF_CPP_MIN_LOG_LEVEL, `console.import_tensorflow` leaves TensorFlow's lines alone."""
@@ -92,6 +94,7 @@ def test_only_the_command_lines_last_verbose_override_of_3_or_more_asks_for_tens
     assert not console.tensorflow_verbose([])
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("argv,shown", [(["trainer.verbose=3"], True), (["trainer.verbose=2"], False)])
 def test_trainer_verbose_3_brings_tensorflows_startup_lines_back(argv, shown):
     """A real TensorFlow import, as `xent_lab.train` does it first, with the user's shell environment."""

@@ -11,6 +11,7 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "script,args,code,expected",
     [

@@ -372,6 +372,7 @@ def test_readme_without_markers_is_a_clear_error(tmp_path):
     assert path.read_text() == f"{readme.END}\n{readme.START}\n"
 
 
+@pytest.mark.subprocess
 def test_cli_readme_rewrites_the_block_and_exits_2_on_missing_markers(built, tmp_path):
     path = _readme_tree(tmp_path, built[1])
     command = [sys.executable, "-m", "xent_lab.report", "--readme", str(path)]

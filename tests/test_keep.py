@@ -21,8 +21,6 @@ from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.training import pipeline
 
-pytestmark = pytest.mark.slow
-
 # A learning rate high enough for Adam to make validation accuracy fall after its first epoch on 2000 images
 # (measured: 0.188, 0.149, 0.153 with seed 0), so the kept epoch is not the last one.
 UNSTABLE = ("trainer.optimizer.learning_rate=0.2", "trainer.epochs=3", "tracking.log_model=false")
@@ -43,6 +41,7 @@ def best(tmp_path_factory, cache_dir):
     return workdir, train_here(workdir, cache_dir, QUICK, *UNSTABLE, "trainer.keep=best_val_accuracy")
 
 
+@pytest.mark.train
 def test_kept_epoch_is_the_first_argmax_of_the_logged_val_accuracy(best):
     workdir, trained = best
     steps, accuracies = zip(*history(workdir, trained.run.info.run_id, T.val_metric("accuracy")), strict=True)
@@ -51,6 +50,7 @@ def test_kept_epoch_is_the_first_argmax_of_the_logged_val_accuracy(best):
     assert trained.run.data.tags[T.KEEP] == T.KEEP_BEST
 
 
+@pytest.mark.train
 def test_main_metrics_are_the_kept_epochs_and_last_epoch_metrics_the_last(best, cache_dir):
     workdir, trained = best
     run_id, metrics = trained.run.info.run_id, trained.run.data.metrics

@@ -85,6 +85,7 @@ def test_relog_makes_one_complete_run_and_retires_the_incomplete_one(tmp_path):
         relog(tmp_path / "job", uri)
 
 
+@pytest.mark.subprocess
 def test_relog_cli_reports_an_unreachable_server(tmp_path):
     write_record(tmp_path / "job", f"sqlite:///{tmp_path}/mlflow.db")
     done = subprocess.run(
@@ -104,7 +105,6 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 @pytest.mark.server
 def test_server_lost_mid_training_then_relogged_as_one_complete_run(tmp_path, cache_dir):
     backend = f"sqlite:///{tmp_path}/server.db"

@@ -468,6 +468,7 @@ def _cli(store: Store, workdir: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.subprocess
 def test_cli_writes_the_report(store, tmp_path):
     done = _cli(store, tmp_path, STUDY, "--out-dir", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -475,6 +476,7 @@ def test_cli_writes_the_report(store, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == f"report written to {tmp_path / 'out' / 'REPORT.md'}"
 
 
+@pytest.mark.subprocess
 def test_cli_unknown_study_exits_2_with_one_error_line(store, tmp_path):
     done = _cli(store, tmp_path, "nope")
     assert done.returncode == 2

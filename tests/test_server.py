@@ -22,7 +22,7 @@ from tests.helpers.servers import artifact_files, download_artifact, rest_get, r
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import Server, free_port
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+pytestmark = pytest.mark.server
 
 PASSWORD = "s3cret-" + os.urandom(6).hex()
 

@@ -47,7 +47,6 @@ def on_the_cluster(test):
     """The marks of a test of the study on the cluster; its tracking server has a PostgreSQL backend."""
     for mark in (
         pytest.mark.slurm,
-        pytest.mark.slow,
         pytest.mark.parametrize("tracking_server", ["postgres"], indirect=True),
     ):
         test = mark(test)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 
-from tests.helpers.e2e import QUICK, compose_config, latest_run, run_train, runs, train_here
+from tests.helpers.e2e import QUICK, compose_config, latest_run, refused_here, run_train, runs, train_here
 from xent_lab import config
 from xent_lab.errors import ConfigError, NonFiniteLossError, NotApplicable
 from xent_lab.losses import CategoricalCrossentropy, naive
@@ -89,7 +89,7 @@ def test_bad_trainer_values_name_their_key(tmp_path, cache_dir, override, messag
 
 
 def test_a_single_run_with_a_stray_epsilon_is_a_one_line_error(tmp_path, cache_dir):
-    done = run_train(tmp_path, cache_dir, QUICK, "loss.impl=builtin", "loss.epsilon=1e-7")
+    done = refused_here(tmp_path, cache_dir, QUICK, "loss.impl=builtin", "loss.epsilon=1e-7")
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "loss.epsilon=1e-07" in errors[0] and "Traceback" not in done.stderr
@@ -123,7 +123,7 @@ def test_a_recorded_divergence_finishes_the_run_without_test_metrics(tmp_path, c
 # --------------------------------------------------------------------------- the study, end to end
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_mini_stability_study_the_naive_path_diverges_and_the_stable_path_does_not(tmp_path, cache_dir):
     report_dir = tmp_path / "report"
     sweep = [

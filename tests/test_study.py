@@ -201,7 +201,7 @@ def report_row(report: str, variant: str, impl: str) -> str:
     return rows[0]
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
     report_dir = tmp_path / "report"
     sweep = ["loss=cce,focal", "seed=0,1", "loss.impl=builtin"]
@@ -248,7 +248,7 @@ def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
     """4 jobs on 2 joblib worker processes, all writing to one SQLite file."""
     done = launch(
@@ -273,7 +273,7 @@ def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
         assert "test/accuracy" in child.data.metrics
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_failed_job_does_not_stop_the_study_and_is_reported(tmp_path, cache_dir):
     report_dir = tmp_path / "report"
     done = launch(
@@ -296,7 +296,7 @@ def test_a_failed_job_does_not_stop_the_study_and_is_reported(tmp_path, cache_di
     assert failed[0].info.run_id in report and "loss became" in report
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir):
     done = launch(
         tmp_path,
@@ -314,7 +314,7 @@ def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir)
     assert all("/nonexistent" in c.data.tags["failure_reason"] for c in children)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_plain_sweep_whose_jobs_fail_exits_1_and_says_which(tmp_path, cache_dir):
     # No study: no parent run to search, so the launch counts the FAILED files its jobs leave behind.
     done = run_train(
@@ -326,7 +326,7 @@ def test_a_plain_sweep_whose_jobs_fail_exits_1_and_says_which(tmp_path, cache_di
     assert len(reasons) == 2 and all("/nonexistent" in path.read_text() for path in reasons)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir):
     published = ROOT / "experiments" / "mnist_losses" / "REPORT.md"
     before = published.read_bytes() if published.exists() else None

@@ -32,8 +32,6 @@ from xent_lab.data import DataError
 from xent_lab.errors import ConfigError, NonFiniteLossError, TrackingError
 from xent_lab.tracking import tags as T
 
-pytestmark = pytest.mark.slow
-
 
 def only_run(workdir):
     found = runs(workdir)
@@ -47,6 +45,7 @@ def head_commit() -> str:
     ).stdout.strip()
 
 
+@pytest.mark.train
 def test_default_run_reaches_97_percent_and_logs_everything(tmp_path, cache_dir, capsys):
     """The README's main job: full MNIST, MLP, categorical cross-entropy, 10 epochs."""
     trained = train_here(tmp_path, cache_dir)
@@ -90,6 +89,7 @@ def test_default_run_reaches_97_percent_and_logs_everything(tmp_path, cache_dir,
     assert f"test accuracy {metrics[T.TEST_ACCURACY]:.4f}" in out
 
 
+@pytest.mark.train
 def test_imdb_bce_trains_on_raw_reviews(tmp_path, cache_dir):
     trained = train_here(tmp_path, cache_dir, QUICK, "dataset=imdb", "loss=bce", "trainer.epochs=3")
     run = trained.run
@@ -122,6 +122,7 @@ def test_focal_builtin_cnn_on_cpu_with_model_logged(tmp_path, cache_dir):
     assert (trained.output_dir / "checkpoint.keras").stat().st_size > 0
 
 
+@pytest.mark.train
 def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_path, cache_dir):
     trained = train_here(
         tmp_path, cache_dir, QUICK, "trainer.epochs=2", "loss.from_logits=false", "loss.label_smoothing=0.1"
@@ -169,6 +170,7 @@ def test_a_recalibration_method_the_head_cannot_take_fails_before_training(tmp_p
     assert runs(tmp_path) == []
 
 
+@pytest.mark.subprocess
 def test_invalid_config_on_the_command_line_exits_2_with_one_line(tmp_path, cache_dir):
     done = run_train(tmp_path, cache_dir, "trainer.epochs=-1", timeout=120)
     assert done.returncode == 2
@@ -213,6 +215,7 @@ def test_nan_loss_stops_training_and_fails_the_run(tmp_path, cache_dir):
     assert "NonFiniteLossError" in run.data.tags[T.FAILURE_REASON]
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_ends_the_run_as_killed(tmp_path, cache_dir):
     create_store(tmp_path)
     # Started with SIGINT ignored, as a non-interactive shell starts background jobs (CI does):

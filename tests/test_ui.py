@@ -25,7 +25,7 @@ from tests.helpers.e2e import QUICK, create_store, run_train, store_uri
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import start_server
 
-pytestmark = [pytest.mark.ui, pytest.mark.slow]
+pytestmark = pytest.mark.ui
 
 EXPERIMENT = "xent-lab"
 RUN_NAME = "mnist-mlp-cce-builtin-s0"
