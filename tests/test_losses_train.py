@@ -1,24 +1,32 @@
-"""End to end: every custom loss trains on both datasets and tracks the built-in's first-epoch loss; our own
-losses and the naive impl train on both datasets from the config.
+"""Every loss trains on both datasets: each custom loss takes the built-in's training steps, and our own losses and
+the naive impl train to finite losses.
 
-In-process (one TensorFlow for all 26 trainings), on the real data shrunk by `debug=quick`.
+Each case is what `xent_lab.training` builds for the config (as `pipeline.build` does: the loss, the model with
+its head, compiled with the configured optimizer, on the real data shrunk by `debug=quick`), then a few real
+compiled training steps (`train_on_batch`) on the first batches of the training split and the loss on a test
+batch. A whole run per loss proved no more about the loss than its steps do: the run itself (its tags, its
+record, its metrics) is tested once in tests/test_train.py.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from tests.helpers.e2e import IMDB_QUICK, QUICK, history, train_here
-from xent_lab.tracking import tags as T
+from tests.helpers.e2e import IMDB_QUICK, QUICK, compose_config
+from xent_lab import data, models, objectives
+from xent_lab.training import fit, pipeline
+from xent_lab.training.runtime import configure_runtime
 
 pytestmark = pytest.mark.slow
 
-# Same seed, op determinism, same data order: the two implementations differ only by float32 rounding
-# (relative 1e-7 per step), which one epoch of Adam updates amplifies a little.
-FIRST_EPOCH_RTOL = 1e-4
-IMDB = list(IMDB_QUICK)
+# Same seed, op determinism, same batches: the two implementations differ only by float32 rounding (relative
+# 1e-7 per step), which a few Adam updates amplify a little.
+STEPS_RTOL = 1e-4
+STEPS = 3
+DATASETS = {"mnist": (), "imdb": IMDB_QUICK}
 LOSSES = ("bce", "cce", "sparse_cce", "focal")
 # The loss is under test, not the calibration afterwards.
 LOSS_ONLY = (
@@ -27,33 +35,62 @@ LOSS_ONLY = (
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("dataset", [[], IMDB], ids=["mnist", "imdb"])
-def test_custom_losses_match_builtin_first_epoch_loss(tmp_path, cache_dir, dataset):
-    first_epoch = {}
-    for loss in LOSSES:
-        for impl in ("custom", "builtin"):
-            trained = train_here(
-                tmp_path, cache_dir, QUICK, *dataset, f"loss={loss}", f"loss.impl={impl}",
-                "trainer.deterministic=true", *LOSS_ONLY,
-            )  # fmt: skip
-            assert trained.run.info.status == "FINISHED"
-            assert (trained.run.data.tags[T.LOSS], trained.run.data.tags[T.IMPL]) == (loss, impl)
-            first_epoch[loss, impl] = history(tmp_path, trained.run.info.run_id, T.TRAIN_LOSS)[0][1]
-    for loss in LOSSES:
-        custom, builtin = first_epoch[loss, "custom"], first_epoch[loss, "builtin"]
-        assert custom == pytest.approx(builtin, rel=FIRST_EPOCH_RTOL), loss
+def impl_of(loss: object) -> str:
+    """Which implementation a Keras loss object is, from its class's module."""
+    module = type(loss).__module__
+    return "builtin" if module.startswith("keras.") else "naive" if module == "xent_lab.losses.naive" else "custom"
 
 
-@pytest.mark.parametrize("dataset", [[], IMDB], ids=["mnist", "imdb"])
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory, cache_dir) -> dict[str, data.Dataset]:
+    """The real data as `debug=quick` shrinks it, loaded once per dataset for the module."""
+    folder = tmp_path_factory.mktemp("losses-train")
+    return {
+        name: pipeline.load_data(compose_config(folder, cache_dir, QUICK, *extra)) for name, extra in DATASETS.items()
+    }
+
+
+def training_steps(tmp_path, cache_dir, datasets, dataset: str, *overrides: str) -> tuple[list[float], float]:
+    """The losses of STEPS compiled training steps on the first batches of the real training split, then the
+    loss on the first test batch, of the model and loss that a run of `overrides` builds (as `pipeline.build`)."""
+    cfg = compose_config(tmp_path, cache_dir, QUICK, *DATASETS[dataset], *overrides, *LOSS_ONLY)
+    configure_runtime(cfg.trainer, cfg.seed)  # seeds (so the same initial weights) and op determinism
+    found = datasets[dataset]
+    objective = objectives.build_objective(cfg.loss, found.num_classes)
+    assert impl_of(objective.loss) == cfg.loss.impl, type(objective.loss)
+    model = models.build_model(cfg.model, found.x_train.shape[1:], objective, found.vocab_size)
+    fit.compile_model(model, cfg.trainer, objective)
+    batch, encode = cfg.trainer.batch_size, objective.encode_labels
+    losses = []
+    for step in range(STEPS):
+        x, y = found.x_train[step * batch : (step + 1) * batch], found.y_train[step * batch : (step + 1) * batch]
+        loss, _accuracy = model.train_on_batch(x, encode(y))
+        losses.append(float(loss))
+    test_loss = objective.loss(encode(found.y_test[:batch]), model(found.x_test[:batch], training=False))
+    return losses, float(test_loss)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_custom_loss_takes_the_builtins_training_steps(tmp_path, cache_dir, datasets, dataset, loss):
+    deterministic = "trainer.deterministic=true"
+    steps = {
+        impl: training_steps(tmp_path, cache_dir, datasets, dataset, f"loss={loss}", f"loss.impl={impl}", deterministic)
+        for impl in ("custom", "builtin")
+    }
+    (custom, custom_test), (builtin, builtin_test) = steps["custom"], steps["builtin"]
+    assert all(math.isfinite(value) and value > 0 for value in (*custom, *builtin))
+    np.testing.assert_allclose(custom, builtin, rtol=STEPS_RTOL)
+    assert custom_test == pytest.approx(builtin_test, rel=STEPS_RTOL)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize(
     "loss,impl",
     # naive focal: the binary textbook form on IMDB, the categorical one on MNIST.
     [("sparse_focal", "custom"), ("poly1", "custom"), ("brier", "custom"), ("mmce", "custom"), ("focal", "naive")],
 )
-def test_loss_trains_to_finite_losses(tmp_path, cache_dir, dataset, loss, impl):
-    trained = train_here(tmp_path, cache_dir, QUICK, *dataset, f"loss={loss}", f"loss.impl={impl}", *LOSS_ONLY)
-    assert trained.run.info.status == "FINISHED"
-    assert (trained.run.data.tags[T.LOSS], trained.run.data.tags[T.IMPL]) == (loss, impl)
-    (_, train_loss), *_ = history(tmp_path, trained.run.info.run_id, T.TRAIN_LOSS)
-    assert math.isfinite(train_loss) and train_loss > 0
-    assert math.isfinite(trained.results[T.TEST_LOSS])
+def test_loss_trains_to_finite_losses(tmp_path, cache_dir, datasets, dataset, loss, impl):
+    losses, test_loss = training_steps(tmp_path, cache_dir, datasets, dataset, f"loss={loss}", f"loss.impl={impl}")
+    assert all(math.isfinite(value) and value > 0 for value in losses), losses
+    assert math.isfinite(test_loss)
