@@ -3,7 +3,8 @@
 - SIGTERM to a study launch, basic and joblib launchers, at three moments: before the parent run exists, during
   a job, between jobs. Every run ends KILLED or FINISHED, the parent KILLED with the jobs not run counted, exit
   130, and no worker process is left.
-- 20 SIGTERMs at random moments of a single run's first seconds: exit 130 each time, the run KILLED or not created.
+- 3 SIGTERMs at random moments of a single run's first seconds: exit 130 each time, the run KILLED or not created
+  (a stop at each place where training checks for one is tested in this process: tests/test_stopping.py).
 - `kill -9` mid-training, then `close-stale` ends the run KILLED and `relog --force` logs what was recorded.
 """
 
@@ -86,7 +87,7 @@ def _stop_and_wait(process: subprocess.Popen, workdir: Path, workers: set) -> in
     return returncode
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 @pytest.mark.parametrize("moment", ["before_parent", "during_job", "between_jobs"])
 def test_sigterm_to_a_study_launch_ends_every_run_and_worker(tmp_path, cache_dir, launcher, moment):
@@ -134,14 +135,14 @@ def test_sigterm_to_a_study_launch_ends_every_run_and_worker(tmp_path, cache_dir
         assert workers, "the joblib launch was never seen with worker processes"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_early_sigterms_end_every_run_killed_with_exit_130(tmp_path, cache_dir):
-    """20 SIGTERMs at random moments of a run's first seconds: half timed from the start (import, config, data),
-    half from the moment its run exists (run creation, logging, the first epoch), however slow the machine is."""
+    """3 SIGTERMs at random moments of a run's first seconds: two timed from the start (import, config, data), one
+    from the moment its run exists (run creation, logging, the first epoch), however slow the machine is."""
     create_store(tmp_path)
     chance = random.Random(15)
     outcomes = []
-    for repetition in range(20):
+    for repetition in range(3):
         before = len(runs(tmp_path))
         process = _start(tmp_path, cache_dir, "trainer.epochs=20")
         try:
@@ -162,7 +163,7 @@ def test_early_sigterms_end_every_run_killed_with_exit_130(tmp_path, cache_dir):
         assert repetition % 2 == 0 or found, outcomes
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_then_close_stale_and_relog_force(tmp_path, cache_dir):
     create_store(tmp_path)
     process = _start(tmp_path, cache_dir, "trainer.epochs=200")
@@ -224,6 +225,7 @@ def _running(client: MlflowClient, experiment_id: str, **tags: str) -> str:
     return client.create_run(experiment_id, tags=tags).info.run_id
 
 
+@pytest.mark.subprocess
 def test_close_stale_tells_a_dead_or_reused_pid_and_an_old_heartbeat_from_a_live_run(tmp_path):
     client = MlflowClient(store_uri(tmp_path))
     experiment_id = client.create_experiment("xent-lab")
