@@ -26,7 +26,9 @@ PROBS = np.array([[P_TRUE, 1.0 - P_TRUE, 0.0]], dtype="float32")
 ONEHOT = np.array([[1.0, 0.0, 0.0]], dtype="float32")
 
 
-@pytest.mark.parametrize("loss", [keras.losses.CategoricalCrossentropy(), CategoricalCrossentropy()], ids=str)
+@pytest.mark.parametrize(
+    "loss", [keras.losses.CategoricalCrossentropy(), CategoricalCrossentropy()], ids=["builtin", "custom"]
+)
 def test_the_probability_path_clips_a_confident_mistake_to_a_zero_gradient(loss):
     gradients = loss_gradients(loss, ONEHOT, PROBS)
     assert np.all(gradients == 0)
