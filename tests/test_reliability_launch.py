@@ -258,6 +258,7 @@ def test_a_store_locked_beyond_the_wait_at_start_is_one_line(tmp_path, cache_dir
 # --------------------------------------------------------------------------- a lock held a while mid-run
 
 
+@pytest.mark.train
 def test_a_lock_held_past_the_busy_timeout_mid_run_is_waited_for_and_the_run_finishes_whole(
     tmp_path, cache_dir, capfd, short_busy_timeout
 ):
