@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.e2e import ROOT
 
 PACKAGE = ROOT / "xent_lab"

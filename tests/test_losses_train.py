@@ -1,7 +1,7 @@
 """Every loss trains on both datasets: each custom loss takes the built-in's training steps, and our own losses and
 the naive impl train to finite losses.
 
-Each case is what `xent_lab.training` builds for the config (as `pipeline.build` does: the loss, the model with
+Each case is what `xent_lab.training` builds for the config (as `pipeline.prepare` does: the loss, the model with
 its head, compiled with the configured optimizer, on the real data shrunk by `debug=quick`), then a few real
 compiled training steps (`train_on_batch`) on the first batches of the training split and the loss on a test
 batch. A whole run per loss proved no more about the loss than its steps do: the run itself (its tags, its
@@ -52,7 +52,7 @@ def datasets(tmp_path_factory, cache_dir) -> dict[str, data.Dataset]:
 
 def training_steps(tmp_path, cache_dir, datasets, dataset: str, *overrides: str) -> tuple[list[float], float]:
     """The losses of STEPS compiled training steps on the first batches of the real training split, then the
-    loss on the first test batch, of the model and loss that a run of `overrides` builds (as `pipeline.build`)."""
+    loss on the first test batch, of the model and loss that a run of `overrides` builds (as `pipeline.prepare`)."""
     cfg = compose_config(tmp_path, cache_dir, QUICK, *DATASETS[dataset], *overrides, *LOSS_ONLY)
     configure_runtime(cfg.trainer, cfg.seed)  # seeds (so the same initial weights) and op determinism
     found = datasets[dataset]
