@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 # Session fixtures shared by every module that asks for them: one PostgreSQL cluster, one tracking server
 # per backend, one SLURM cluster for the whole run (per xdist worker: see `xdist_group` in those modules).
-pytest_plugins = ["tests.helpers.servers", "tests.helpers.slurm"]
+pytest_plugins = ["tests.helpers.servers", "tests.helpers.slurm", "pytester"]
 
 # A test that starts a process says so with one of these markers (`make test-fast` leaves them out).
 PROCESS_MARKERS = ("subprocess", "server", "slurm", "ui")
