@@ -26,7 +26,9 @@ class UniformBinner:
 
     By arithmetic: floor(s M ± 2^-30), with s M capped at M - 1/2 so that 1 falls in the last bin. Where the two
     floors differ, s sits within 2^-30 / M of an inner edge (s M is exact to ~1e-15), and only those scores are
-    placed by searching the float edges themselves, so membership is decided against those edges exactly.
+    placed by searching the float edges themselves, so membership is decided against those edges exactly. The
+    lower floor is taken in floating point (`np.trunc`, vectorised, unlike a cast to integers) and only its sum is
+    compared: the sums of integers below 2^53 are exact.
     """
 
     def __init__(self, n_bins: int, size: int, offsets: np.ndarray | None = None) -> None:
@@ -34,18 +36,17 @@ class UniformBinner:
         self.offsets, self.shift = offsets, _SLACK if offsets is None else offsets + _SLACK
         # The sum of the offsets of the first `size` entries, for each size.
         self.offset_sums = np.zeros(size + 1, np.intp) if offsets is None else np.cumsum(np.r_[0, offsets])
-        self.scaled, self.shifted = np.empty(size), np.empty(size)
-        self.ids, self.below = np.empty(size, np.intp), np.empty(size, np.intp)
+        self.scaled, self.shifted, self.ids = np.empty(size), np.empty(size), np.empty(size, np.intp)
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         size = scores.size
-        scaled, shifted, ids, below = self.scaled[:size], self.shifted[:size], self.ids[:size], self.below[:size]
+        scaled, shifted, ids = self.scaled[:size], self.shifted[:size], self.ids[:size]
         np.multiply(scores.ravel(), self.n_bins, out=scaled)
         np.minimum(scaled, self.n_bins - 0.5, out=scaled)
         offsets = 0 if self.offsets is None else self.offsets[:size]
         ids[...] = np.add(scaled, self.shift if self.offsets is None else self.shift[:size], out=shifted)
-        below[...] = np.subtract(scaled, _SLACK, out=scaled)  # truncation is floor: s M - slack > -1
-        if ids.sum() - below.sum() != self.offset_sums[size]:  # ids - offsets >= below: equal sums, none near edges
+        below = np.trunc(np.subtract(scaled, _SLACK, out=scaled), out=scaled)  # trunc is floor: s M - slack > -1
+        if ids.sum() - self.offset_sums[size] != below.sum():  # ids - offsets >= below: equal sums, none near edges
             near = ids - offsets != below
             edges = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
             ids[near] = np.searchsorted(edges, scores.ravel()[near], side="left")

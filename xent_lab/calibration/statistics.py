@@ -40,45 +40,54 @@ _SCAN_ELEMENTS = 2**16  # elements of P per block of `_scan`: its temporaries st
 
 
 class _Scan(NamedTuple):
-    """What one pass over P gives: c_i, a_i, P_{i,y_i}, sum_ij P_ij^2 and the per-(class, bin) sums of P_ij."""
+    """What one pass over P gives: c_i, a_i, P_{i,y_i}, sum_ij P_ij^2 and, when asked for, the per-(class, bin)
+    sums of P_ij (k, M), the equal-width bin of each c_i and the group y_i M + (bin of P_{i,y_i}) of each sample."""
 
     confidence: np.ndarray
     correct: np.ndarray
     true_class: np.ndarray
     squares: float
-    class_scores: np.ndarray | None  # (k, M), when asked for
+    class_scores: np.ndarray | None
+    confidence_bins: np.ndarray | None
+    true_groups: np.ndarray | None
 
 
 def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> _Scan | None:
     """One pass over P, a block of rows at a time so that each block is read from memory once and its temporaries,
-    allocated once, stay in the CPU cache; None if a value is NaN, outside [0, 1] or a row sum is off."""
+    allocated once, stay in the CPU cache; None if a value is NaN, outside [0, 1] or a row sum is off. With
+    `classes`, every P_ij is binned, and the bins of c_i and P_{i,y_i} are read from those (no second binning)."""
     n, k = probs.shape
     step = min(n, max(1, _SCAN_ELEMENTS // k))
     confidence, true_class, predicted = np.empty(n), np.empty(n), np.empty(n, np.intp)
     row_starts = np.arange(0, step * k, k)  # flat index of each row's first entry in a block
     binner = UniformBinner(n_bins, step * k, np.tile(np.arange(k) * n_bins, step))  # group j M + m of P_ij
-    row_sums, gather = np.empty(step), np.empty(step, np.intp)
+    row_sums, top, truth = np.empty(step), np.empty(step, np.intp), np.empty(step, np.intp)
     scores, squares = np.zeros(k * n_bins), 0.0
+    confidence_bins, true_groups = (np.empty(n, np.intp), np.empty(n, np.intp)) if classes else (None, None)
     for start in range(0, n, step):
         block = probs[start : start + step]
-        rows, flat = slice(start, start + len(block)), block.ravel()
-        sums = np.einsum("ij->i", block, out=row_sums[: len(block)])
+        rows, flat, size = slice(start, start + len(block)), block.ravel(), len(block)
+        sums = np.einsum("ij->i", block, out=row_sums[:size])
         if not block.min() >= 0 or sums.max() - 1 > SUM_TOLERANCE or 1 - sums.min() > SUM_TOLERANCE:  # NaN fails too
             return None
-        index = gather[: len(block)]
         np.argmax(block, axis=1, out=predicted[rows])
-        np.add(predicted[rows], row_starts[: len(block)], out=index)
-        np.take(flat, index, out=confidence[rows])
-        np.add(labels[rows], row_starts[: len(block)], out=index)
-        np.take(flat, index, out=true_class[rows])
+        np.add(predicted[rows], row_starts[:size], out=top[:size])
+        np.take(flat, top[:size], out=confidence[rows], mode="clip")  # "clip": no copy of `out`; indices are valid
+        np.add(labels[rows], row_starts[:size], out=truth[:size])
+        np.take(flat, truth[:size], out=true_class[rows], mode="clip")
         squares += np.einsum("i,i->", flat, flat)
         if classes:
             groups = binner(flat)
             scores += np.bincount(groups, flat, minlength=k * n_bins)
+            np.take(groups, truth[:size], out=true_groups[rows], mode="clip")
+            np.take(groups, top[:size], out=confidence_bins[rows], mode="clip")
     if not confidence.max() <= 1:  # the maximum of each row is its confidence
         return None
     correct = (predicted == labels).astype(np.float64)
-    return _Scan(confidence, correct, true_class, squares, scores.reshape(k, n_bins) if classes else None)
+    if classes:  # the group of c_i is predicted_i M + its bin
+        confidence_bins -= np.multiply(predicted, n_bins, out=predicted)
+    class_scores = scores.reshape(k, n_bins) if classes else None
+    return _Scan(confidence, correct, true_class, squares, class_scores, confidence_bins, true_groups)
 
 
 def _sorted_bins(ordered: np.ndarray, ordered_hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -160,10 +169,11 @@ class Statistics:
     def sample_sums(self) -> np.ndarray:
         """(3, B): the weighted sums of a_i, -log max(P_{i,y_i}, 1e-12) and sum_j (P_ij - 1[y_i=j])^2."""
         true_class = self.true_class
-        losses = -np.log(np.maximum(true_class, NLL_EPS))
         if self.counts is None:  # sum_i sum_j P_ij^2 at once: no per-sample (n,) pass over P
             brier = self._pass.squares - 2 * true_class.sum() + self.n
-            return np.array([[self.correct.sum()], [losses.sum()], [brier]])
+            logs = np.log(np.maximum(true_class, NLL_EPS), out=np.empty(self.n))  # -sum(log) is sum(-log) exactly
+            return np.array([[self.correct.sum()], [-logs.sum()], [brier]])
+        losses = -np.log(np.maximum(true_class, NLL_EPS))
         terms = [self.correct, losses, np.einsum("ij,ij->i", self.probs, self.probs) - 2 * true_class + 1]
         return self._weighted([np.full(self.n, column) for column in range(3)], terms, 3).T
 
@@ -175,7 +185,8 @@ class Statistics:
     def width_bins(self) -> np.ndarray:
         """(3, B, M): per equal-width top-label bin ((m-1)/M, m/M], the weighted count, confidence and correctness."""
         m = self.n_bins
-        bins = uniform_bin_ids(self.confidence, m)
+        scanned = self.counts is None and self.classes
+        bins = self._pass.confidence_bins if scanned else uniform_bin_ids(self.confidence, m)
         if self.counts is None:
             sums = [np.bincount(bins, weights, minlength=m) for weights in (None, self.confidence, self.correct)]
             return np.stack(sums)[:, None, :]
@@ -201,9 +212,8 @@ class Statistics:
         """(2, B, k, M): per (class j, equal-width bin of P_ij), the weighted sums of P_ij and of 1[y_i = j]."""
         k, m = self.probs.shape[1], self.n_bins
         if self.counts is None:
-            true_bins = self.labels * m + uniform_bin_ids(self.true_class, m)
-            hits = np.bincount(true_bins, minlength=k * m).reshape(1, k, m)
             scan = self._pass if self.classes else _scan(self.probs, self.labels, m, classes=True)
+            hits = np.bincount(scan.true_groups, minlength=k * m).reshape(1, k, m)
             return np.stack([scan.class_scores[None], hits])
         groups = np.arange(k) * m + uniform_bin_ids(self.probs, m)
         columns = [groups.ravel(), groups[np.arange(self.n), self.labels] + k * m]
