@@ -38,13 +38,19 @@ class UniformBinner:
         self.offset_sums = np.zeros(size + 1, np.intp) if offsets is None else np.cumsum(np.r_[0, offsets])
         self.scaled, self.shifted, self.ids = np.empty(size), np.empty(size), np.empty(size, np.intp)
 
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
+    def __call__(self, scores: np.ndarray, tops: np.ndarray | None = None) -> np.ndarray:
+        """`tops`: the flat indices of the rows' maxima in a block of valid probability rows; then only those can
+        reach s M + 2^-30 >= M (two such entries make a row sum ~2), and they are capped instead of every s M."""
         size = scores.size
         scaled, shifted, ids = self.scaled[:size], self.shifted[:size], self.ids[:size]
         np.multiply(scores.ravel(), self.n_bins, out=scaled)
-        np.minimum(scaled, self.n_bins - 0.5, out=scaled)
+        if tops is None:
+            np.minimum(scaled, self.n_bins - 0.5, out=scaled)
         offsets = 0 if self.offsets is None else self.offsets[:size]
         ids[...] = np.add(scaled, self.shift if self.offsets is None else self.shift[:size], out=shifted)
+        if tops is not None:
+            top_ids = ids[tops] - (0 if self.offsets is None else self.offsets[tops])
+            ids[tops[top_ids >= self.n_bins]] -= 1
         below = np.trunc(np.subtract(scaled, _SLACK, out=scaled), out=scaled)  # trunc is floor: s M - slack > -1
         if ids.sum() - self.offset_sums[size] != below.sum():  # ids - offsets >= below: equal sums, none near edges
             near = ids - offsets != below

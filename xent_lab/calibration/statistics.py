@@ -77,7 +77,7 @@ def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> 
         np.take(flat, truth[:size], out=true_class[rows], mode="clip")
         squares += np.einsum("i,i->", flat, flat)
         if classes:
-            groups = binner(flat)
+            groups = binner(flat, top[:size])
             scores += np.bincount(groups, flat, minlength=k * n_bins)
             np.take(groups, truth[:size], out=true_groups[rows], mode="clip")
             np.take(groups, top[:size], out=confidence_bins[rows], mode="clip")
@@ -171,7 +171,8 @@ class Statistics:
         true_class = self.true_class
         if self.counts is None:  # sum_i sum_j P_ij^2 at once: no per-sample (n,) pass over P
             brier = self._pass.squares - 2 * true_class.sum() + self.n
-            logs = np.log(np.maximum(true_class, NLL_EPS), out=np.empty(self.n))  # -sum(log) is sum(-log) exactly
+            logs = np.maximum(true_class, NLL_EPS)
+            np.log(logs, out=logs)  # -sum(log) is sum(-log) exactly
             return np.array([[self.correct.sum()], [-logs.sum()], [brier]])
         losses = -np.log(np.maximum(true_class, NLL_EPS))
         terms = [self.correct, losses, np.einsum("ij,ij->i", self.probs, self.probs) - 2 * true_class + 1]
@@ -188,8 +189,10 @@ class Statistics:
         scanned = self.counts is None and self.classes
         bins = self._pass.confidence_bins if scanned else uniform_bin_ids(self.confidence, m)
         if self.counts is None:
-            sums = [np.bincount(bins, weights, minlength=m) for weights in (None, self.confidence, self.correct)]
-            return np.stack(sums)[:, None, :]
+            # The counts and correct counts (integers: exact in any order) from one count of (bin, a_i) pairs.
+            pairs = np.bincount(bins + m * (self.correct > 0), minlength=2 * m).reshape(2, m)
+            sums = [pairs.sum(axis=0), np.bincount(bins, self.confidence, minlength=m), pairs[1]]
+            return np.stack(sums).astype(np.float64)[:, None, :]
         columns = [bins, m + bins, 2 * m + bins]
         sums = self._weighted(columns, [np.ones(self.n), self.confidence, self.correct], 3 * m)
         return sums.reshape(len(self.counts), 3, m).transpose(1, 0, 2)
