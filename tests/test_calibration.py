@@ -148,6 +148,33 @@ def test_arithmetic_bins_equal_a_search_of_the_float_edges(n_bins):
     assert uniform_bin_ids(np.array([0.0, 1.0]), n_bins).tolist() == [0, n_bins - 1]
 
 
+@pytest.mark.parametrize("n_bins", [1, 4, 15, 1000])
+def test_bins_of_the_pass_over_p_equal_a_search_of_the_float_edges(n_bins):
+    # The pass over P bins every P_ij (capping only the rows' maxima at the last bin) and reads the bins of c_i and
+    # P_{i,y_i} from those: rows whose maximum is an edge, just above or below one, 1 or just below 1, and whose
+    # other entries sit at, above or below edges too, are binned as a search of the edges themselves bins them.
+    from xent_lab.calibration.statistics import Statistics
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    top = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)])
+    top = np.clip(top, 0.5, 1)  # the row's maximum: at least half of the row
+    rest = 1 - top
+    probs = np.stack([top, rest / 2, rest / 2, np.zeros_like(top)], axis=1)
+    probs = np.concatenate([probs, probs[:, ::-1], np.roll(probs, 1, axis=1)])
+    labels = np.random.default_rng(0).integers(0, 4, len(probs))
+    stats = Statistics(probs, labels, n_bins, classes=True)
+    bins = np.searchsorted(edges[1:-1], probs, side="left")
+    confidence = probs.max(axis=1)
+    expected_width = np.bincount(np.searchsorted(edges[1:-1], confidence, side="left"), minlength=n_bins)
+    np.testing.assert_array_equal(stats.width_bins[0, 0], expected_width)
+    hits = np.zeros((4, n_bins))
+    np.add.at(hits, (labels, bins[np.arange(len(labels)), labels]), 1)
+    np.testing.assert_array_equal(stats.class_bins[1, 0], hits)
+    scores = np.zeros((4, n_bins))
+    np.add.at(scores, (np.tile(np.arange(4), len(probs)), bins.ravel()), probs.ravel())
+    np.testing.assert_allclose(stats.class_bins[0, 0], scores, rtol=1e-14, atol=0)
+
+
 def test_metrics_of_a_large_test_set_equal_those_of_its_parts():
     # More rows than one block of the pass over P: the sums over blocks are the sums over the whole set.
     rng = np.random.default_rng(4)
