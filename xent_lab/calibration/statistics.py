@@ -12,7 +12,7 @@ axis, so its single value (B = 1) and its value on every resample come from one 
 - `weights` with `confidence` and `correct`: the weighted grid masses of smooth ECE are built from them.
 
 Without W the statistics are computed directly: one blocked pass over P (`_scan`: the value checks, the top label,
-the true class, sum P^2 and the per-(class, bin) sums), bin counts of n values and two sorts of n confidences.
+the true class, sum P^2 and the per-(class, bin) sums), bin counts of n values and one sort of the n confidences.
 With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no loop over
 them). Tests check the two ways against each other and against explicit resamples.
 """
@@ -90,17 +90,18 @@ def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> 
     return _Scan(confidence, correct, true_class, squares, class_scores, confidence_bins, true_groups)
 
 
-def _sorted_bins(ordered: np.ndarray, ordered_hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def _sorted_bins(ordered: np.ndarray, hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """(count, confidence sum, correctness sum) (3, 1, M) of the bins (t_{m-1}, t_m] cut by M - 1 thresholds, from
-    the sorted confidences and the sorted confidences of the correct samples."""
+    the sorted confidences and the confidences of the correct samples (unsorted: each is placed by a search of the
+    M - 1 thresholds, cheaper than sorting them)."""
     n = len(ordered)
     cuts = np.concatenate([[0], np.searchsorted(ordered, thresholds, side="right"), [n]])
-    hit_cuts = np.concatenate([[0], np.searchsorted(ordered_hits, thresholds, side="right"), [len(ordered_hits)]])
     counts = np.diff(cuts)
     sums = np.zeros(len(counts))
     filled = counts > 0
     sums[filled] = np.add.reduceat(ordered, cuts[:-1][filled])  # without the empty bins the segments tile `ordered`
-    return np.stack([counts, sums, np.diff(hit_cuts)])[:, None, :]
+    hit_counts = np.bincount(np.searchsorted(thresholds, hits, side="left"), minlength=len(counts))
+    return np.stack([counts, sums, hit_counts])[:, None, :]
 
 
 class Statistics:
@@ -179,10 +180,6 @@ class Statistics:
         return self._weighted([np.full(self.n, column) for column in range(3)], terms, 3).T
 
     @cached_property
-    def _ordered(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.sort(self.confidence), np.sort(self.confidence[self.correct > 0])
-
-    @cached_property
     def width_bins(self) -> np.ndarray:
         """(3, B, M): per equal-width top-label bin ((m-1)/M, m/M], the weighted count, confidence and correctness."""
         m = self.n_bins
@@ -202,11 +199,11 @@ class Statistics:
         """(3, B, M): per equal-mass bin (a sample of first-tie rank r among n goes to bin r M // n), the weighted
         count, confidence and correctness."""
         if self.counts is None:
-            ordered = self._ordered[0]
+            ordered = np.sort(self.confidence)
             # Bin >= m holds the samples with at least t_m = ceil(m n / M) samples strictly below them, that is
             # those above the t_m-th smallest confidence.
             thresholds = ordered[-(-np.arange(1, self.n_bins) * self.n // self.n_bins) - 1]
-            return _sorted_bins(*self._ordered, thresholds)
+            return _sorted_bins(ordered, self.confidence[self.correct > 0], thresholds)
         cumulative, keys = self.ranked
         return equal_mass_sums(cumulative, keys, np.arange(len(self.counts)), self.n_bins)
 
