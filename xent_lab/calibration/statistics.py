@@ -72,15 +72,15 @@ def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> 
             return None
         np.argmax(block, axis=1, out=predicted[rows])
         np.add(predicted[rows], row_starts[:size], out=top[:size])
-        np.take(flat, top[:size], out=confidence[rows], mode="clip")  # "clip": no copy of `out`; indices are valid
+        np.take(flat, top[:size], out=confidence[rows], mode="wrap")  # "wrap": no copy of `out` (indices are valid)
         np.add(labels[rows], row_starts[:size], out=truth[:size])
-        np.take(flat, truth[:size], out=true_class[rows], mode="clip")
+        np.take(flat, truth[:size], out=true_class[rows], mode="wrap")
         squares += np.einsum("i,i->", flat, flat)
         if classes:
             groups = binner(flat, top[:size])
             scores += np.bincount(groups, flat, minlength=k * n_bins)
-            np.take(groups, truth[:size], out=true_groups[rows], mode="clip")
-            np.take(groups, top[:size], out=confidence_bins[rows], mode="clip")
+            np.take(groups, truth[:size], out=true_groups[rows], mode="wrap")
+            np.take(groups, top[:size], out=confidence_bins[rows], mode="wrap")
     if not confidence.max() <= 1:  # the maximum of each row is its confidence
         return None
     correct = (predicted == labels).astype(np.float64)
