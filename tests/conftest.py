@@ -34,6 +34,9 @@ def _command_name(args: object) -> str:
     return Path(os.fsdecode(first)).name
 
 
+# tryfirst: xdist's worker names each test's group from its `xdist_group` marks in this same hook, and a plugin
+# registered after the conftests (as xdist's worker is) is called before them unless they ask to go first.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`), the tests that share a module-scoped fixture (a training, a store,
     a tracking server, the SLURM study) run on one worker, which builds it once, instead of on every worker."""

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.helpers.e2e import (
     EXPECTED_ARTIFACTS,
@@ -24,6 +25,7 @@ from tests.helpers.e2e import (
     history,
     run_train,
     runs,
+    store_uri,
     train_command,
     train_env,
     train_here,
@@ -160,7 +162,9 @@ def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_pat
 def test_invalid_config_fails_before_any_run(tmp_path, cache_dir, override, key):
     with pytest.raises(ConfigError, match=f"invalid config value {key}="):
         train_here(tmp_path, cache_dir, *override.split())
-    assert not (tmp_path / "mlflow.db").exists()  # no run created, no store written
+    # No experiment and no run written (the store itself is made up front by `train_here`, as a copy).
+    assert MlflowClient(store_uri(tmp_path)).get_experiment_by_name("xent-lab") is None
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_a_recalibration_method_the_head_cannot_take_fails_before_training(tmp_path, cache_dir):
