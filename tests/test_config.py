@@ -233,3 +233,153 @@ def test_committed_studies_compose_and_hash_as_before(name, digest):
     """Pinned before the loss registry replaced the hand checks: relaunching a committed study must reuse its
     runs (the config hash), and its jobs' composed configs, key order included, must not change."""
     assert _study_digest(name) == digest
+
+
+# --------------------------------------------------------------------------- issue 23: refused before training
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            # The chain that ran a downloaded pickle: any importable callable was instantiated.
+            "trainer.optimizer._target_=numpy.load",
+            "invalid config value trainer.optimizer._target_='numpy.load': expected one of Keras' optimizers: "
+            "keras.optimizers.Adadelta, keras.optimizers.Adafactor, keras.optimizers.Adagrad, keras.optimizers.Adam, "
+            "keras.optimizers.AdamW, keras.optimizers.Adamax, keras.optimizers.Ftrl, keras.optimizers.Lamb, "
+            "keras.optimizers.Lion, keras.optimizers.Nadam, keras.optimizers.RMSprop, keras.optimizers.SGD",
+        ),
+        (
+            "+trainer.optimizer.file={_target_:keras.utils.get_file,origin:'http://127.0.0.1:9/x.npy'}",
+            "invalid config value trainer.optimizer.file._target_='keras.utils.get_file': expected no _target_ here: "
+            "a config instantiates nothing but trainer.optimizer",
+        ),
+        (
+            "+model.init={_target_:os.getcwd}",
+            "invalid config value model.init._target_='os.getcwd': expected no _target_ here: a config instantiates "
+            "nothing but trainer.optimizer",
+        ),
+        (
+            "+trainer.optimizer._args_=[1]",
+            "invalid config value trainer.optimizer._args_=[1]: expected no _args_ here: a config instantiates "
+            "nothing but trainer.optimizer",
+        ),
+        (
+            "+trainer.optimizer.allow_pickle=true",
+            "invalid config value trainer.optimizer.allow_pickle=True: expected no such key: keras.optimizers.Adam "
+            "takes learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, clipnorm, clipvalue, "
+            "global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor, "
+            "gradient_accumulation_steps, name",
+        ),
+    ],
+)
+def test_config_runs_no_code_but_a_keras_optimizer(override, message):
+    with pytest.raises(ConfigError) as raised:
+        config.validate(compose_config(override))
+    assert str(raised.value) == message
+
+
+def test_config_runs_no_code_the_optimizer_is_built_from_the_allowlist_only():
+    from xent_lab.training.fit import make_optimizer
+
+    cfg = compose_config("trainer.optimizer._target_=keras.optimizers.SGD", "+trainer.optimizer.momentum=0.9")
+    config.validate(cfg)
+    optimizer = make_optimizer(cfg.trainer.optimizer)
+    assert (type(optimizer).__name__, optimizer.momentum) == ("SGD", 0.9)
+    # Built without Hydra's instantiate: a target outside the allowlist is refused even where validate was not run.
+    with pytest.raises(ConfigError, match=r"trainer.optimizer._target_='numpy.load'"):
+        make_optimizer(OmegaConf.create({"_target_": "numpy.load", "file": "x.npy", "allow_pickle": True}))
+
+
+@pytest.mark.parametrize("name", ["a/b", "../../x", "a:b", "..", " "])
+def test_register_as_a_name_mlflow_refuses_fails_before_training(name):
+    with pytest.raises(ConfigError) as raised:
+        config.validate(compose_config(f"tracking.register_as='{name}'"))
+    assert str(raised.value) == (
+        f"invalid config value tracking.register_as={name!r}: expected null or a registered model name of 1 to 256 "
+        "characters, without '/' or ':', not '.' or '..'"
+    )
+    config.validate(compose_config("tracking.register_as='mnist-mlp v1.2'"))  # MLflow takes spaces and dots
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug"])
+def test_unknown_experiment_or_debug_option_is_refused(group):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/nosuch'"):
+        compose_config(f"{group}=nosuch")
+    # Left out, the two groups still add nothing.
+    assert compose_config().trainer.epochs == 10
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["seed=-1"],
+            "invalid config value seed=-1: expected an integer from 0 to 4294967295 (Keras seeds NumPy with it)",
+        ),
+        (
+            ["seed=4294967296"],
+            "invalid config value seed=4294967296: expected an integer from 0 to 4294967295 (Keras seeds NumPy with "
+            "it)",
+        ),
+        (
+            ["calibration.n_bins=10000000"],
+            "invalid config value calibration.n_bins=10000000: expected at most 10000, the test samples",
+        ),
+        (
+            ["debug=quick", "dataset.limit.test=300", "calibration.n_bins=301"],
+            "invalid config value calibration.n_bins=301: expected at most 300, the test samples",
+        ),
+        (
+            ["dataset.val_size=10"],
+            "invalid config value dataset.val_size=10: expected at least 20: recalibration fits on the validation set "
+            "(or set calibration.temperature_scaling=false calibration.methods=[])",
+        ),
+        (
+            ["tracking.run_name=[a,b]"],
+            "invalid config value tracking.run_name=['a', 'b']: expected null or a name of 1 to 250 characters",
+        ),
+        (
+            ["dataset.val_seed=-1"],
+            "invalid config value dataset.val_seed=-1: expected an integer >= 0 (NumPy's default_rng seed)",
+        ),
+    ],
+)
+def test_values_that_failed_after_training_are_refused_up_front(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        config.validate(compose_config(*overrides))
+    assert str(raised.value) == message
+
+
+def test_values_that_failed_after_training_their_bounds_are_accepted():
+    config.validate(compose_config("seed=4294967295"))
+    config.validate(compose_config("calibration.n_bins=10000"))
+    config.validate(compose_config("dataset.val_size=20"))
+    config.validate(
+        compose_config("dataset.val_size=10", "calibration.temperature_scaling=false", "calibration.methods=[]")
+    )
+    config.validate(compose_config("tracking.run_name='my run'"))
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a\nb"])
+def test_experiment_names_that_cannot_name_a_folder_are_refused(name):
+    with pytest.raises(ConfigError) as raised:
+        config.validate(compose_config(f"tracking.experiment='{name}'"))
+    assert str(raised.value) == (
+        f"invalid config value tracking.experiment={name!r}: expected a name of 1 to 500 characters, not blank, "
+        "'.' or '..', without control characters"
+    )
+
+
+@pytest.mark.parametrize(
+    "study", ["imdb_losses", "mnist_imbalance", "mnist_losses", "overfit_calibration", "stability"]
+)
+def test_experiment_names_of_the_committed_studies_stay_valid(study):
+    from xent_lab.tracking.store import artifact_folder
+
+    cfg = compose_config(f"experiment={study}")
+    config.validate(cfg)
+    assert cfg.tracking.experiment == study
+    assert artifact_folder(study).startswith(f"{study}-")

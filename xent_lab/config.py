@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
+from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, path_not_unique
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xent_lab.calibration.recalibration import ALL_METHODS, RECALIBRATORS
+from xent_lab.calibration.recalibration import ALL_METHODS, MIN_FIT_SAMPLES, RECALIBRATORS
 from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.errors import ConfigError, invalid_value
 from xent_lab.losses._checks import is_int, is_number
@@ -25,6 +28,18 @@ ON_NONFINITE = ("fail", "record")  # trainer.on_nonfinite
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 # Mappings whose keys are not fixed by conf/: the optimizer's keyword arguments (`+trainer.optimizer.momentum=0.9`).
 OPEN_KEYS = ("trainer.optimizer.",)
+# The only `_target_` a config may set is trainer.optimizer's, and only to one of Keras' own optimizers (the README
+# lists them): anything Hydra can import would run otherwise, e.g. numpy.load(allow_pickle=True) on a downloaded file.
+OPTIMIZER_KEY = "trainer.optimizer"
+OPTIMIZERS = {
+    f"keras.optimizers.{name}": name
+    for name in ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Nadam")
+    + ("RMSprop", "SGD")
+}
+SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds NumPy, which takes 0 to 2**32 - 1
+RUN_NAME_MAX = 250  # MLflow's column for a run's name
+MODEL_NAME_MAX = 256  # MLflow's column for a registered model's name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -55,8 +70,8 @@ def _boolean(cfg: Any, key: str) -> None:
 def _validate_dataset(cfg: DictConfig) -> DatasetFacts:
     name = _choice(cfg, "dataset.name", tuple(FACTS))
     _positive_int(cfg, "dataset.val_size")
-    if not is_int(cfg.dataset.val_seed):
-        _fail("dataset.val_seed", cfg.dataset.val_seed, "an integer")
+    if not is_int(cfg.dataset.val_seed) or cfg.dataset.val_seed < 0:
+        _fail("dataset.val_seed", cfg.dataset.val_seed, "an integer >= 0 (NumPy's default_rng seed)")
     _positive_int(cfg, "dataset.limit.train", allow_none=True)
     _positive_int(cfg, "dataset.limit.test", allow_none=True)
     imbalance = OmegaConf.select(cfg, "dataset.imbalance")
@@ -100,11 +115,7 @@ def _validate_trainer(cfg: DictConfig) -> None:
     _choice(cfg, "trainer.precision", PRECISIONS)
     _boolean(cfg, "trainer.deterministic")
     _boolean(cfg, "trainer.checkpoint")
-    if "_target_" not in cfg.trainer.optimizer:
-        _fail("trainer.optimizer", OmegaConf.to_container(cfg.trainer.optimizer), "a mapping with a _target_")
-    lr = OmegaConf.select(cfg, "trainer.optimizer.learning_rate")
-    if lr is not None and (not is_number(lr) or lr <= 0):
-        _fail("trainer.optimizer.learning_rate", lr, "a number > 0")
+    _validate_optimizer(cfg)
     _boolean(cfg, "trainer.early_stopping.enabled")
     patience = cfg.trainer.early_stopping.patience
     if not is_int(patience) or patience < 0:
@@ -120,17 +131,100 @@ def _validate_trainer(cfg: DictConfig) -> None:
             f"trainer.keep={keep} and trainer.early_stopping.restore_best_weights=true both choose the "
             "weights to keep: set trainer.early_stopping.restore_best_weights=false, or trainer.keep=last"
         )
-    if not is_int(cfg.seed):
-        _fail("seed", cfg.seed, "an integer")
+    if not is_int(cfg.seed) or not 0 <= cfg.seed <= SEED_MAX:
+        _fail("seed", cfg.seed, f"an integer from 0 to {SEED_MAX} (Keras seeds NumPy with it)")
+
+
+def optimizer_class(target: Any) -> str:
+    """The name in keras.optimizers of `trainer.optimizer._target_`, which must be in OPTIMIZERS."""
+    if target not in OPTIMIZERS:
+        _fail(f"{OPTIMIZER_KEY}._target_", target, "one of Keras' optimizers: " + ", ".join(OPTIMIZERS))
+    return OPTIMIZERS[target]
+
+
+def _validate_optimizer(cfg: DictConfig) -> None:
+    """A Keras optimizer class and its keyword arguments: plain values, each a parameter the class takes."""
+    import inspect
+
+    import keras  # already imported by the loss registry; the class's own parameters are the keys it takes
+
+    spec = cfg.trainer.optimizer
+    if not isinstance(spec, DictConfig) or "_target_" not in spec:
+        _fail(
+            OPTIMIZER_KEY,
+            OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec,
+            "a mapping with a _target_",
+        )
+    name = optimizer_class(spec._target_)
+    taken = [p for p in inspect.signature(getattr(keras.optimizers, name)).parameters if p != "kwargs"]
+    for key, value in spec.items():
+        if key == "_target_":
+            continue
+        if key not in taken:
+            _fail(f"{OPTIMIZER_KEY}.{key}", value, f"no such key: keras.optimizers.{name} takes " + ", ".join(taken))
+        if value is not None and not isinstance(value, bool | int | float | str):
+            _fail(f"{OPTIMIZER_KEY}.{key}", value, "a number, a string, true, false or null")
+    lr = spec.get("learning_rate")
+    if lr is not None and (not is_number(lr) or lr <= 0):
+        _fail("trainer.optimizer.learning_rate", lr, "a number > 0")
+
+
+def _check_targets(node: Any, path: str = "") -> None:
+    """Refuse a `_target_` (or any other key Hydra's instantiate reads) anywhere but trainer.optimizer._target_."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            dotted = f"{path}.{key}" if path else str(key)
+            if str(key).startswith("_") and str(key).endswith("_") and dotted != f"{OPTIMIZER_KEY}._target_":
+                _fail(dotted, value, f"no {key} here: a config instantiates nothing but {OPTIMIZER_KEY}")
+            _check_targets(value, dotted)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_targets(value, f"{path}[{i}]")
+
+
+def check_experiment_name(name: Any, key: str = "tracking.experiment") -> None:
+    """An MLflow experiment name that can name its own artifact folder: see `tracking.store.artifact_location`."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.strip() in (".", "..")
+        or _CONTROL.search(name)
+        or len(name) > MAX_EXPERIMENT_NAME_LENGTH
+    ):
+        _fail(
+            key,
+            name,
+            f"a name of 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters, not blank, '.' or '..', without control "
+            "characters",
+        )
+
+
+def _validate_names(cfg: DictConfig) -> None:
+    check_experiment_name(cfg.tracking.experiment)
+    run_name = cfg.tracking.run_name
+    if run_name is not None and (not isinstance(run_name, str) or not run_name.strip() or len(run_name) > RUN_NAME_MAX):
+        _fail("tracking.run_name", run_name, f"null or a name of 1 to {RUN_NAME_MAX} characters")
+    # MLflow's own rules for a registered model's name (mlflow.utils.validation._validate_model_name, private),
+    # checked here so that a bad name fails before training, not when the trained model is registered.
+    model = cfg.tracking.register_as
+    if model is not None and (
+        not isinstance(model, str)
+        or not model.strip()
+        or "/" in model
+        or ":" in model
+        or path_not_unique(model)
+        or len(model) > MODEL_NAME_MAX
+    ):
+        _fail(
+            "tracking.register_as",
+            model,
+            f"null or a registered model name of 1 to {MODEL_NAME_MAX} characters, without '/' or ':', not '.' or '..'",
+        )
 
 
 def _validate_tracking(cfg: DictConfig) -> None:
-    if not isinstance(cfg.tracking.experiment, str) or not cfg.tracking.experiment:
-        _fail("tracking.experiment", cfg.tracking.experiment, "a non-empty string")
+    _validate_names(cfg)
     _boolean(cfg, "tracking.log_model")
-    register_as = cfg.tracking.register_as
-    if register_as is not None and (not isinstance(register_as, str) or not register_as.strip()):
-        _fail("tracking.register_as", register_as, "null or a registered model name")
     _boolean(cfg, "tracking.system_metrics")
     if cfg.tracking.system_metrics and importlib.util.find_spec("psutil") is None:
         raise ConfigError(
@@ -142,18 +236,17 @@ def _validate_tracking(cfg: DictConfig) -> None:
     lock_timeout = OmegaConf.select(cfg, "tracking.lock_timeout_s")
     if not is_number(lock_timeout) or lock_timeout <= 0:
         _fail("tracking.lock_timeout_s", lock_timeout, "a number of seconds > 0")
-    _positive_int(cfg, "calibration.n_bins")
     _boolean(cfg, "calibration.per_epoch")
     _boolean(cfg, "calibration.temperature_scaling")
-    _validate_calibration(cfg)
 
 
-def _validate_calibration(cfg: DictConfig) -> None:
+def _validate_calibration(cfg: DictConfig, dataset: DatasetFacts) -> None:
+    _positive_int(cfg, "calibration.n_bins")
     resamples = cfg.calibration.bootstrap
     if not is_int(resamples) or resamples < 0:
         _fail("calibration.bootstrap", resamples, "a number of bootstrap resamples >= 0 (0: no intervals)")
-    if not is_int(cfg.calibration.bootstrap_seed):
-        _fail("calibration.bootstrap_seed", cfg.calibration.bootstrap_seed, "an integer")
+    if not is_int(cfg.calibration.bootstrap_seed) or cfg.calibration.bootstrap_seed < 0:
+        _fail("calibration.bootstrap_seed", cfg.calibration.bootstrap_seed, "an integer >= 0")
     methods = cfg.calibration.methods
     if methods != ALL_METHODS and (
         not isinstance(methods, ListConfig)
@@ -166,6 +259,19 @@ def _validate_calibration(cfg: DictConfig) -> None:
             f"'{ALL_METHODS}' or a list of distinct methods among " + ", ".join(RECALIBRATORS),
         )
     _choice(cfg, "calibration.temperature_objective", ("nll", "ece"))
+    if (cfg.calibration.temperature_scaling or len(methods) > 0) and cfg.dataset.val_size < MIN_FIT_SAMPLES:
+        _fail(
+            "dataset.val_size",
+            cfg.dataset.val_size,
+            f"at least {MIN_FIT_SAMPLES}: recalibration fits on the validation set (or set "
+            "calibration.temperature_scaling=false calibration.methods=[])",
+        )
+    # More bins than test samples only adds empty bins, and the bootstrap's arrays grow with the bins: 10 million
+    # took 492 GiB after training.
+    limit_test = cfg.dataset.limit.test
+    test_samples = dataset.test_size if limit_test is None else min(limit_test, dataset.test_size)
+    if cfg.calibration.n_bins > test_samples:
+        _fail("calibration.n_bins", cfg.calibration.n_bins, f"at most {test_samples}, the test samples")
 
 
 def _validate_study(cfg: DictConfig) -> None:
@@ -183,12 +289,29 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.resolve(cfg)
     except Exception as exc:  # OmegaConf raises several types; all mean the same to the user
         raise ConfigError(f"cannot resolve the config: {exc}") from exc
+    _check_targets({key: value for key, value in OmegaConf.to_container(cfg).items() if key != "hydra"})
     dataset = _validate_dataset(cfg)
     _validate_model(cfg, dataset)
     _validate_loss(cfg, dataset.num_classes)
     _validate_trainer(cfg)
     _validate_tracking(cfg)
+    _validate_calibration(cfg, dataset)
     _validate_study(cfg)
+
+
+def check_output_dir(path: Path, key: str) -> None:
+    """Refuse an output folder that cannot be made or written (a read-only disk, no permission), before Hydra
+    tries to and fails with a traceback."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path} cannot be made: {existing} is not a folder; set {key} to a writable folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={path} cannot be written: {existing} is read-only or not writable by this user; launch from a "
+            f"writable folder or set {key} to one"
+        )
 
 
 def check_added_keys(cfg: DictConfig, overrides: Collection[str], groups: Collection[str]) -> None:

@@ -20,11 +20,12 @@ class DatasetFacts(NamedTuple):
 
     num_classes: int
     input_kind: str  # "image" | "text"
+    test_size: int  # samples in the official test split, before dataset.limit.test
 
 
 FACTS: dict[str, DatasetFacts] = {
-    "imdb": DatasetFacts(imdb.NUM_CLASSES, imdb.INPUT_KIND),
-    "mnist": DatasetFacts(mnist.NUM_CLASSES, mnist.INPUT_KIND),
+    "imdb": DatasetFacts(imdb.NUM_CLASSES, imdb.INPUT_KIND, 25_000),
+    "mnist": DatasetFacts(mnist.NUM_CLASSES, mnist.INPUT_KIND, 10_000),
 }
 
 

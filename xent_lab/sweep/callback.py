@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import atomic, stopping
-from xent_lab.config import check_added_keys
+from xent_lab.config import check_added_keys, check_output_dir
 from xent_lab.errors import TrackingError, XentError
 from xent_lab.study.jobs import (
     FAILED_FILE,
@@ -81,8 +81,9 @@ class StudyCallback(Callback):
         self.progress: Progress | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # A single run: a `+key` typo stops it before Hydra creates its output folder.
+        # A single run: a `+key` typo, or a folder it cannot write, stops it before Hydra creates its output folder.
         _or_exit(lambda: check_added_keys(config, list(config.hydra.overrides.task), groups(config)))
+        _or_exit(lambda: check_output_dir(Path(str(config.hydra.run.dir)), "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings and launches the jobs anyway; a sweep that
@@ -91,6 +92,7 @@ class StudyCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         validate_launch(config)
+        check_output_dir(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         uri = resolve_uri(config.tracking.uri)
         scrub_logs(uri)
         check_reachable(uri, config.tracking.connect_timeout)

@@ -7,6 +7,7 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 from __future__ import annotations
 
 import base64
+import hashlib
 import functools
 import logging
 import os
@@ -126,9 +127,17 @@ def git_commit(root: Path | None = None) -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def artifact_folder(name: str) -> str:
+    """The folder name of experiment `name`'s artifacts: a readable slug and a hash of the exact name, e.g.
+    `my_study_1-3f0c9b6a2e` for "my study/1", so that distinct names never share a folder ("a/b" and "a_b", or
+    "实验" and "测试", would have the same slug; on a case-insensitive disk, so would "A" and "a")."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:64] or "experiment"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
 def artifact_location(uri: str, name: str) -> str | None:
-    """Where a new experiment of a local SQLite store keeps its artifacts: `mlruns/<name>` beside the
-    database file. None (MLflow's default) for other stores.
+    """Where a new experiment of a local SQLite store keeps its artifacts: `mlruns/<artifact_folder(name)>` beside
+    the database file. None (MLflow's default) for other stores. An experiment that exists keeps its own place.
 
     MLflow's default is `./mlruns` of the directory the experiment happened to be created from, so runs
     launched later from elsewhere would write there, and deleting that directory would lose every run's
@@ -136,7 +145,7 @@ def artifact_location(uri: str, name: str) -> str | None:
     path = sqlite_path(uri)
     if path is None:
         return None
-    return str(path.resolve().parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", name))
+    return str(path.resolve().parent / "mlruns" / artifact_folder(name))
 
 
 def _experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from xent_lab import config
 from xent_lab.objectives import Objective
 from xent_lab.training.callbacks import StopOnNonFiniteLoss, StopOnSignal
 
 
 def compile_model(model: keras.Model, trainer: DictConfig, objective: Objective) -> None:
     model.compile(
-        optimizer=instantiate(trainer.optimizer),
+        optimizer=make_optimizer(trainer.optimizer),
         loss=objective.loss,
         metrics=[objective.accuracy_metric()],
     )
+
+
+def make_optimizer(spec: DictConfig) -> keras.optimizers.Optimizer:
+    """The Keras optimizer `trainer.optimizer` names, built directly rather than by Hydra's instantiate, which would
+    import and call whatever `_target_` says (only the classes in `config.OPTIMIZERS` are accepted)."""
+    kwargs = OmegaConf.to_container(spec, resolve=True)
+    name = config.optimizer_class(kwargs.pop("_target_", None))
+    return getattr(keras.optimizers, name)(**kwargs)
 
 
 def early_stopping(trainer: DictConfig) -> list[keras.callbacks.Callback]:
