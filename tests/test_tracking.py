@@ -123,8 +123,42 @@ def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tm
         monkeypatch.chdir(tmp_path / cwd)
         with tracking.Tracker(store, "my study/1").run(cwd) as run:
             MlflowClient(store).log_text(run.run_id, cwd, "note.txt")
-        assert (tmp_path / "store" / "mlruns" / "my_study_1" / run.run_id / "artifacts" / "note.txt").read_text() == cwd
+        folder = tmp_path / "store" / "mlruns" / "my_study_1-2ac978aa15"  # see the next test
+        assert (folder / run.run_id / "artifacts" / "note.txt").read_text() == cwd
         assert not (tmp_path / cwd / "mlruns").exists()
+
+
+def test_experiment_names_share_or_escape_no_artifact_folder(tmp_path):
+    # "a/b" and "a_b" shared mlruns/a_b, "实验" and "测试" shared mlruns/__, and ".." wrote beside mlflow.db: deleting
+    # one experiment's folder deleted another's artifacts. Each folder is a slug and a hash of the exact name.
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    names = ["a/b", "a_b", "实验", "测试", "..", "A", "a"]
+    folders = {}
+    for name in names:
+        with tracking.Tracker(store, name).run("r") as run:
+            MlflowClient(store).log_text(run.run_id, name, "name.txt")
+        folders[name] = next((tmp_path / "mlruns").glob(f"*/{run.run_id}/artifacts/name.txt")).parts[-4]
+    assert folders == {
+        "a/b": "a_b-c14cddc033",
+        "a_b": "a_b-648fa9b31b",
+        "实验": "experiment-5e42855db3",
+        "测试": "experiment-6aa8f49cc9",
+        "..": "experiment-5ec1f7e700",
+        "A": "A-559aead082",
+        "a": "a-ca978112ca",
+    }
+    # Nothing beside the database but mlruns/ (and the store's lock file).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock", "mlruns"]
+
+
+def test_experiment_names_an_existing_experiment_keeps_its_folder(tmp_path):
+    # A store made before the hash suffix: its experiment keeps writing where its runs already are.
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    old = tmp_path / "mlruns" / "a_b"
+    MlflowClient(store).create_experiment("a/b", artifact_location=str(old))
+    with tracking.Tracker(store, "a/b").run("r") as run:
+        MlflowClient(store).log_text(run.run_id, "x", "note.txt")
+    assert (old / run.run_id / "artifacts" / "note.txt").read_text() == "x"
 
 
 @pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])

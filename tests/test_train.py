@@ -7,10 +7,14 @@ where the process is what matters: exit codes and messages, Ctrl-C.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,6 +27,7 @@ from tests.helpers.e2e import (
     create_store,
     data_dir,
     history,
+    refused_here,
     run_train,
     runs,
     store_uri,
@@ -157,6 +162,14 @@ def test_probability_path_with_label_smoothing_logs_the_entropy_identity(tmp_pat
         ("trainer.device=tpu", "trainer.device"),
         ("loss=_common", "loss.name"),
         ("calibration.methods=most", "calibration.methods"),
+        # Issue 23: each of these was accepted, and failed after training or ran code.
+        pytest.param("trainer.optimizer._target_=numpy.load", "trainer.optimizer._target_", id="item3-target"),
+        pytest.param("tracking.register_as='a/b'", "tracking.register_as", id="item11-register_as"),
+        pytest.param("seed=-1", "seed", id="item22-seed"),
+        pytest.param("calibration.n_bins=10000000", "calibration.n_bins", id="item22-n_bins"),
+        pytest.param("dataset.val_size=10", "dataset.val_size", id="item22-val_size"),
+        pytest.param("tracking.run_name=[a,b]", "tracking.run_name", id="item22-run_name"),
+        pytest.param("tracking.experiment='..'", "tracking.experiment", id="item23-experiment"),
     ],
 )
 def test_invalid_config_fails_before_any_run(tmp_path, cache_dir, override, key):
@@ -181,6 +194,53 @@ def test_invalid_config_on_the_command_line_exits_2_with_one_line(tmp_path, cach
     assert "error: invalid config value trainer.epochs=-1: expected a positive integer" in done.stderr
     assert "Traceback" not in done.stderr
     assert runs(tmp_path) == []
+
+
+def test_unknown_experiment_or_debug_option_on_the_command_line_runs_nothing(tmp_path, cache_dir):
+    # `experiment=nosuch` trained a full default run and exited 0: Hydra's refusal, as for any other group.
+    for group in ("experiment", "debug"):
+        done = refused_here(tmp_path / "launch", cache_dir, f"{group}=nosuch")
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[0] == f"In 'config': Could not find '{group}/nosuch'"
+    assert list((tmp_path / "launch").iterdir()) == []
+
+
+@contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """`path` made read-only for this process: a read-only tmpfs mounted there as root (a mode is no bar to root)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.subprocess  # `mount`
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        ((QUICK,), "hydra.run.dir=outputs/"),
+        (("experiment=mnist_losses", QUICK, "loss=cce", "seed=0"), "hydra.sweep.dir="),
+    ],
+    ids=["run", "sweep"],
+)
+def test_read_only_output_folder_is_one_line(tmp_path, cache_dir, overrides, key):
+    with read_only_folder(tmp_path / "ro") as launch_dir:
+        done = refused_here(launch_dir, cache_dir, *overrides)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: {key}") and line.endswith(
+            f"cannot be written: {launch_dir} is read-only or not writable by this user; launch from a writable "
+            f"folder or set {key.split('=')[0]} to one"
+        ), line
+        assert list(launch_dir.iterdir()) == []
 
 
 def test_missing_data_names_the_file_and_how_to_fix_it(tmp_path, cache_dir):

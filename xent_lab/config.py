@@ -302,7 +302,7 @@ def validate(cfg: DictConfig) -> None:
 def check_output_dir(path: Path, key: str) -> None:
     """Refuse an output folder that cannot be made or written (a read-only disk, no permission), before Hydra
     tries to and fails with a traceback."""
-    existing = path
+    existing = path.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():

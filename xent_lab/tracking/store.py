@@ -7,8 +7,8 @@ run is always ended, FINISHED, FAILED or KILLED, whatever happens in between.
 from __future__ import annotations
 
 import base64
-import hashlib
 import functools
+import hashlib
 import logging
 import os
 import re
