@@ -33,8 +33,20 @@ OPEN_KEYS = ("trainer.optimizer.",)
 OPTIMIZER_KEY = "trainer.optimizer"
 OPTIMIZERS = {
     f"keras.optimizers.{name}": name
-    for name in ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Nadam")
-    + ("RMSprop", "SGD")
+    for name in (
+        "Adadelta",
+        "Adafactor",
+        "Adagrad",
+        "Adam",
+        "AdamW",
+        "Adamax",
+        "Ftrl",
+        "Lamb",
+        "Lion",
+        "Nadam",
+        "RMSprop",
+        "SGD",
+    )
 }
 SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds NumPy, which takes 0 to 2**32 - 1
 RUN_NAME_MAX = 250  # MLflow's column for a run's name
@@ -182,8 +194,10 @@ def _check_targets(node: Any, path: str = "") -> None:
             _check_targets(value, f"{path}[{i}]")
 
 
-def check_experiment_name(name: Any, key: str = "tracking.experiment") -> None:
-    """An MLflow experiment name that can name its own artifact folder: see `tracking.store.artifact_location`."""
+def _validate_names(cfg: DictConfig) -> None:
+    # The experiment names its artifact folder (`tracking.store.artifact_location`): nothing MLflow refuses, nothing
+    # that could not name a folder.
+    name = cfg.tracking.experiment
     if (
         not isinstance(name, str)
         or not name.strip()
@@ -192,15 +206,11 @@ def check_experiment_name(name: Any, key: str = "tracking.experiment") -> None:
         or len(name) > MAX_EXPERIMENT_NAME_LENGTH
     ):
         _fail(
-            key,
+            "tracking.experiment",
             name,
             f"a name of 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters, not blank, '.' or '..', without control "
             "characters",
         )
-
-
-def _validate_names(cfg: DictConfig) -> None:
-    check_experiment_name(cfg.tracking.experiment)
     run_name = cfg.tracking.run_name
     if run_name is not None and (not isinstance(run_name, str) or not run_name.strip() or len(run_name) > RUN_NAME_MAX):
         _fail("tracking.run_name", run_name, f"null or a name of 1 to {RUN_NAME_MAX} characters")
