@@ -1,14 +1,16 @@
 """One job, recorded: `run(cfg, ...)` = open the store and the run, `training` inside it, `publish` the result.
 
-validate the config -> check the tracking store -> (in a study) skip a job already finished -> device,
-precision, seeds, data and model (`training.prepare`) -> open the MLflow run: tags, params, datasets, config
--> fit and evaluate (`training.fit_and_evaluate`, each epoch logged live by `MlflowSink`) -> `publish`.
+validate the config -> check the tracking store (a single run: warn of runs a dead process left RUNNING) -> (in a
+study) skip a job already finished -> device, precision, seeds, data and model (`training.prepare`) -> open the
+MLflow run: tags, params, datasets, config -> fit and evaluate (`training.fit_and_evaluate`, each epoch logged live
+by `MlflowSink`) -> `publish`.
 The entry point `xent_lab.train` adds Hydra, signals and exit codes; tests and the bench call `run` directly
 on a composed config.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +34,8 @@ from xent_lab.tracking import (
 )
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.cluster import slurm_tags
-from xent_lab.tracking.runs import process_tags
+from xent_lab.tracking.lock import patiently
+from xent_lab.tracking.runs import dead_runs_note, process_tags
 from xent_lab.training import fit_and_evaluate, prepare
 from xent_lab.training.pipeline import data_settings
 from xent_lab.training.runtime import Runtime
@@ -52,6 +55,8 @@ def run(
     config.validate(cfg)
     tracker = open_tracker(cfg)
     job = study.job_context(cfg)
+    if job is None:  # a study's launch closes its own dead runs (xent_lab.sweep.callback)
+        _warn_dead_runs(tracker)
     earlier = _finished_earlier(tracker, job) if job is not None and cfg.study.skip_finished else None
     if earlier is not None:
         return earlier
@@ -88,6 +93,14 @@ def open_tracker(cfg: DictConfig) -> Tracker:
     tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.lock_timeout_s)
     tracker.experiment_id()  # the store and the experiment, created once, before the data is loaded
     return tracker
+
+
+def _warn_dead_runs(tracker: Tracker) -> None:
+    """A native crash (TensorFlow out of memory under `ulimit -v`) cannot end its run: the next launch in the
+    store says which runs of this host were left RUNNING by a process now gone, and how to close them."""
+    note = patiently(dead_runs_note, tracker.client, tracker.uri, uri=tracker.uri, timeout_s=tracker.lock_timeout_s)
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
 
 
 def _finished_earlier(tracker: Tracker, job: JobContext) -> dict[str, float] | None:

@@ -17,8 +17,11 @@ and `OUTPUT_DIR/checkpoint.keras`, the model saved after every epoch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,8 @@ from xent_lab.errors import XentError
 FOLDER = "mlflow_run"
 CHECKPOINT = "checkpoint.keras"  # the model, saved after every epoch beside the record
 INPUTS = "inputs.json"
+# What a Keras 3 model file (a zip archive) always holds; relog checks the checkpoint for them (no Keras there).
+CHECKPOINT_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 
 
 @dataclass
@@ -89,7 +94,16 @@ class LocalRecord:
     def update(self, **changes: object) -> None:
         for key, value in changes.items():
             setattr(self.info, key, value)
-        self._save()
+        with self._writing():
+            self._save()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) as one line that names the record, not an OSError deep in a callback."""
+        try:
+            yield
+        except OSError as exc:
+            raise RecordError(f"cannot write the run record in {self.folder}: {reason(exc)}") from exc
 
     def params(self, params: Mapping[str, str]) -> None:
         self.info.params.update(params)
@@ -109,18 +123,19 @@ class LocalRecord:
 
     def add(self, contents: Contents) -> None:
         """Write `contents` into the record; its files are copied in unless they are in it already."""
-        if contents.params:
-            self.params(contents.params)
-        if contents.tags:
-            self.tags(contents.tags)
-        if contents.inputs:
-            self.inputs(contents.inputs)
-        if contents.metrics:
-            self.metrics(contents.metrics)
-        for path, folder in contents.files:
-            target = self.target(f"{folder}/{Path(path).name}" if folder else Path(path).name)
-            if Path(path).resolve() != target.resolve():
-                shutil.copy2(path, target)
+        with self._writing():
+            if contents.params:
+                self.params(contents.params)
+            if contents.tags:
+                self.tags(contents.tags)
+            if contents.inputs:
+                self.inputs(contents.inputs)
+            if contents.metrics:
+                self.metrics(contents.metrics)
+            for path, folder in contents.files:
+                target = self.target(f"{folder}/{Path(path).name}" if folder else Path(path).name)
+                if Path(path).resolve() != target.resolve():
+                    shutil.copy2(path, target)
 
     def target(self, artifact_file: str) -> Path:
         """Where the artifact `artifact_file` goes in the record (its folder made)."""
@@ -129,15 +144,29 @@ class LocalRecord:
         return target
 
     def text(self, text: str, artifact_file: str) -> Path:
-        target = self.target(artifact_file)
-        target.write_text(text)
+        with self._writing():
+            target = self.target(artifact_file)
+            target.write_text(text)
         return target
 
     def figure(self, figure: Figure, artifact_file: str) -> Path:
         """Render `figure` into the record; returns the file, which the MLflow upload then reuses."""
-        target = self.target(artifact_file)
-        figure.savefig(target)
+        with self._writing():
+            target = self.target(artifact_file)
+            figure.savefig(target)
         return target
+
+
+class RecordError(XentError):
+    """The record cannot be written (a full disk, a folder made read-only), or cannot be trusted to re-log."""
+
+
+def reason(exc: OSError) -> str:
+    """An OSError in a few words: "No space left on device", not h5py's or zipfile's paragraph."""
+    if exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def save_info(folder: Path, info: RunInfo) -> None:
@@ -158,17 +187,55 @@ class RecordedRun:
     def artifacts(self) -> Path:
         return self.folder / "artifacts"
 
-    def contents(self) -> Contents:
-        """All of it, as relog uploads it: params, inputs, metric values, the artifacts and the checkpoint."""
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder.parent / CHECKPOINT
+
+    def contents(self, checkpoint: bool = True) -> Contents:
+        """All of it, as relog uploads it: params, inputs, metric values, the artifacts and (unless told not to)
+        the checkpoint."""
         files = [
             (path, artifact_folder(str(path.relative_to(self.artifacts))))
             for path in sorted(self.artifacts.rglob("*"))
             if path.is_file()
         ]
-        checkpoint = self.folder.parent / CHECKPOINT
-        if checkpoint.exists():
-            files.append((checkpoint, "checkpoint"))
+        if checkpoint and self.checkpoint.exists():
+            files.append((self.checkpoint, "checkpoint"))
         return Contents(dict(self.info.params), {}, list(self.inputs), list(self.metrics), files)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with the model file `path` (empty, cut short, not a Keras archive), or None if it is whole.
+
+    A Keras model file is a zip archive; its members' checksums are read back, without loading Keras.
+    """
+    if path.stat().st_size == 0:
+        return "it is empty (0 bytes)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in CHECKPOINT_MEMBERS if name not in archive.namelist()]
+            damaged = None if missing else archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"it is not a whole Keras model file ({exc})"
+    if missing:
+        return f"it is not a whole Keras model file (no {', '.join(missing)})"
+    return f"its member {damaged} is damaged" if damaged else None
+
+
+def _refuse_links(folder: Path) -> None:
+    """Relog uploads the record's own files: a symbolic link (which may point anywhere, a private key) or
+    anything but a plain file or folder in it is refused, naming it."""
+    paths = [folder, folder.parent / CHECKPOINT]
+    for top, folders, files in os.walk(folder):  # never into a linked folder: os.walk does not follow links
+        paths += [Path(top) / name for name in (*folders, *files)]
+    for path in paths:
+        if path.is_symlink():
+            raise RecordError(
+                f"the run record in {folder} holds a symbolic link, {path} -> {os.readlink(path)}; relog uploads "
+                "only the record's own files: replace the link by a copy of the file if you mean to upload it"
+            )
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            raise RecordError(f"the run record in {folder} holds {path}, which is not a plain file; remove it")
 
 
 def _metric_lines(lines: list[str]) -> list[dict]:
@@ -187,11 +254,12 @@ def load(output_dir: Path) -> RecordedRun:
     """Read the record of the job that wrote `output_dir` (its Hydra output folder, or the record folder)."""
     output_dir = Path(output_dir)
     folder = output_dir if (output_dir / "run.json").exists() else output_dir / FOLDER
-    if not (folder / "run.json").exists():
+    if not (folder / "run.json").exists() and not (folder / "run.json").is_symlink():
         raise XentError(
             f"no run record in {output_dir}: pass the output folder of a training job "
             f"(outputs/DATE/TIME, or multirun/.../N), the one that holds {FOLDER}/run.json"
         )
+    _refuse_links(folder)
     try:
         info = RunInfo(**json.loads((folder / "run.json").read_text()))
         lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []

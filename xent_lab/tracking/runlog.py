@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.lock import DEFAULT_LOCK_TIMEOUT_S, patiently
-from xent_lab.tracking.record import Contents, LocalRecord, artifact_folder, metric_values
+from xent_lab.tracking.record import Contents, LocalRecord, RecordError, artifact_folder, metric_values
 from xent_lab.tracking.secrets import scrub
 
 # MLflow accepts at most this many params, and this many metric values, per log_batch call.
@@ -56,7 +56,10 @@ class RunLogger:
             if self.record is None:
                 raise
             self.lost = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500], self.uri)
-            self.record.update(complete_in_mlflow=False)
+            try:
+                self.record.update(complete_in_mlflow=False)
+            except RecordError:
+                pass  # the record's disk is full too: the error that ends the run says so, not this one
             print(
                 f"warning: MLflow could not be written ({self.lost}); training goes on and everything is kept "
                 f"in {self.record.folder}",

@@ -99,13 +99,19 @@ def _last_beat(client: MlflowClient, run: Run) -> float:
     return max([_heartbeat(run), *(_heartbeat(child) for child in children)])
 
 
+def _running(client: MlflowClient, **tags: str) -> list[Run]:
+    """The RUNNING runs of the whole store with these tag values."""
+    filters = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    query = " and ".join(["attributes.status = 'RUNNING'", *filters])
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=query, max_results=50000) if experiments else []
+
+
 def close_stale(client: MlflowClient, older_than: float | None = None, study: str | None = None) -> dict[str, str]:
     """End KILLED every stale RUNNING run of the store (of `study` only, when given); returns run id -> reason."""
-    query = "attributes.status = 'RUNNING'" + (f" and tags.`{T.STUDY}` = '{study}'" if study else "")
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     now = time.time()
     closed: dict[str, str] = {}
-    for run in client.search_runs(experiments, filter_string=query, max_results=50000) if experiments else []:
+    for run in _running(client, **({T.STUDY: study} if study else {})):
         reason = stale_reason(run, older_than, now, _last_beat(client, run))
         if reason is None:
             continue
@@ -113,6 +119,30 @@ def close_stale(client: MlflowClient, older_than: float | None = None, study: st
         client.set_tag(run.info.run_id, T.FAILURE_REASON, reason)
         client.set_terminated(run.info.run_id, "KILLED")
     return closed
+
+
+def dead_runs_note(client: MlflowClient, uri: str) -> str | None:
+    """What to say, at a launch, of the runs of this host left RUNNING by a process now gone (a native crash
+    such as TensorFlow's under `ulimit -v`, kill -9, the OOM killer), which nothing could end: which they are,
+    and the commands that close them and log what their records hold. None when there are none."""
+    lines = []
+    for run in _running(client, **{T.HOST: socket.gethostname()}):
+        gone = process_gone(run.data.tags)
+        if gone is None:
+            continue
+        output_dir = run.data.tags.get(T.OUTPUT_DIR)
+        relog = f"; replace it: `xent-relog {output_dir} --force --tracking-uri {redact(uri)}`" if output_dir else ""
+        lines.append(f"  run {run.info.run_id} ({run.info.run_name}): {gone}{relog}")
+    if not lines:
+        return None
+    return "\n".join(
+        [
+            f"warning: {len(lines)} run(s) in this store were left RUNNING by a process that died without ending "
+            f"them; close them with `xent-runs close-stale --tracking-uri {redact(uri)}`, or replace each by what "
+            "its job recorded (every finished epoch, the checkpoint) with the command shown",
+            *lines,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from xent_lab.tracking.lock import (
     sqlite_path,
     wait_for_lock,
 )
-from xent_lab.tracking.record import LocalRecord, RunInfo
+from xent_lab.tracking.record import Contents, LocalRecord, RecordError, RunInfo
 from xent_lab.tracking.runlog import RunLogger
 from xent_lab.tracking.secrets import redact, scrub
 
@@ -260,11 +260,24 @@ class Tracker:
             status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            if reason is not None:
-                logger.set_tags({T.FAILURE_REASON: scrub(reason, self.uri)[:5000]})
-            if record is not None:
-                record.update(status=status)
-            logger._send(self.client.set_terminated, run.info.run_id, status)
+            self._end(logger, status, reason)
+
+    def _end(self, logger: RunLogger, status: str, reason: str | None) -> None:
+        """End the run in the store even when its record cannot be written (the full disk that failed the run):
+        the run does not stay RUNNING, and the error that ended it is the one raised, not the record's."""
+        tags = {T.FAILURE_REASON: scrub(reason, self.uri)[:5000]} if reason is not None else {}
+        unwritten = None
+        try:
+            if tags:
+                logger.set_tags(tags)
+            if logger.record is not None:
+                logger.record.update(status=status)
+        except RecordError as exc:
+            unwritten = exc
+            logger.upload(Contents(tags=tags))
+        logger._send(self.client.set_terminated, logger.run_id, status)
+        if unwritten is not None and reason is None:
+            raise unwritten  # the run went well, its record's end did not: say so
 
     def run_url(self, logger: RunLogger) -> str:
         """Where the run is in the MLflow UI (the server's own address when tracking over HTTP)."""

@@ -1,5 +1,5 @@
 """The Keras callbacks of a training run: the signal and NaN stops, validation calibration, the best epoch kept
-in memory (`trainer.keep`), and the epoch events (the zero-gradient probe: `probe`).
+in memory (`trainer.keep`), the checkpoint, and the epoch events (the zero-gradient probe: `probe`).
 
 Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochEvents`, placed last, hands
 everything the callbacks before it wrote to the sinks (`xent_lab.training.events`).
@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from xent_lab import calibration, heads, stopping
+from xent_lab import atomic, calibration, heads, stopping
 from xent_lab.config import ON_NONFINITE
-from xent_lab.errors import NonFiniteLossError
+from xent_lab.errors import NonFiniteLossError, XentError
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.record import reason
 from xent_lab.training.events import Divergence, Epoch, EpochSink
 
 
@@ -159,6 +161,29 @@ class KeepBestValAccuracy(keras.callbacks.Callback):
         accuracy = (logs or {}).get("val_accuracy")
         if accuracy is not None and accuracy > self.best_accuracy:  # strict: the first epoch wins a tie
             self.best_epoch, self.best_accuracy, self.weights = epoch, float(accuracy), self.model.get_weights()
+
+
+def save_checkpoint(model: keras.Model, path: Path) -> None:
+    """Save `model` (weights and optimizer) to `path`, a `.keras` file, through a temporary file renamed over it
+    once whole: a crash mid-save (SIGKILL, a full disk) leaves the previous epoch's checkpoint, never a cut-off
+    one. A failed save is one line naming the file."""
+    try:
+        with atomic.replacing(path, suffix=".keras") as temporary:
+            model.save(str(temporary))
+    except OSError as exc:
+        raise XentError(f"cannot save the model checkpoint {path}: {reason(exc)}") from exc
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the model to `path` after every epoch (`save_checkpoint`), where Keras' `ModelCheckpoint` would
+    rewrite the file in place."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_checkpoint(self.model, self.path)
 
 
 class EpochEvents(keras.callbacks.Callback):

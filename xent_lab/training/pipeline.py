@@ -24,7 +24,14 @@ from xent_lab.losses import loss_decomposition
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.training import fit
-from xent_lab.training.callbacks import CalibrationCallback, EpochEvents, KeepBestValAccuracy, StopOnNonFiniteLoss
+from xent_lab.training.callbacks import (
+    CalibrationCallback,
+    Checkpoint,
+    EpochEvents,
+    KeepBestValAccuracy,
+    StopOnNonFiniteLoss,
+    save_checkpoint,
+)
 from xent_lab.training.evaluate import check_methods, evaluate, split_logits
 from xent_lab.training.events import ConsoleLine, EpochSink, MemorySink
 from xent_lab.training.probe import GradientProbe
@@ -111,7 +118,7 @@ def fit_and_evaluate(
         result.last_epoch_test_logits = last_logits["test"]
         setup.model.set_weights(keep.weights)  # from here on, everything is the kept epoch's
         if cfg.trainer.checkpoint and output_dir is not None:
-            setup.model.save(str(Path(output_dir) / CHECKPOINT))  # ModelCheckpoint left the last epoch's there
+            save_checkpoint(setup.model, Path(output_dir) / CHECKPOINT)  # Checkpoint left the last epoch's there
     # Taken after training: early stopping may have restored earlier weights.
     result.logits, result.evaluation = _evaluated(cfg, setup)
     result.kept_epoch = _kept_epoch(cfg, keep, result.epochs_run - 1)
@@ -148,5 +155,5 @@ def _callbacks(cfg: DictConfig, setup: Setup, output_dir: Path | None) -> list[k
         callbacks.append(probe)
     if cfg.trainer.checkpoint and output_dir is not None:
         # In the output folder, not MLflow: it survives a lost tracking server (relog uploads it).
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(Path(output_dir) / CHECKPOINT)))
+        callbacks.append(Checkpoint(Path(output_dir) / CHECKPOINT))
     return callbacks
