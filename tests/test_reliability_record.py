@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import signal
 import socket
 import subprocess
@@ -25,30 +27,30 @@ from xent_lab.tracking import record
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.relog import relog
 
+MNT_DETACH = 2  # umount2(2): detach now, even if a file on it is still open
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 256 KiB tmpfs, mounted for the test: a record fits on it, a checkpoint does not. Needs root (CI is)."""
+    """A 256 KiB tmpfs, mounted for the test (mount(2) in this process): a record fits on it, a checkpoint does not.
+    Needs root, as CI has; skipped, saying so, where mounting is not permitted."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (mount needs root): {mounted.stderr.strip()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tmpfs", bytes(mount_point), b"tmpfs", 0, b"size=256k") != 0:
+        pytest.skip(f"cannot mount a tmpfs here (mount needs root): {os.strerror(ctypes.get_errno())}")
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+        assert libc.umount2(bytes(mount_point), MNT_DETACH) == 0, os.strerror(ctypes.get_errno())
 
 
 def fill(disk: Path) -> None:
     """Write a file onto `disk` until it is full."""
-    with open(disk / "filler", "wb") as out:
+    with open(disk / "filler", "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 4096)
-                out.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
 
@@ -183,3 +185,18 @@ def test_a_native_crash_is_noticed_by_the_next_launch(tmp_path):
     new_run_id = relog(crashed_dir, uri, force=True)
     assert client.get_run(new_run_id).info.status == "KILLED"
     assert client.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_disk_full_before_the_record_starts_ends_the_run_failed(tmp_path, small_disk):
+    """Item 10: a record that cannot even be started fails its run in one error; the run is not left RUNNING."""
+    from xent_lab.tracking import Tracker
+
+    uri = create_store(tmp_path)
+    fill(small_disk)
+    tracker = Tracker(uri, "exp")
+    with pytest.raises(XentError) as failed, tracker.run("job", record_dir=small_disk):
+        pass
+    message = f"cannot write the run record in {small_disk / record.FOLDER}: No space left on device"
+    assert str(failed.value) == message
+    (run,) = tracker.client.search_runs([tracker.experiment_id()])
+    assert run.info.status == "FAILED" and run.data.tags[T.FAILURE_REASON] == f"RecordError: {message}"

@@ -80,9 +80,10 @@ class LocalRecord:
 
     def __init__(self, output_dir: Path, info: RunInfo) -> None:
         self.folder = Path(output_dir) / FOLDER
-        (self.folder / "artifacts").mkdir(parents=True, exist_ok=True)
         self.info = info
-        self._save()
+        with self._writing():
+            (self.folder / "artifacts").mkdir(parents=True, exist_ok=True)
+            self._save()
 
     @property
     def artifacts(self) -> Path:

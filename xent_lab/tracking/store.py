@@ -244,14 +244,12 @@ class Tracker:
             raise
         except Exception as exc:
             raise TrackingError(f"cannot create a run in the MLflow store {redact(self.uri)}: {exc}") from exc
-        record = None
-        if record_dir is not None:
-            record = LocalRecord(
-                record_dir, RunInfo(self.experiment, run_name, redact(self.uri), tags, run_id=run.info.run_id)
-            )
-        logger = RunLogger(self.client, run.info.run_id, experiment_id, record, self.uri, self.lock_timeout_s)
+        logger = RunLogger(self.client, run.info.run_id, experiment_id, None, self.uri, self.lock_timeout_s)
         status, reason = "FINISHED", None
         try:
+            if record_dir is not None:  # in here: a record that cannot be started (a full disk) fails the run
+                info = RunInfo(self.experiment, run_name, redact(self.uri), tags, run_id=run.info.run_id)
+                logger.record = LocalRecord(record_dir, info)
             yield logger
         except KeyboardInterrupt as exc:  # xent_lab.stopping.Stopped says which signal
             status, reason = "KILLED", str(exc) or "interrupted by the user (Ctrl-C or SIGTERM)"
