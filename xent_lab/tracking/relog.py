@@ -47,8 +47,7 @@ def relog(output_dir: Path, tracking_uri: str | None = None, force: bool = False
     folder = record.load(output_dir).folder
     with _only_relog(folder, output_dir):
         recorded = record.load(output_dir)  # read under the lock: a relog that just ended has marked it
-        uri = store_uri(recorded.info, output_dir, tracking_uri)
-        return _relog(recorded, output_dir, uri, force)
+        return _relog(recorded, output_dir, tracking_uri, force)
 
 
 def store_uri(info: record.RunInfo, output_dir: Path, tracking_uri: str | None) -> str:
@@ -84,7 +83,7 @@ def _only_relog(folder: Path, output_dir: Path) -> Iterator[None]:
         yield  # the lock goes with the file's closing
 
 
-def _relog(recorded: record.RecordedRun, output_dir: Path, uri: str, force: bool) -> str:
+def _relog(recorded: record.RecordedRun, output_dir: Path, tracking_uri: str | None, force: bool) -> str:
     info = recorded.info
     if info.relogged_as and not force:
         raise XentError(f"{output_dir} was already re-logged as run {info.relogged_as}; pass --force to log it again")
@@ -100,6 +99,7 @@ def _relog(recorded: record.RecordedRun, output_dir: Path, uri: str, force: bool
         gone = process_gone(info.tags)
         status = "KILLED"
         tags[T.FAILURE_REASON] = f"killed hard: {gone or 'its process ended without ending the run'}; re-logged"
+    uri = store_uri(info, output_dir, tracking_uri)
     check_reachable(uri, timeout=5)
     tracker = Tracker(uri, info.experiment)
     client = tracker.client
