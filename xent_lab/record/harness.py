@@ -10,6 +10,7 @@ on a composed config.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from xent_lab.tracking import (
     check_reachable,
     git_commit,
     lineage,
+    redact,
     resolve_uri,
     scrub,
     scrub_logs,
@@ -36,6 +38,7 @@ from xent_lab.tracking import tags as T
 from xent_lab.tracking.cluster import slurm_tags
 from xent_lab.tracking.lock import patiently
 from xent_lab.tracking.runs import dead_runs_note, process_tags
+from xent_lab.tracking.secrets import has_secret
 from xent_lab.training import fit_and_evaluate, prepare
 from xent_lab.training.pipeline import data_settings
 from xent_lab.training.runtime import Runtime
@@ -80,9 +83,16 @@ def run(
         raise TrackingError(
             f"the run could not be finished in MLflow ({logger.lost}). Training completed and nothing is lost: "
             f"metrics, config, artifacts and the model checkpoint are in {output_dir}. When the store answers "
-            f"again, log them as one complete run with: python -m xent_lab.relog {output_dir}"
+            f"again, log them as one complete run with: {relog_command(output_dir, tracker.uri)}"
         )
     return results
+
+
+def relog_command(output_dir: Path, uri: str) -> str:
+    """The command that logs the record in `output_dir` to the store at `uri`: relog takes a store from its command
+    line only, and the record keeps no password, so a URI that has one shows *** for the user to fill in."""
+    command = f"python -m xent_lab.relog {shlex.quote(str(output_dir))} --tracking-uri {shlex.quote(redact(uri))}"
+    return command + (" (with the password in place of ***)" if has_secret(uri) else "")
 
 
 def open_tracker(cfg: DictConfig) -> Tracker:

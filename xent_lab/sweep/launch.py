@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from xent_lab import atomic, config
 from xent_lab.errors import ConfigError, NotApplicable
 from xent_lab.tracking import redact, scrub
+from xent_lab.tracking.secrets import has_secret
 
 LAUNCH_ID = secrets.token_hex(3)  # one per launching process; its jobs get it through the config
 OmegaConf.register_new_resolver("launch_id", lambda: LAUNCH_ID, use_cache=True, replace=True)
@@ -72,7 +72,7 @@ def _check_no_password_pickled(cfg: DictConfig) -> None:
     """Refuse a password in tracking.uri when the launcher is submitit's, which writes every job's config,
     the URI included, into its job files (`.submitit/*.pkl`)."""
     uri = cfg.tracking.uri
-    if launched_by_submitit(cfg) and uri and urlsplit(uri).password is not None:
+    if launched_by_submitit(cfg) and uri and has_secret(uri):
         raise ConfigError(
             f"tracking.uri={redact(uri)} holds a password, which a SLURM launch would write into its job files "
             "(.submitit/*.pkl). Leave it out of the URI and export it for the jobs to inherit: "
