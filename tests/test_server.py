@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.e2e import EXPECTED_ARTIFACTS, QUICK, run_train, train_env
+from tests.helpers.e2e import EXPECTED_ARTIFACTS, QUICK, compose_config, refused_here, run_train, train_env
 from tests.helpers.servers import artifact_files, download_artifact, rest_get, rest_post
+from xent_lab import config
+from xent_lab.tracking import record, runs
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import Server, free_port
 
@@ -163,3 +165,67 @@ def test_unreachable_server_with_credentials_fails_fast_before_loading_data(tmp_
     assert "Traceback" not in output
     assert_nothing_stored_locally(tmp_path)
     assert elapsed < 30, f"took {elapsed:.1f} s"  # interpreter + TensorFlow import, then a 2 s probe
+
+
+# --------------------------------------------------------------------------- issue 23, items 1, 2 and 20
+
+
+def test_query_password_never_written_by_a_run_on_postgresql(postgres_uri: str, tmp_path, cache_dir):
+    """Item 1: `postgresql://xent@HOST/mlflow?password=S` (libpq reads it): the password was on the console, in
+    .hydra/*.yaml, run.json, the param tracking.uri, the tag overrides and the config artifacts."""
+    user, password, address = re.match(r"postgresql://([^:]+):([^@]+)@(.+)", postgres_uri).groups()
+    uri = f"postgresql://{user}@{address}?password={password}"
+    hidden = f"postgresql://{user}@{address}?password=***"
+    done = run_train(tmp_path, cache_dir, QUICK, f"tracking.uri='{uri}'", "tracking.experiment=query-password")
+    run_id = trained_run_id(done)
+    assert_not_recorded(password, postgres_uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
+    hydra_files = [path for path in tmp_path.rglob(".hydra/*.yaml") if password.encode() in path.read_bytes()]
+    assert not hydra_files, f"the password is in {hydra_files}"
+    run = MlflowClient(postgres_uri).get_run(run_id)
+    assert run.data.params["tracking.uri"] == hidden
+    assert run.data.tags[T.OVERRIDES] == f"{QUICK} tracking.uri='{hidden}' tracking.experiment=query-password"
+    assert f"MLflow run {run_id} in {hidden} (experiment 'query-password')" in done.stdout
+    assert f"mlflow ui --backend-store-uri {hidden}" in done.stdout
+
+
+@pytest.mark.parametrize("tracking_server", ["sqlite"], indirect=True)
+def test_short_password_hides_only_the_uri_in_a_run(tracking_server: Server, tmp_path, cache_dir):
+    """Item 2: `http://bob:0@HOST` turned every 0 of every param, tag, artifact and record into ***."""
+    from xent_lab.record import run  # TensorFlow: imported by the tests that train, not at collection
+
+    uri = tracking_server.uri.replace("http://", "http://bob:0@")
+    hidden = tracking_server.uri.replace("http://", "http://bob:***@")
+    overrides = [QUICK, f"tracking.uri={uri}", "tracking.experiment=short-password"]
+    cfg = compose_config(tmp_path, cache_dir, *overrides)
+    run(cfg, overrides, tmp_path / "out")
+    client = MlflowClient(tracking_server.uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("short-password").experiment_id])
+    expected = {**config.flatten(cfg), "tracking.uri": hidden}
+    assert found.data.params == expected and expected["trainer.optimizer.learning_rate"] == "0.001"
+    assert found.data.tags[T.OVERRIDES] == f"{QUICK} tracking.uri={hidden} tracking.experiment=short-password"
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = Path(client.download_artifacts(found.info.run_id, T.CONFIG_ARTIFACT, tmp)).read_text()
+    assert "***" not in logged.replace(hidden, "") and "learning_rate: 0.001" in logged
+    recorded = record.load(tmp_path / "out").info
+    assert recorded.tracking_uri == hidden and recorded.params == expected
+
+
+@pytest.mark.parametrize("tool", ["xent-train", "xent-runs"])
+def test_a_postgresql_store_with_a_wrong_password_fails_within_connect_timeout(
+    postgres_uri: str, tmp_path, cache_dir, capsys, tool
+):
+    """Item 20: a wrong PostgreSQL password took 109 s (MLflow's retries) to be reported; now the connect timeout
+    plus a few seconds, one line."""
+
+    wrong = re.sub(r":[^:@]+@", ":wrong-pass-1@", postgres_uri, count=1)
+    started = time.monotonic()
+    if tool == "xent-train":
+        done = refused_here(tmp_path, cache_dir, QUICK, f"tracking.uri={wrong}", "tracking.connect_timeout=3")
+        code, err = done.returncode, done.stderr
+    else:
+        code, err = runs.main(["close-stale", "--tracking-uri", wrong]), capsys.readouterr().err
+    elapsed = time.monotonic() - started
+    assert code == 2 and elapsed < 15, (elapsed, err)
+    assert err.startswith(f"error: cannot connect to the MLflow store {re.sub(r':[^:@]+@', ':***@', wrong, count=1)}")
+    assert 'password authentication failed for user "xent"' in err and err.count("\n") == 1
+    assert "wrong-pass-1" not in err

@@ -18,11 +18,12 @@ from functools import partial
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from xent_lab import calibration
+from xent_lab import calibration, cli
 from xent_lab.calibration import Recalibrated
 from xent_lab.errors import XentError
-from xent_lab.tracking import RunLogger, check_reachable, redact, resolve_uri
+from xent_lab.tracking import RunLogger, redact, resolve_uri
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.store import open_existing
 
 CONNECT_TIMEOUT = 10.0
 
@@ -94,18 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     uri = resolve_uri(args.tracking_uri)
-    try:
-        check_reachable(uri, CONNECT_TIMEOUT)
+
+    def calibrate() -> None:
+        client = open_existing(uri, CONNECT_TIMEOUT)
         results = recalibrate_run(
-            MlflowClient(uri), args.run_id, methods, args.n_bins, args.bootstrap, args.seed, args.temperature_objective
+            client, args.run_id, methods, args.n_bins, args.bootstrap, args.seed, args.temperature_objective
         )
-    except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for method, fitted in results.items():
-        print(f"{method}: ECE {fitted.scores.values['ece']:.4f}, NLL {fitted.scores.values['nll']:.4f}")
-    print(f"logged to run {args.run_id} in {redact(uri)}")
-    return 0
+        for method, fitted in results.items():
+            print(f"{method}: ECE {fitted.scores.values['ece']:.4f}, NLL {fitted.scores.values['nll']:.4f}")
+        print(f"logged to run {args.run_id} in {redact(uri)}")
+
+    return cli.run(calibrate, uri)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from xent_lab.errors import XentError
+from xent_lab import cli
 from xent_lab.tracking.relog import relog
+from xent_lab.tracking.store import resolve_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         "KILLED; copy a complete run's record into a store that does not hold the run",
     )
     args = parser.parse_args(argv)
-    try:
-        run_id = relog(args.output_dir, args.tracking_uri, args.force)
-    except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"re-logged {args.output_dir} as run {run_id}")
-    return 0
+
+    def relog_it() -> None:
+        print(f"re-logged {args.output_dir} as run {relog(args.output_dir, args.tracking_uri, args.force)}")
+
+    return cli.run(relog_it, resolve_uri(args.tracking_uri))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import xent_lab.sweep  # noqa: F401  (the Hydra callback's package; it registers `${launch_id:}`, in the run folders)
-from xent_lab import study
+from xent_lab import cli, study
 from xent_lab.errors import NotApplicable, XentError
 from xent_lab.record import run
 from xent_lab.tracking import resolve_uri, scrub, tags
@@ -41,7 +41,7 @@ from xent_lab.tracking import resolve_uri, scrub, tags
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # Exit codes of a single run.
-OK, USER_ERROR, INTERRUPTED = 0, 2, 130
+OK, USER_ERROR, INTERRUPTED = cli.OK, cli.USER_ERROR, 130
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -81,10 +81,9 @@ def main(cfg: DictConfig) -> float | None:
         if sweeping:  # e.g. loss.gamma=flsd53 crossed with loss.impl=builtin: nothing to run, nothing failed
             print(f"job {hydra_cfg.job.num} not applicable, skipped: {scrub(str(exc), uri)}", flush=True)
             return None
-        print(f"error: {scrub(str(exc), uri)}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR)
+        sys.exit(cli.error(exc, uri))
     except XentError as exc:
-        print(f"error: {scrub(str(exc), uri)}", file=sys.stderr, flush=True)
+        cli.error(exc, uri)
         if not sweeping:
             sys.exit(USER_ERROR)
         reason = scrub(str(exc), uri)

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xent_lab import cli
 from xent_lab.errors import XentError
 from xent_lab.report import build_report, update_readme
+from xent_lab.tracking.store import resolve_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,9 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study is None and args.readme is None:
         parser.error("give a STUDY, --readme README.md, or both")
-    try:
+
+    def report() -> None:
         if args.study is not None:
-            report = build_report(
+            written = build_report(
                 args.study,
                 args.tracking_uri,
                 args.experiment,
@@ -62,14 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out_dir,
                 _baseline(args.baseline),
             )
-            print(f"report written to {report}")
+            print(f"report written to {written}")
         if args.readme is not None:
             changed = update_readme(args.readme)
             print(f"{args.readme}: findings block {'rewritten' if changed else 'already up to date'}")
-    except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+
+    return cli.run(report, resolve_uri(args.tracking_uri))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from xent_lab import calibration, tracking
 from xent_lab.errors import TrackingError, XentError
 from xent_lab.tracking import tags
+from xent_lab.tracking.store import open_existing
 
 CUSTOM, BUILTIN = "custom", "builtin"  # values of the `impl` tag
 # Swept values that do not make a row: seeds are averaged over, implementations get a row each.
@@ -156,16 +157,6 @@ def _how_to_run(study: str) -> str:
     return f"run the study first: python -m xent_lab.train experiment={study}"
 
 
-def _client(uri: str) -> MlflowClient:
-    """A client of an existing store; a missing SQLite file is an error (opening it would create an empty store)."""
-    tracking.check_reachable(uri, timeout=5)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///").split("?")[0])  # absolute: resolve_uri made it so
-        if not path.exists():
-            raise TrackingError(f"no MLflow store at {path}; pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    return MlflowClient(tracking_uri=uri)
-
-
 def _experiment_id(client: MlflowClient, uri: str, name: str, study: str) -> str:
     try:
         experiment = client.get_experiment_by_name(name)
@@ -238,7 +229,7 @@ def load_launch(
     if not STUDY_NAME.fullmatch(study):
         raise ReportError(f"invalid study name {study!r}: use letters, digits, '_', '-' and '.' (not first)")
     uri = tracking.resolve_uri(tracking_uri)
-    client = _client(uri)
+    client = open_existing(uri, timeout=5)
     name = experiment or study
     runs = _study_runs(client, _experiment_id(client, uri, name, study), study)
     parent = _select_parent(runs, parent_run_id, study, name)

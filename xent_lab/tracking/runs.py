@@ -23,10 +23,11 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from xent_lab import cli
 from xent_lab.errors import XentError
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.secrets import redact
-from xent_lab.tracking.store import check_reachable, resolve_uri
+from xent_lab.tracking.store import open_existing, resolve_uri
 
 
 def process_start(pid: int) -> str:
@@ -154,20 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         "--older-than", type=float, metavar="S", help="also close runs whose heartbeat is older than S seconds"
     )
     args = parser.parse_args(argv)
-    if args.older_than is not None and args.older_than <= 0:
-        print(f"error: invalid --older-than {args.older_than}: expected a positive number of seconds", file=sys.stderr)
-        return 2
     uri = resolve_uri(args.tracking_uri)
-    try:
-        check_reachable(uri, timeout=5)
-        closed = close_stale(MlflowClient(uri), args.older_than)
-    except XentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for run_id, reason in closed.items():
-        print(f"closed run {run_id} as KILLED: {reason}")
-    print(f"{len(closed)} stale run(s) closed in {redact(uri)}")
-    return 0
+
+    def close() -> None:
+        if args.older_than is not None and args.older_than <= 0:
+            raise XentError(f"invalid --older-than {args.older_than}: expected a positive number of seconds")
+        closed = close_stale(open_existing(uri, timeout=5), args.older_than)
+        for run_id, reason in closed.items():
+            print(f"closed run {run_id} as KILLED: {reason}")
+        print(f"{len(closed)} stale run(s) closed in {redact(uri)}")
+
+    return cli.run(close, uri)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import base64
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
 import subprocess
@@ -66,15 +67,15 @@ def resolve_uri(configured: str | None, launch_dir: Path | None = None) -> str:
     return uri
 
 
-def probe_health(uri: str, timeout: float) -> None:
-    """GET `uri`/health of an HTTP tracking server; raises OSError (URLError) when it does not answer.
+def _request(uri: str, path: str, timeout: float) -> None:
+    """GET `path` of the HTTP tracking server at `uri`; raises OSError (URLError, HTTPError) when it does not answer.
 
     urllib would read `user:password@` as part of the host name: the credentials go as basic auth, from the URI
     or else, as MLflow's client takes them, from $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD.
     """
     parts = urlsplit(uri)
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+    request = urllib.request.Request(bare.rstrip("/") + path)
     if parts.username is not None:
         username, password = unquote(parts.username), unquote(parts.password or "")
     else:
@@ -86,20 +87,91 @@ def probe_health(uri: str, timeout: float) -> None:
         response.read()
 
 
-def check_reachable(uri: str, timeout: float) -> None:
-    """Fail fast, naming the URI, when an HTTP tracking server does not answer.
+def probe_health(uri: str, timeout: float) -> None:
+    """GET `uri`/health of an HTTP tracking server; raises OSError (URLError) when it does not answer."""
+    _request(uri, "/health", timeout)
 
-    MLflow's own client retries for minutes; a user who mistyped a port should know in seconds.
+
+# SQLite's unix VFS opens no path over 512 bytes, and it opens the database's journal, the path + "-journal", too.
+SQLITE_MAX_PATH = 512 - len("-journal")
+# The schemes MLflow keeps in a database through SQLAlchemy, besides SQLite (`postgresql+psycopg://` included).
+_DATABASES = ("postgresql", "mysql", "mssql")
+_FIX = "point tracking.uri / MLFLOW_TRACKING_URI (or --tracking-uri) at a store that answers"
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """Fail fast, in one line naming the URI, when the store cannot be used: an HTTP server whose /health or API
+    does not answer within `timeout`, a database that refuses the connection, an SQLite path SQLite cannot open.
+
+    MLflow's own client retries for minutes (HTTP requests, and the first connection to a database: about 100 s);
+    a user who mistyped a port or a password should know in seconds.
     """
-    if not uri.startswith(("http://", "https://")):
-        return
+    path = sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, timeout)
+    elif path is not None and len(os.fsencode(path)) > SQLITE_MAX_PATH:
+        raise TrackingError(
+            f"the MLflow store path {path} is {len(os.fsencode(path))} bytes long, and SQLite opens no path over "
+            f"{SQLITE_MAX_PATH} bytes; set tracking.uri (or MLFLOW_TRACKING_URI, --tracking-uri) to a shorter one, "
+            "e.g. sqlite:////tmp/mlflow.db, or launch from a shorter folder"
+        )
+    elif urlsplit(uri).scheme.partition("+")[0] in _DATABASES:
+        _check_database_server(uri, timeout)
+
+
+def _check_server(uri: str, timeout: float) -> None:
     try:
         probe_health(uri, timeout)
-    except (urllib.error.URLError, OSError) as exc:
+    except OSError as exc:
         raise TrackingError(
             f"cannot reach the MLflow tracking server at {redact(uri)} ({exc}); start it "
             "(`make server`) or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
         ) from None
+    try:  # /health is answered by the web server alone; a store behind it that hangs shows only here
+        _request(uri, "/api/2.0/mlflow/experiments/search?max_results=1", timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise TrackingError(
+                f"the MLflow tracking server at {redact(uri)} refused the credentials (HTTP {exc.code}); set them in "
+                "the URI or in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        # Any other answer is an answer: MLflow's own calls say what is wrong.
+    except OSError as exc:
+        raise TrackingError(
+            f"the MLflow tracking server at {redact(uri)} answers /health but not its API within {timeout:g} s "
+            f"(tracking.connect_timeout): {_one_line(exc, uri)}; check the server and its backend store, or {_FIX}"
+        ) from None
+
+
+def _check_database_server(uri: str, timeout: float) -> None:
+    """Connect once, within `timeout`, as MLflow's store would (with retries for about 100 s) before giving up."""
+    import sqlalchemy  # MLflow's own dependency; loaded only for a database store
+
+    # libpq's and the MySQL drivers' own limit, in whole seconds; SQL Server's drivers name theirs otherwise.
+    limit = {} if uri.startswith("mssql") else {"connect_timeout": max(1, math.ceil(timeout))}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=limit)
+    except Exception as exc:  # e.g. no driver for the scheme
+        raise _unusable(uri, exc) from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot connect to the MLflow store {redact(uri)} within {timeout:g} s (tracking.connect_timeout): "
+            f"{_one_line(getattr(exc, 'orig', None) or exc, uri)}; check the host, port, user and password, or {_FIX}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _one_line(exc: BaseException, uri: str, limit: int = 300) -> str:
+    """The first line of `exc`'s message, secrets hidden, cut at a word (never mid-word) when longer than `limit`."""
+    text = str(exc).strip()
+    line = scrub(text.splitlines()[0].strip() if text else type(exc).__name__, uri)
+    if len(line) <= limit:
+        return line
+    return line[:limit].rpartition(" ")[0].rstrip(",;:") + " ..."
 
 
 # What a study writes into the tree (experiments/NAME/REPORT.md and its plots): outputs, not the code that ran, so a
@@ -194,12 +266,30 @@ def ensure_experiment(client: MlflowClient, uri: str, experiment: str, lock_time
         raise _unusable(uri, exc) from None
 
 
+def open_existing(uri: str, timeout: float) -> MlflowClient:
+    """A client of a store that exists already, for a tool that reads one: a missing SQLite file is refused (opening
+    it would create an empty store), as is a store that cannot be used (`check_reachable`); errors are one line."""
+    check_reachable(uri, timeout)
+    path = sqlite_path(uri)
+    if path is not None:
+        if not path.is_file():
+            raise TrackingError(
+                f"no MLflow store at {path}; pass --tracking-uri or set MLFLOW_TRACKING_URI to an existing store "
+                "(a tool that reads a store never creates one)"
+            )
+        check_database(path)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:
+        raise _unusable(uri, exc) from None
+
+
 def _unusable(uri: str, exc: Exception) -> TrackingError:
-    detail = scrub(str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__, uri)
+    detail = _one_line(exc, uri, limit=200)
     if "unsupported URI" in detail or "registered tracking store" in detail:  # MLflow lists every scheme it knows
         detail = f"MLflow has no store for the scheme '{urlsplit(uri).scheme}'"
     return TrackingError(
-        f"cannot use the MLflow store {redact(uri)} (tracking.uri or MLFLOW_TRACKING_URI): {detail[:200]}; expected "
+        f"cannot use the MLflow store {redact(uri)} (tracking.uri or MLFLOW_TRACKING_URI): {detail}; expected "
         "sqlite:///PATH, http(s)://HOST:PORT of a running server, or postgresql://USER@HOST/DB"
     )
 
