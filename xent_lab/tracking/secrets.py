@@ -9,6 +9,7 @@ another way, e.g. by a driver. Never the bare value: a password `0` must not tur
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -61,11 +62,12 @@ def has_secret(uri: str) -> bool:
     return redact(uri) != uri
 
 
-def _replacements(uri: str) -> list[tuple[re.Pattern[str], str]]:
+@functools.cache  # every log record and every param is scrubbed
+def _replacements(uri: str) -> tuple[tuple[re.Pattern[str], str], ...]:
     """What `scrub` replaces in a text, the whole URI before its parts."""
     clean = redact(uri)
     if clean == uri:
-        return []
+        return ()
     found: list[tuple[re.Pattern[str], str]] = []
     for encode in _ENCODINGS:
         found.append((re.compile(re.escape(encode(uri))), encode(clean)))
@@ -76,7 +78,7 @@ def _replacements(uri: str) -> list[tuple[re.Pattern[str], str]]:
     for part, hidden in parts:
         start = "" if part.startswith(":") else r"(?<![\w%])"  # a key, not the end of a longer one
         found.append((re.compile(start + re.escape(part) + ("" if part.endswith("@") else _END)), hidden))
-    return found
+    return tuple(found)
 
 
 def scrub(text: str, uri: str) -> str:
