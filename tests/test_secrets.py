@@ -93,18 +93,22 @@ def test_short_password_hides_only_the_uri_in_log_records():
 # --------------------------------------------------------------------------- item 9: relog of a redacted URI
 
 
-def test_relog_of_a_redacted_uri_asks_for_the_uri(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "redacted",
+    ["postgresql://xent:***@127.0.0.1:55432/mlflow", "postgresql://xent@127.0.0.1:55432/mlflow?password=***"],
+)
+def test_relog_of_a_redacted_uri_asks_for_the_uri(redacted, tmp_path, monkeypatch, capsys):
     """Item 9: the record says the run went to a store whose password is not kept; relog refuses, instead of
     creating ./mlflow.db and logging there."""
     job = tmp_path / "outputs" / "job"
-    info = record.RunInfo("xent-lab", "run1", redact(QUERY), {}, status="FINISHED", run_id="0" * 32)
+    info = record.RunInfo("xent-lab", "run1", redacted, {}, status="FINISHED", run_id="0" * 32)
     record.LocalRecord(job, info)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert relog.main([str(job)]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"error: {job} was logged to postgresql://xent@127.0.0.1:55432/mlflow?password=***, not to the default store "
+        f"error: {job} was logged to {redacted}, not to the default store "
         f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}; relog takes its store from the command line only: pass "
         "--tracking-uri URI (or set MLFLOW_TRACKING_URI)\n"
     )
