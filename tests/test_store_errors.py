@@ -19,6 +19,7 @@ from tests.helpers.e2e import refused_here
 from xent_lab import calibrate, relog
 from xent_lab.report import __main__ as report
 from xent_lab.tracking import record, runs
+from xent_lab.tracking.secrets import one_line
 from xent_lab.tracking.store import SQLITE_MAX_PATH
 
 SECRET = "S3CRET-9f2"
@@ -150,4 +151,15 @@ def test_a_server_whose_api_hangs_fails_within_connect_timeout(tool, hanging_api
     assert err.endswith(
         "check the server and its backend store, or point tracking.uri / MLFLOW_TRACKING_URI (or "
         "--tracking-uri) at a store that answers\n"
+    )
+
+
+def test_a_long_store_error_is_cut_at_a_word_not_mid_word():
+    """Item 20: the hanging server's message was cut mid-word (at 200 characters)."""
+    uri = f"http://alice:{SECRET}@127.0.0.1:5000"
+    exc = OSError(f"API request to {uri}/api/2.0/mlflow/experiments/get-by-name failed " + "with a timeout " * 30)
+    line = one_line(exc, uri, limit=120)
+    assert line == (
+        "API request to http://alice:***@127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name failed with a timeout "
+        "with a ..."
     )

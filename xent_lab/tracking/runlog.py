@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.lock import DEFAULT_LOCK_TIMEOUT_S, patiently
 from xent_lab.tracking.record import Contents, LocalRecord, RecordError, artifact_folder, metric_values
-from xent_lab.tracking.secrets import scrub
+from xent_lab.tracking.secrets import one_line
 
 # MLflow accepts at most this many params, and this many metric values, per log_batch call.
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
@@ -55,7 +55,7 @@ class RunLogger:
         except Exception as exc:
             if self.record is None:
                 raise
-            self.lost = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500], self.uri)
+            self.lost = f"{type(exc).__name__}: {one_line(exc, self.uri, limit=500)}"
             try:
                 self.record.update(complete_in_mlflow=False)
             except RecordError:

@@ -88,6 +88,16 @@ def scrub(text: str, uri: str) -> str:
     return text
 
 
+def one_line(exc: BaseException, uri: str, limit: int = 300) -> str:
+    """The first line of `exc`'s message, the secrets of `uri` hidden, cut at a word (never mid-word) when longer
+    than `limit`: for one-line errors and failure reasons."""
+    text = str(exc).strip()
+    line = scrub(text.splitlines()[0].strip() if text else type(exc).__name__, uri)
+    if len(line) <= limit:
+        return line
+    return line[:limit].rpartition(" ")[0].rstrip(",;:") + " ..."
+
+
 _hidden: list[str] = []  # the URIs whose secrets are hidden from log records in this process
 
 

@@ -36,7 +36,7 @@ from xent_lab.tracking.lock import (
 )
 from xent_lab.tracking.record import Contents, LocalRecord, RecordError, RunInfo
 from xent_lab.tracking.runlog import RunLogger
-from xent_lab.tracking.secrets import redact, scrub
+from xent_lab.tracking.secrets import one_line, redact, scrub
 
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
@@ -139,7 +139,7 @@ def _check_server(uri: str, timeout: float) -> None:
     except OSError as exc:
         raise TrackingError(
             f"the MLflow tracking server at {redact(uri)} answers /health but not its API within {timeout:g} s "
-            f"(tracking.connect_timeout): {_one_line(exc, uri)}; check the server and its backend store, or {_FIX}"
+            f"(tracking.connect_timeout): {one_line(exc, uri)}; check the server and its backend store, or {_FIX}"
         ) from None
 
 
@@ -159,19 +159,10 @@ def _check_database_server(uri: str, timeout: float) -> None:
     except Exception as exc:
         raise TrackingError(
             f"cannot connect to the MLflow store {redact(uri)} within {timeout:g} s (tracking.connect_timeout): "
-            f"{_one_line(getattr(exc, 'orig', None) or exc, uri)}; check the host, port, user and password, or {_FIX}"
+            f"{one_line(getattr(exc, 'orig', None) or exc, uri)}; check the host, port, user and password, or {_FIX}"
         ) from None
     finally:
         engine.dispose()
-
-
-def _one_line(exc: BaseException, uri: str, limit: int = 300) -> str:
-    """The first line of `exc`'s message, secrets hidden, cut at a word (never mid-word) when longer than `limit`."""
-    text = str(exc).strip()
-    line = scrub(text.splitlines()[0].strip() if text else type(exc).__name__, uri)
-    if len(line) <= limit:
-        return line
-    return line[:limit].rpartition(" ")[0].rstrip(",;:") + " ..."
 
 
 # What a study writes into the tree (experiments/NAME/REPORT.md and its plots): outputs, not the code that ran, so a
@@ -285,7 +276,7 @@ def open_existing(uri: str, timeout: float) -> MlflowClient:
 
 
 def _unusable(uri: str, exc: Exception) -> TrackingError:
-    detail = _one_line(exc, uri, limit=200)
+    detail = one_line(exc, uri, limit=200)
     if "unsupported URI" in detail or "registered tracking store" in detail:  # MLflow lists every scheme it knows
         detail = f"MLflow has no store for the scheme '{urlsplit(uri).scheme}'"
     return TrackingError(
