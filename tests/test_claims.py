@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, Run, RunData
 from mlflow.tracking import MlflowClient
 from scipy import special
 
+from tests.helpers.e2e import create_store
 from xent_lab import calibration, report
 from xent_lab.report import claims as C
 from xent_lab.report import paper
@@ -130,7 +131,7 @@ def _log_run(client, experiment_id, parent_id, tmp: Path, dataset: str, loss: st
 
 def _make_store(root: Path, plan, claims: str) -> str:
     """plan: (dataset, {loss: {seed: values}}); returns the store's URI."""
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = create_store(root)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment(STUDY)
     sweep = {"loss": ",".join(sorted({loss for _, losses in plan for loss in losses})), "seed": "0,1,2"}

@@ -21,6 +21,7 @@ import pytest
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.tracking import MlflowClient
 
+from tests.helpers.e2e import create_store
 from xent_lab import calibration, report
 from xent_lab.report import findings as F
 from xent_lab.report import readme, tables
@@ -100,7 +101,7 @@ def _log_run(client, experiment_id, parent_id, tmp: Path, loss: str, seed: int, 
 
 
 def _make_store(root: Path, seeds=SEEDS):
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = create_store(root)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment(STUDY)
     sweep = {"loss": "cce,focal,sparse_cce", "loss.impl": "custom", "seed": ",".join(map(str, seeds))}

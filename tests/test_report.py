@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from tests.helpers.e2e import create_store
 from xent_lab import calibration, report
 from xent_lab.report import ReportError
 
@@ -141,7 +142,7 @@ def _child(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("report-store")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = create_store(root)
     client = MlflowClient(uri)
     store = Store(uri, client, client.create_experiment(STUDY), root, np.random.default_rng(0))
 
