@@ -229,6 +229,7 @@ def _study_digest(name: str) -> str:
         ("stability", "65b192538a7560c4"),
     ],
 )
+@pytest.mark.slow
 def test_committed_studies_compose_and_hash_as_before(name, digest):
     """Pinned before the loss registry replaced the hand checks: relaunching a committed study must reuse its
     runs (the config hash), and its jobs' composed configs, key order included, must not change."""

@@ -242,6 +242,7 @@ def test_findings_sentences_follow_the_numbers(built):
     assert "- **Baseline:** mnist: `loss=cce` [custom] (automatic" in text
 
 
+@pytest.mark.slow
 def test_study_baseline_param_and_override_choose_the_row(tmp_path):
     uri, client, _ = _make_store(tmp_path, seeds=(0, 1))
     client_, launch = load_launch(STUDY, uri)
@@ -419,6 +420,7 @@ def _make_keep_store(root: Path, within: str | None = None):
     return uri, client, scores, last_scores
 
 
+@pytest.mark.slow
 def test_a_run_kept_at_its_best_epoch_is_two_rows_reading_their_own_metrics_and_predictions(tmp_path):
     uri, client, scores, last_scores = _make_keep_store(tmp_path)
     client_, launch = load_launch(STUDY, uri)
@@ -449,6 +451,7 @@ def test_a_run_kept_at_its_best_epoch_is_two_rows_reading_their_own_metrics_and_
         F.compute_findings(client_, group_jobs(launch.jobs), launch.sweep, {"loss": "cce"})
 
 
+@pytest.mark.slow
 def test_baseline_within_compares_each_row_with_the_baseline_of_its_stratum(tmp_path):
     uri, client, scores, last_scores = _make_keep_store(tmp_path, within="['trainer.keep']")
     client_, launch = load_launch(STUDY, uri)
@@ -487,6 +490,7 @@ def test_baseline_within_compares_each_row_with_the_baseline_of_its_stratum(tmp_
         F.compute_findings(client_, groups, launch.sweep, {"loss": "cce"}, ["trainer.kept"])
 
 
+@pytest.mark.slow
 def test_report_of_two_evaluations_counts_runs_and_shows_a_row_each(tmp_path):
     uri, _, scores, last_scores = _make_keep_store(tmp_path, within="['trainer.keep']")
     for job in load_launch(STUDY, uri)[1].jobs:

@@ -73,6 +73,7 @@ def test_main_metrics_are_the_kept_epochs_and_last_epoch_metrics_the_last(best, 
         assert metrics[T.TEST_ECE] != metrics[T.last_epoch_metric(T.TEST_ECE)]
 
 
+@pytest.mark.slow
 def test_keep_last_logs_no_last_epoch_metrics(tmp_path, cache_dir):
     trained = train_here(tmp_path, cache_dir, QUICK, "tracking.log_model=false")
     metrics = trained.run.data.metrics

@@ -52,6 +52,7 @@ def inputs_of(trained: Trained) -> dict[str, tuple[str, str]]:
     return found
 
 
+@pytest.mark.slow
 def test_a_run_logs_its_three_datasets_with_digests_of_its_data(runs, tmp_path, cache_dir):
     full, plain = runs
     settings = DataSettings.from_mapping(dict(compose_config(tmp_path, cache_dir, QUICK).dataset))
@@ -80,6 +81,7 @@ def test_the_digest_follows_the_settings_that_shape_the_arrays():
     assert dataset_digest({"train.gz": "cd" * 32}, shaping, "train") != dataset_digest(files, shaping, "train")
 
 
+@pytest.mark.slow
 def test_the_logged_model_predicts_the_probabilities_the_run_logged(runs, tmp_path, cache_dir):
     from xent_lab.training.pipeline import load_data
 
@@ -96,6 +98,7 @@ def test_the_logged_model_predicts_the_probabilities_the_run_logged(runs, tmp_pa
     np.testing.assert_allclose(predicted, heads.probabilities(predictions.logits[:200], predictions.head), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_models_tab_lists_the_model_with_test_metrics_on_the_test_dataset(runs):
     full, plain = runs
     client = MlflowClient(store_of(full))
@@ -113,12 +116,14 @@ def test_the_models_tab_lists_the_model_with_test_metrics_on_the_test_dataset(ru
     assert not plain.run.outputs.model_outputs  # log_model is off by default
 
 
+@pytest.mark.slow
 def test_system_metrics_are_logged_when_turned_on(runs):
     full, plain = runs
     assert f"{T.SYSTEM_PREFIX}cpu_utilization_percentage" in full.run.data.metrics
     assert not any(key.startswith(T.SYSTEM_PREFIX) for key in plain.run.data.metrics)
 
 
+@pytest.mark.slow
 def test_relog_logs_the_recorded_inputs_again(runs, tmp_path):
     full, _ = runs
     new_run_id = relog(full.output_dir, f"sqlite:///{tmp_path / 'elsewhere.db'}", force=True)

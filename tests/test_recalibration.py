@@ -200,6 +200,7 @@ def test_recalibrate_scores_each_method():
         cal.recalibrate(logits, labels, logits, labels, "softmax", ["temperature", "platt"])
 
 
+@pytest.mark.slow
 def test_run_logs_every_method_and_calibrate_refits_it(tmp_path, cache_dir, capsys):
     methods = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram"]  # all, for a softmax head
     trained = train_here(tmp_path, cache_dir, QUICK, "calibration.methods=all", "calibration.bootstrap=200")

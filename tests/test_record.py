@@ -228,6 +228,7 @@ def test_the_console_line_shows_what_the_epoch_has():
     assert out.getvalue() == "epoch  3/12  loss 0.5000  val loss 0.2500  3.0 s\n"
 
 
+@pytest.mark.slow
 def test_a_new_store_is_created_without_mlflow_info_lines(tmp_path, capfd):
     from xent_lab.tracking import Tracker
 

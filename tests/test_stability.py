@@ -102,6 +102,7 @@ def test_a_single_run_with_a_stray_epsilon_is_a_one_line_error(tmp_path, cache_d
 EXPLODE = ("trainer.optimizer._target_=keras.optimizers.SGD", "trainer.optimizer.learning_rate=1e30")
 
 
+@pytest.mark.slow
 def test_a_failed_divergence_still_says_where(tmp_path, cache_dir):
     with pytest.raises(NonFiniteLossError, match=r"diverged at step \d+ \(epoch 0, batch \d+\)"):
         train_here(tmp_path, cache_dir, QUICK, *EXPLODE)
@@ -110,6 +111,7 @@ def test_a_failed_divergence_still_says_where(tmp_path, cache_dir):
     assert T.DIVERGED_STEP in run.data.metrics
 
 
+@pytest.mark.slow
 def test_a_recorded_divergence_finishes_the_run_without_test_metrics(tmp_path, cache_dir):
     record = ("trainer.on_nonfinite=record", "trainer.gradient_probe=64")
     trained = train_here(tmp_path, cache_dir, QUICK, *EXPLODE, *record)

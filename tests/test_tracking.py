@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers.e2e import create_store
 from xent_lab import tracking
 from xent_lab.errors import TrackingError
 from xent_lab.record import MlflowSink
@@ -23,8 +24,8 @@ from xent_lab.training.callbacks import EpochEvents
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    # One store for the module: creating a SQLite store runs MLflow's migrations (seconds).
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    # One store for the module, a copy of a migrated one: MLflow's migrations take seconds per new SQLite file.
+    return create_store(tmp_path_factory.mktemp("store"))
 
 
 def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):

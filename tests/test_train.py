@@ -110,6 +110,7 @@ def test_imdb_bce_trains_on_raw_reviews(tmp_path, cache_dir):
     assert run.data.tags[f"{T.DATA_SHA256_PREFIX}aclImdb_v1.tar.gz"] == listed["aclImdb_v1.tar.gz"]
 
 
+@pytest.mark.slow
 def test_focal_builtin_cnn_on_cpu_with_model_logged(tmp_path, cache_dir):
     trained = train_here(
         tmp_path,
