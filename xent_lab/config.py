@@ -290,6 +290,7 @@ def _validate_study(cfg: DictConfig) -> None:
     if name is not None and (not isinstance(name, str) or not STUDY_NAME.fullmatch(name)):
         _fail("study.name", name, "null or up to 64 ASCII letters, digits, '_' and '-', not starting with '-'")
     _boolean(cfg, "study.skip_finished")
+    _boolean(cfg, "study.reuse_across_commits")
     _boolean(cfg, "study.report")
 
 

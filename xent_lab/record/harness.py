@@ -1,9 +1,9 @@
 """One job, recorded: `run(cfg, ...)` = open the store and the run, `training` inside it, `publish` the result.
 
-validate the config -> check the tracking store (a single run: warn of runs a dead process left RUNNING) -> (in a
-study) skip a job already finished -> device, precision, seeds, data and model (`training.prepare`) -> open the
-MLflow run: tags, params, datasets, config -> fit and evaluate (`training.fit_and_evaluate`, each epoch logged live
-by `MlflowSink`) -> `publish`.
+validate the config -> check the tracking store (a single run: warn of runs a dead process left RUNNING) -> device,
+precision, seeds, data and model (`training.prepare`) -> (in a study) skip a job already finished on the same data
+and code -> open the MLflow run: tags, params, datasets, config -> fit and evaluate (`training.fit_and_evaluate`,
+each epoch logged live by `MlflowSink`) -> `publish`.
 The entry point `xent_lab.train` adds Hydra, signals and exit codes; tests and the bench call `run` directly
 on a composed config.
 """
@@ -57,13 +57,16 @@ def run(
     stopping.check()
     config.validate(cfg)
     tracker = open_tracker(cfg)
+    study.check_config_files()  # the config the launch validated, not a YAML file edited since
     job = study.job_context(cfg)
     if job is None:  # a study's launch closes its own dead runs (xent_lab.sweep.callback)
         _warn_dead_runs(tracker)
-    earlier = _finished_earlier(tracker, job) if job is not None and cfg.study.skip_finished else None
-    if earlier is not None:
-        return earlier
-    setup = prepare(cfg)
+    setup = prepare(cfg)  # before the reuse check: a job's identity includes its data's digests
+    if job is not None:
+        job = job.on_data(setup.dataset.checksums, data_settings(cfg).shaping())
+        earlier = _finished_earlier(tracker, job, cfg) if cfg.study.skip_finished else None
+        if earlier is not None:
+            return earlier
     name = study.run_name(cfg, job)
     tags = run_tags(cfg, setup.runtime, setup.dataset, list(overrides), output_dir, job, tracker.uri)
     with (
@@ -113,13 +116,19 @@ def _warn_dead_runs(tracker: Tracker) -> None:
         print(note, file=sys.stderr, flush=True)
 
 
-def _finished_earlier(tracker: Tracker, job: JobContext) -> dict[str, float] | None:
-    earlier = study.reuse_finished(tracker.client, tracker.experiment_id(), job)
+def _finished_earlier(tracker: Tracker, job: JobContext, cfg: DictConfig) -> dict[str, float] | None:
+    """The metrics of a finished run with the job's identity (config, data, commit), which the launch then reuses."""
+    shaping = data_settings(cfg).shaping()
+    earlier, why_not = study.reuse_finished(
+        tracker.client, tracker.experiment_id(), job, shaping, git_commit(), cfg.study.reuse_across_commits
+    )
     if earlier is None:
+        if why_not is not None:
+            print(f"not reused: {why_not}; training it again", flush=True)
         return None
     print(
         f"skipped: finished run {earlier.info.run_id} of study {job.launch.study} has the same config "
-        f"(hash {job.config_hash}); set study.skip_finished=false to train again",
+        f"(hash {job.config_hash}), data and code; set study.skip_finished=false to train again",
         flush=True,
     )
     return dict(earlier.data.metrics)

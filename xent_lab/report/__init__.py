@@ -28,19 +28,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow.entities import Run
-
-from xent_lab import atomic
+from xent_lab import atomic, stopping
 from xent_lab.report import overfit
 from xent_lab.report.claims import compute_claims
 from xent_lab.report.document import render_report
-from xent_lab.report.figures import recall_figure, reliability_figure, val_loss_figure, write_figures
+from xent_lab.report.figures import draw_figures, recall_figure, reliability_figure, val_loss_figure, write_figures
 from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
 from xent_lab.report.overfit import Overfit, detect_overfit
 from xent_lab.report.readme import update_readme
 from xent_lab.report.stats import ImplComparison, PairedTest, Summary, compare_impls, holm, paired_test, summarize
+from xent_lab.study import published_report_dir
 from xent_lab.tracking import tags
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
     "build_report",
     "compare_impls",
     "compute_findings",
-    "default_out_dir",
     "detect_overfit",
     "group_jobs",
     "holm",
@@ -76,16 +74,22 @@ __all__ = [
     "val_loss_figure",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REPORT_FILE = "REPORT.md"
 
 
-def default_out_dir(study: str, parent: Run) -> Path:
-    """experiments/<study> for a launch of the study as defined, else `report/` in its sweep folder."""
-    parent_tags = parent.data.tags
-    if parent_tags.get(tags.PUBLISHED, "true") == "true" or tags.SWEEP_DIR not in parent_tags:
-        return REPO_ROOT / "experiments" / study
-    return Path(parent_tags[tags.SWEEP_DIR]) / "report"
+def _out_dir(launch: Launch, out_dir: Path | None) -> Path:
+    """`out_dir`, else experiments/<study> in the repository; never a folder named by a tag, which anyone with
+    write access to the store could set. A launch with command-line changes (`xent.published=false`) needs
+    `out_dir`: its report must not replace the published one."""
+    if out_dir is not None:
+        return Path(out_dir)
+    if launch.parent.data.tags.get(tags.PUBLISHED, "true") != "true":
+        raise ReportError(
+            f"launch {launch.parent.info.run_id} of study {launch.study} had command-line changes "
+            f"({tags.PUBLISHED}=false): its report would replace the published one in experiments/{launch.study}; "
+            "pass --out-dir"
+        )
+    return published_report_dir(launch.study)
 
 
 def build_report(
@@ -99,25 +103,30 @@ def build_report(
     """Writes REPORT.md and the plots of a launch of `study` to `out_dir`, logs them to its parent run under `report/`.
 
     The launch is the latest parent run of the study in the experiment (default: named after the
-    study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository for a
-    launch of the study as defined (parent tag `xent.published=true`), else to `report/` in the
-    launch's sweep folder, so that a trial run with command-line changes never overwrites the
-    published report. `baseline` ({key: value}) replaces the study's `study.baseline` for the Findings.
-    Returns the path of REPORT.md. Raises ReportError or TrackingError (XentError) for user errors.
+    study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository, for a launch
+    of the study as defined only (parent tag `xent.published=true`): a trial run with command-line changes
+    never overwrites the published report. `baseline` ({key: value}) replaces the study's `study.baseline` for
+    the Findings. Everything is computed before anything is written, and a stop signal (`xent_lab.stopping`)
+    that came meanwhile raises `Stopped` with nothing written. Returns the path of REPORT.md. Raises
+    ReportError or TrackingError (XentError) for user errors.
     """
     client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(study, launch.parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
-    # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
     claims = compute_claims(client, groups)  # likewise a bad study.claims
-    plots = write_figures(client, launch, groups, out_dir)
+    stopping.check()
+    figures = draw_figures(client, launch, groups)
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
-    report = out_dir / REPORT_FILE
+    plots = {name: caption for name, (caption, figure) in figures.items() if figure is not None}
     text = render_report(launch, groups, plots, findings, overfits, claims)
+    stopping.check()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
+    write_figures(figures, out_dir)
+    report = out_dir / REPORT_FILE
     atomic.write_text(report, text)
     for name in [*plots, REPORT_FILE]:
         client.log_artifact(launch.parent.info.run_id, str(out_dir / name), tags.REPORT_ARTIFACT_DIR)

@@ -198,13 +198,20 @@ def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
     return figure
 
 
-def write_figures(client: MlflowClient, launch: Launch, groups: Groups, out_dir: Path) -> dict[str, str]:
-    """Saves the figures that have data into `out_dir`, each replaced atomically; returns file name -> caption."""
-    figures = {
+Figures = dict[str, tuple[str, Figure | None]]  # file name -> (caption, the figure, None when it has no data)
+
+
+def draw_figures(client: MlflowClient, launch: Launch, groups: Groups) -> Figures:
+    """The report's figures, drawn but not yet written."""
+    return {
         "val_loss.png": ("Validation loss", val_loss_figure(client, groups)),
         "reliability.png": ("Reliability diagrams", reliability_figure(client, groups, launch.jobs)),
         "recall.png": ("Per-class recall", recall_figure(groups, launch.jobs)),
     }
+
+
+def write_figures(figures: Figures, out_dir: Path) -> dict[str, str]:
+    """Saves the figures that have data into `out_dir`, each replaced atomically; returns file name -> caption."""
     written = {}
     for name, (caption, figure) in figures.items():
         if figure is not None:

@@ -2,15 +2,21 @@
 runs, the FAILED record of a job that failed before its run existed, and the FAILED file of any failed job.
 
 Each job, in whatever process a launcher put it, reads the launch's `study.json` from the sweep
-folder (`job_context`), skips itself when a finished run of the study has the same config hash (so a
+folder (`job_context`), skips itself when a finished run of the study has the same identity (so a
 re-launched study resumes), and otherwise tags its run as a child of the launch's parent run.
+
+A job's identity (`reusable_run`): its config hash, the digests of its data (`xent.data_digest`, the
+datasets' digests of `xent_lab.tracking.lineage`) and the commit of the code (`git_commit`). A run from before
+the data digest tag is judged by the source files' sha256 it carries (`data_sha256.*`), which with the same
+config hash give the same digests. Another commit's run is reused only with `study.reuse_across_commits=true`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import atomic
 from xent_lab.errors import TrackingError
-from xent_lab.tracking import resolve_uri
+from xent_lab.tracking import lineage, resolve_uri
 from xent_lab.tracking import tags as T
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STUDY_FILE = "study.json"
 # In a job's output folder: why the job failed. The launch counts them, so that a plain sweep (no study, no
 # parent run to search) whose jobs failed does not exit 0, whatever process a launcher ran them in.
@@ -52,6 +59,11 @@ class JobContext:
     launch: StudyLaunch
     config_hash: str
     overrides: dict[str, str]  # this job's value of each swept key
+    data_digest: str | None = None  # `lineage.data_digest` of its data, once loaded (`on_data`)
+
+    def on_data(self, checksums: Mapping[str, str], shaping: Mapping[str, Any]) -> JobContext:
+        """This job once its data is loaded: `checksums` (source file -> sha256) and the shaping settings."""
+        return replace(self, data_digest=lineage.data_digest(checksums, shaping))
 
     def run_name(self, dataset: str, seed: int) -> str:
         """E.g. `mnist-focal_flsd53-custom-s0`, `mnist-cce-class_weight=balanced-s1`: the swept values, in order."""
@@ -69,6 +81,7 @@ class JobContext:
             T.ROLE: T.ROLE_CHILD,
             T.CONFIG_HASH: self.config_hash,
             T.JOB_OVERRIDES: json.dumps(self.overrides, sort_keys=True),
+            **({T.DATA_DIGEST: self.data_digest} if self.data_digest is not None else {}),
         }
 
 
@@ -111,9 +124,14 @@ def sweep_of(config: DictConfig) -> dict[str, str]:
 def is_published(config: DictConfig) -> bool:
     """Whether the launch is the study exactly as its file defines it (no command-line changes).
 
-    Only such a launch writes the committed report in experiments/; see `report.default_out_dir`.
+    Only such a launch writes the committed report in experiments/ (`published_report_dir`) by default.
     """
     return all(override.startswith("experiment=") for override in config.hydra.overrides.task)
+
+
+def published_report_dir(study: str) -> Path:
+    """experiments/<study> in the repository: the committed report's folder."""
+    return REPO_ROOT / "experiments" / study
 
 
 def job_context(cfg: DictConfig) -> JobContext | None:
@@ -138,25 +156,64 @@ def job_context(cfg: DictConfig) -> JobContext | None:
     return JobContext(launch, config_hash(cfg), overrides)
 
 
-def finished_run(client: MlflowClient, experiment_id: str, study: str, digest: str) -> Run | None:
-    """The latest FINISHED run of `study` whose config hash is `digest`, if any."""
+def _data_digest(run: Run, shaping: Mapping[str, Any]) -> str | None:
+    """The run's `xent.data_digest`; for a run from before that tag, the digest its `data_sha256.*` tags give
+    with `shaping` (the same as the job's: the config hashes are equal); None when it has neither."""
+    if T.DATA_DIGEST in run.data.tags:
+        return run.data.tags[T.DATA_DIGEST]
+    checksums = {
+        key.removeprefix(T.DATA_SHA256_PREFIX): value
+        for key, value in run.data.tags.items()
+        if key.startswith(T.DATA_SHA256_PREFIX)
+    }
+    return lineage.data_digest(checksums, shaping) if checksums else None
+
+
+def reusable_run(
+    client: MlflowClient,
+    experiment_id: str,
+    job: JobContext,
+    shaping: Mapping[str, Any],
+    commit: str,
+    across_commits: bool,
+) -> tuple[Run | None, str | None]:
+    """The latest FINISHED run of the job's study with its identity (config hash, data digest, and `commit`
+    unless `across_commits`), else None and why the latest run with the same config hash was not taken."""
     found = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{T.STUDY}` = '{study}' and tags.`{T.CONFIG_HASH}` = '{digest}' and attributes.status = 'FINISHED'"
+            f"tags.`{T.STUDY}` = '{job.launch.study}' and tags.`{T.CONFIG_HASH}` = '{job.config_hash}' "
+            "and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=100,
     )
-    return found[0] if found else None
+    why_not = None
+    for run in found:
+        data, trained_at = _data_digest(run, shaping), run.data.tags.get(T.GIT_COMMIT, "unknown")
+        if data != job.data_digest:
+            why = f"other data (data digest {data or 'not recorded'}, this job's {job.data_digest})"
+        elif trained_at != commit and not across_commits:
+            why = f"commit {trained_at}, this job runs {commit}; study.reuse_across_commits=true would reuse it"
+        else:
+            return run, None
+        why_not = why_not or f"finished run {run.info.run_id} has the same config but {why}"
+    return None, why_not
 
 
-def reuse_finished(client: MlflowClient, experiment_id: str, job: JobContext) -> Run | None:
-    """If an earlier finished run has this job's config, record it on the parent run and return it."""
-    earlier = finished_run(client, experiment_id, job.launch.study, job.config_hash)
+def reuse_finished(
+    client: MlflowClient,
+    experiment_id: str,
+    job: JobContext,
+    shaping: Mapping[str, Any],
+    commit: str,
+    across_commits: bool,
+) -> tuple[Run | None, str | None]:
+    """`reusable_run`; a run found is recorded on the parent run (`xent.reused.<config hash>`)."""
+    earlier, why_not = reusable_run(client, experiment_id, job, shaping, commit, across_commits)
     if earlier is not None:
         client.set_tag(job.launch.parent_run_id, f"{T.REUSED_PREFIX}{job.config_hash}", earlier.info.run_id)
-    return earlier
+    return earlier, why_not
 
 
 def record_failure(cfg: DictConfig, reason: str) -> None:

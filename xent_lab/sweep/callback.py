@@ -39,7 +39,16 @@ from xent_lab.study.jobs import (
     run_name,
     sweep_of,
 )
-from xent_lab.sweep.launch import groups, launched_by_submitit, scrub_hydra_files, validate_launch
+from xent_lab.study.sources import file_digests, record_config_files, source_dirs
+from xent_lab.sweep import pool
+from xent_lab.sweep.launch import (
+    check_report_dir,
+    groups,
+    launched_by_submitit,
+    report_dir,
+    scrub_hydra_files,
+    validate_launch,
+)
 from xent_lab.sweep.progress import Progress, sweep_size
 from xent_lab.sweep.slurm import make_launches_stoppable
 from xent_lab.tracking import Tracker, check_reachable, git_commit, redact, resolve_uri, scrub, scrub_logs
@@ -91,8 +100,10 @@ class StudyCallback(Callback):
         _or_exit(lambda: self._start(config))
 
     def _start(self, config: DictConfig) -> None:
+        files = file_digests(source_dirs(config.hydra))  # before validating: the files the launch checks
         validate_launch(config)
         check_output_dir(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        check_report_dir(config)
         uri = resolve_uri(config.tracking.uri)
         scrub_logs(uri)
         check_reachable(uri, config.tracking.connect_timeout)
@@ -106,6 +117,8 @@ class StudyCallback(Callback):
             raise
         except Exception as exc:
             raise TrackingError(f"cannot prepare the MLflow store {redact(uri)}: {exc}") from exc
+        # The jobs compose their configs from the files later: each checks they are still these.
+        record_config_files(files, Path(str(config.hydra.sweep.dir)))
 
     def _open_parent(self, config: DictConfig, tracker: Tracker, experiment_id: str) -> None:
         uri, client = tracker.uri, tracker.client
@@ -161,10 +174,17 @@ class StudyCallback(Callback):
         if stopping.requested() is not None:
             self._end_stopped()
         if self.launch is None or self.client is None:
+            if pool.broken() is not None:
+                print(
+                    f"error: {pool.broken()}: the sweep's running jobs were killed with it and the rest never ran; "
+                    "end their runs with `xent-runs close-stale`",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sys.exit(1)
             self._exit_if_jobs_failed(Path(str(config.hydra.sweep.dir)))
             return
-        from xent_lab import report  # matplotlib and report code are needed only here
-
+        broken = self._close_orphans()
         children = self.client.search_runs(
             [self.client.get_run(self.launch.parent_run_id).info.experiment_id],
             filter_string=f"tags.`{T.PARENT_RUN_ID}` = '{self.launch.parent_run_id}'",
@@ -178,27 +198,60 @@ class StudyCallback(Callback):
             f"study {self.launch.study}: {len(children)} jobs run ({len(failed)} failed), "
             f"{len(reused)} reused from earlier launches"
         ]
-        if config.study.report:
-            try:
-                path = report.build_report(
-                    self.launch.study,
-                    self.uri,
-                    self.launch.experiment,
-                    self.launch.parent_run_id,
-                    Path(config.study.report_dir) if config.study.report_dir else None,
-                )
-            except Exception as exc:
-                self._end_parent("FAILED", f"the report could not be built: {type(exc).__name__}: {exc}")
-                raise
-            lines.append(f"report: {path}")
-        self._end_parent("FINISHED", None)
+        errors = [self._broken_pool(broken, children, len(reused))] if broken is not None else []
+        report_error = self._report(config, lines) if config.study.report else None
+        if stopping.requested() is not None:  # came while the report was written: it is whole, the launch stops
+            self._end_stopped()
+        errors += [report_error] if report_error is not None else []
+        self._end_parent("FAILED" if errors else "FINISHED", "; ".join(errors) or None)
         print("\n".join(lines), flush=True)
         if failed:
             print(f"{len(failed)} job(s) failed; the report lists why", file=sys.stderr, flush=True)
-            sys.exit(1)
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr, flush=True)
         if not children and not reused:  # e.g. jobs that died before they could record a run
             print("no job of the study finished", file=sys.stderr, flush=True)
+        if failed or errors or (not children and not reused):
             sys.exit(1)
+
+    def _close_orphans(self) -> dict[str, str] | None:
+        """After the joblib pool broke (`xent_lab.sweep.pool`): end KILLED the study's runs whose process is gone,
+        those of the jobs killed with it. Their run id -> reason; None when the pool did not break."""
+        if pool.broken() is None or self.launch is None or self.client is None:
+            return None
+        return close_stale(self.client, study=self.launch.study)
+
+    def _broken_pool(self, closed: dict[str, str], children: list[Any], reused: int) -> str:
+        """The one line on a broken pool: the jobs it killed and how many never ran (also `xent.not_run_jobs`)."""
+        assert self.launch is not None and self.client is not None and self.progress is not None
+        killed = sorted(run.info.run_name for run in children if run.info.run_id in closed)
+        not_run = max(self.progress.total - len(children) - reused, 0)
+        self.client.set_tag(self.launch.parent_run_id, T.NOT_RUN_JOBS, str(not_run))
+        return (
+            f"{pool.broken()}: {len(killed)} job(s) killed with it ({', '.join(killed) or 'none had a run'}), "
+            f"{not_run} of {self.progress.total} not run; launch the study again to train them"
+        )
+
+    def _report(self, config: DictConfig, lines: list[str]) -> str | None:
+        """Build the study's report (its path appended to `lines`); why it could not be built, or None.
+
+        Raised here, an exception would reach Hydra, which warns and exits 0; the launch ends the parent FAILED
+        instead. A stop signal before the report's files are written leaves them as they were and ends the launch
+        (`_end_stopped`)."""
+        from xent_lab import report  # matplotlib and report code are needed only here
+
+        assert self.launch is not None
+        try:
+            path = report.build_report(
+                self.launch.study, self.uri, self.launch.experiment, self.launch.parent_run_id, report_dir(config)
+            )
+        except stopping.Stopped:
+            self._end_stopped()
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return f"the report could not be built: {type(exc).__name__}: {detail}"
+        lines.append(f"report: {path}")
+        return None
 
     @staticmethod
     def _exit_if_jobs_failed(sweep_dir: Path) -> None:
@@ -234,6 +287,8 @@ class StudyCallback(Callback):
         stopping.on_stop(stopping.forward_to_workers)
         if launched_by_submitit(config):
             make_launches_stoppable()  # a stop cancels the launch's SLURM jobs
+        elif "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            pool.make_pool_failures_clean()  # a worker that dies ends the launch with one line, not a traceback
         if config.study.name:
             for run_id, reason in close_stale(client, study=config.study.name).items():
                 print(f"closed run {run_id} of an earlier launch as KILLED: {reason}", flush=True)

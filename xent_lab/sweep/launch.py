@@ -5,6 +5,7 @@
   Hydra resolves it once per launch and hands the value to the jobs with the config, in any process.
 - `validate_launch` composes and checks every job of a sweep in the launching process, so that a bad value
   stops the launch before the store, an experiment, a parent run or a folder is created.
+- `report_dir` is where a study's report goes, `check_report_dir` makes sure it can be written before any job.
 - `scrub_hydra_files` rewrites the files Hydra wrote (`.hydra/*.yaml`, `multirun.yaml`) without the tracking
   password typed on the command line. A SLURM launch with such a password is refused (`validate_launch`):
   submitit pickles each job's config, and a pickle cannot be rewritten once the job has read it.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import atomic, config
 from xent_lab.errors import ConfigError, NotApplicable
+from xent_lab.study import is_published, published_report_dir
 from xent_lab.tracking import redact, scrub
 from xent_lab.tracking.secrets import has_secret
 
@@ -66,6 +69,33 @@ def validate_launch(cfg: DictConfig) -> None:
         except ConfigError as exc:
             which = " ".join(o for o in overrides if o in varying) or "every job"
             raise ConfigError(f"{exc} (job {which}); nothing was started") from None
+
+
+def report_dir(cfg: DictConfig) -> Path:
+    """Where a study launch writes its report: `study.report_dir`, else experiments/NAME for the study as its file
+    defines it, else `report/` in the sweep folder (a trial with command-line changes leaves the published one)."""
+    if cfg.study.report_dir:
+        return Path(cfg.study.report_dir)
+    return published_report_dir(cfg.study.name) if is_published(cfg) else Path(str(cfg.hydra.sweep.dir)) / "report"
+
+
+def check_report_dir(cfg: DictConfig) -> None:
+    """Raise ConfigError when a study's report could not be written where it goes, before any job trains for it."""
+    if not cfg.study.name or not cfg.study.report:
+        return
+    folder = report_dir(cfg).absolute()
+    # The folder may not exist yet (the sweep folder is made later): its nearest existing ancestor must take files.
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        key = "study.report_dir" if cfg.study.report_dir else "the report folder"
+        raise ConfigError(
+            f"{key} {folder} cannot be written ({exc.strerror or exc}): choose another with study.report_dir=PATH, "
+            "or study.report=false; nothing was started"
+        ) from None
 
 
 def _check_no_password_pickled(cfg: DictConfig) -> None:

@@ -34,6 +34,12 @@ def dataset_digest(checksums: Mapping[str, str], shaping: Mapping[str, Any], spl
     return hashlib.sha256(payload.encode()).hexdigest()[:DIGEST_CHARS]
 
 
+def data_digest(checksums: Mapping[str, str], shaping: Mapping[str, Any]) -> str:
+    """The digests of the three splits in one value, e.g. `train:<digest>,val:<digest>,test:<digest>`: a study
+    job's data identity (tag `xent.data_digest`), the digests its datasets show in MLflow."""
+    return ",".join(f"{split}:{dataset_digest(checksums, shaping, split)}" for split in T.SPLIT_CONTEXTS)
+
+
 def dataset_inputs(dataset: Dataset, settings: DataSettings) -> dict[str, dict[str, str]]:
     """Split -> the fields of its `mlflow.entities.Dataset` (schema and profile from the arrays) and its context.
 

@@ -48,6 +48,7 @@ STUDY = "xent.study"
 ROLE = "xent.role"
 ROLE_PARENT, ROLE_CHILD = "parent", "child"
 CONFIG_HASH = "xent.config_hash"
+DATA_DIGEST = "xent.data_digest"  # `train:<digest>,val:<digest>,test:<digest>`, the datasets' digests (lineage)
 JOB_OVERRIDES = "xent.job_overrides"  # JSON: swept key -> this job's value
 SWEEP = "xent.sweep"  # JSON: swept key -> its values as written
 SWEEP_DIR = "xent.sweep_dir"
