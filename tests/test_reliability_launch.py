@@ -173,6 +173,12 @@ def work(tmp_path_factory):
         (("+trainer.epoch=3",), "did you mean trainer.epochs?"),
         # submitit would pickle the password into .submitit/ (port 9: nothing is contacted either).
         (("hydra/launcher=slurm", f"tracking.uri=http://alice:{PASSWORD}@127.0.0.1:9"), "alice:***@127.0.0.1:9 holds"),
+        # Issue 23, item 14: a report folder that cannot be written (under a file: even root cannot).
+        pytest.param(
+            ("study.report=true", "study.report_dir=/proc/version/report"),
+            "study.report_dir /proc/version/report cannot be written (/proc/version is not a folder)",
+            id="unwritable_report_dir",
+        ),
     ],
 )
 def test_a_study_with_invalid_input_is_refused_before_anything_exists(work, cache_dir, overrides, named):

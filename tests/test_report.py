@@ -490,3 +490,28 @@ def test_cli_unknown_study_exits_2_with_one_error_line(store, tmp_path):
 def test_overfitting_tables_stay_out_when_no_run_reaches_the_accuracy_threshold(built):
     # study.overfit is unset (auto) and the fixture's runs log no train/accuracy: nothing to show.
     assert "### Over-fitting" not in built[1] and "## Findings" in built[1]
+
+
+def test_a_store_tag_never_decides_where_the_report_is_written(store, tmp_path, capsys):
+    """Issue 23, item 4: `xent.sweep_dir` and `xent.published` are tags anyone with write access to the store can
+    set; the report goes to --out-dir or experiments/STUDY only, and a trial launch's needs --out-dir."""
+    from xent_lab.report.__main__ import main
+
+    chosen = tmp_path / "chosen-by-the-tagger"
+    launch = store.parents["P1"]
+    args = [STUDY, "--tracking-uri", store.uri, "--parent-run-id", launch]
+    store.client.set_tag(launch, "xent.sweep_dir", str(chosen))
+    try:
+        store.client.set_tag(launch, "xent.published", "false")
+        assert main(args) == 2
+        assert capsys.readouterr().err == (
+            f"error: launch {launch} of study mnist_losses had command-line changes (xent.published=false): its "
+            "report would replace the published one in experiments/mnist_losses; pass --out-dir\n"
+        )
+        store.client.set_tag(launch, "xent.published", "true")
+        assert main([*args, "--out-dir", str(tmp_path / "out")]) == 0
+        assert (tmp_path / "out" / "REPORT.md").is_file()
+        assert not chosen.exists()
+    finally:
+        store.client.delete_tag(launch, "xent.sweep_dir")
+        store.client.delete_tag(launch, "xent.published")

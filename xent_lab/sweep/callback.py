@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import shlex
@@ -219,6 +220,7 @@ class StudyCallback(Callback):
         those of the jobs killed with it. Their run id -> reason; None when the pool did not break."""
         if pool.broken() is None or self.launch is None or self.client is None:
             return None
+        multiprocessing.active_children()  # reaps the killed workers: a zombie's pid would still look alive
         return close_stale(self.client, study=self.launch.study)
 
     def _broken_pool(self, closed: dict[str, str], children: list[Any], reused: int) -> str:
