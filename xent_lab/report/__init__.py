@@ -25,10 +25,10 @@ Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from xent_lab import atomic, stopping
+from xent_lab import atomic
 from xent_lab.report import overfit
 from xent_lab.report.claims import compute_claims
 from xent_lab.report.document import render_report
@@ -99,6 +99,7 @@ def build_report(
     parent_run_id: str | None = None,
     out_dir: Path | None = None,
     baseline: Mapping[str, str] | None = None,
+    before_writing: Callable[[], None] | None = None,
 ) -> Path:
     """Writes REPORT.md and the plots of a launch of `study` to `out_dir`, logs them to its parent run under `report/`.
 
@@ -106,23 +107,23 @@ def build_report(
     study), or `parent_run_id`. `out_dir` defaults to `experiments/<study>` in the repository, for a launch
     of the study as defined only (parent tag `xent.published=true`): a trial run with command-line changes
     never overwrites the published report. `baseline` ({key: value}) replaces the study's `study.baseline` for
-    the Findings. Everything is computed before anything is written, and a stop signal (`xent_lab.stopping`)
-    that came meanwhile raises `Stopped` with nothing written. Returns the path of REPORT.md. Raises
-    ReportError or TrackingError (XentError) for user errors.
+    the Findings. Everything is computed before anything is written; `before_writing` is called in between (a
+    launch passes `stopping.check`, so that a stop signal leaves the files as they were). Returns the path of
+    REPORT.md. Raises ReportError or TrackingError (XentError) for user errors.
     """
     client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
     out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
     claims = compute_claims(client, groups)  # likewise a bad study.claims
-    stopping.check()
     figures = draw_figures(client, launch, groups)
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
     plots = {name: caption for name, (caption, figure) in figures.items() if figure is not None}
     text = render_report(launch, groups, plots, findings, overfits, claims)
-    stopping.check()
+    if before_writing is not None:
+        before_writing()
     out_dir.mkdir(parents=True, exist_ok=True)
     # Plots first, REPORT.md last: a report on disk never links to plots that were not written.
     write_figures(figures, out_dir)

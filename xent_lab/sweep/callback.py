@@ -245,7 +245,12 @@ class StudyCallback(Callback):
         assert self.launch is not None
         try:
             path = report.build_report(
-                self.launch.study, self.uri, self.launch.experiment, self.launch.parent_run_id, report_dir(config)
+                self.launch.study,
+                self.uri,
+                self.launch.experiment,
+                self.launch.parent_run_id,
+                report_dir(config),
+                before_writing=stopping.check,
             )
         except stopping.Stopped:
             self._end_stopped()
