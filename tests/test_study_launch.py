@@ -281,7 +281,7 @@ def test_sigterm_while_the_report_is_built_ends_the_launch_killed_with_no_report
     report_dir = tmp_path / "report"
     launch = start(launched, cache_dir, *JOB, f"study.report_dir={report_dir}")
     try:
-        seen = read_until(launch, "all done")  # the last job's line: the report is being built now
+        seen = read_until(launch, "study mnist_losses: building the report")
         launch.send_signal(signal.SIGTERM)
         stdout, stderr = launch.communicate(timeout=300)
     finally:

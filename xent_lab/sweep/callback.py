@@ -240,9 +240,10 @@ class StudyCallback(Callback):
         Raised here, an exception would reach Hydra, which warns and exits 0; the launch ends the parent FAILED
         instead. A stop signal before the report's files are written leaves them as they were and ends the launch
         (`_end_stopped`)."""
+        assert self.launch is not None
+        print(f"study {self.launch.study}: building the report", flush=True)  # seconds to a minute, said first
         from xent_lab import report  # matplotlib and report code are needed only here
 
-        assert self.launch is not None
         try:
             path = report.build_report(
                 self.launch.study,
