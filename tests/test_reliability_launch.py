@@ -176,7 +176,7 @@ def work(tmp_path_factory):
         # Issue 23, item 14: a report folder that cannot be written (under a file: even root cannot).
         pytest.param(
             ("study.report=true", "study.report_dir=/proc/version/report"),
-            "study.report_dir /proc/version/report cannot be written (/proc/version is not a folder)",
+            "study.report_dir=/proc/version/report cannot be made: /proc/version is not a folder",
             id="unwritable_report_dir",
         ),
     ],

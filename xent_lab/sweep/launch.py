@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,21 +80,8 @@ def report_dir(cfg: DictConfig) -> Path:
 
 def check_report_dir(cfg: DictConfig) -> None:
     """Raise ConfigError when a study's report could not be written where it goes, before any job trains for it."""
-    if not cfg.study.name or not cfg.study.report:
-        return
-    folder = report_dir(cfg).absolute()
-    # The folder may not exist yet (the sweep folder is made later): its nearest existing ancestor must take files.
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is not a folder")
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as exc:
-        key = "study.report_dir" if cfg.study.report_dir else "the report folder"
-        raise ConfigError(
-            f"{key} {folder} cannot be written ({exc.strerror or exc}): choose another with study.report_dir=PATH, "
-            "or study.report=false; nothing was started"
-        ) from None
+    if cfg.study.name and cfg.study.report:
+        config.check_output_dir(report_dir(cfg), "study.report_dir")
 
 
 def _check_no_password_pickled(cfg: DictConfig) -> None:
