@@ -3,6 +3,10 @@
 Every figure compares two things run alternately in one process on the same data, so that machine
 load and thermal state affect both alike; the JSON holds each round's timings, the median ratio and
 the target it is held to. Tests check that this runs and writes sane numbers, never the numbers.
+
+`--quick` only checks that every figure's code runs: 256 training samples, 2 epochs (epoch 0 traces, so
+one steady one), one round of the fewest blocks, steps and calls, batches of 256 for the loss figures, and
+under XLA only the control and one cell (BinaryCrossentropy at (batch, 1)) of the forward/backward figure.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import keras
 
 from xent_lab.bench import calibration, harness, loss_costs, losses
-from xent_lab.bench.common import config
+from xent_lab.bench.common import config, sqlite_store
 from xent_lab.tracking.server import start_server
 from xent_lab.training import pipeline
 
@@ -27,12 +31,18 @@ RESULTS = "bench-results.json"
 
 
 SECTIONS = ("harness", "server", "startup", "system", "calibration", "losses")
+# --quick: the smallest data that still gives each figure's code path (two batches of the default 128 per epoch).
+QUICK_DATA = ("debug=quick", "dataset.limit.train=256", "dataset.limit.test=256", "dataset.val_size=256")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, figures are noise")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one XLA cell of the forward/backward figure: checks the bench runs, figures are noise",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternations per timing figure (default 5)")
     parser.add_argument(
         "--blocks",
@@ -66,24 +76,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"bench: {what} ...", file=sys.stderr, flush=True)
         return name in only
 
-    dataset = pipeline.load_data(config("debug=quick" if quick else "dataset.limit.train=null"))
+    # The data of every training in the bench, its own runs included: the loaded arrays are theirs.
+    data = QUICK_DATA if quick else ("dataset.limit.train=null",)
+    # Only the harness and losses sections train on arrays of this process (the server's runs load their own).
+    dataset = pipeline.load_data(config(*data)) if only & {"harness", "losses"} else None
     # A block is one run: 3 epochs give 2 steady ones (epoch 0 traces), and 2 intervals between epochs' logs.
     epochs, blocks = (2, 1) if quick else (3, args.blocks)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if section("harness", "harness vs plain model.fit (MNIST MLP)"):
             figures.update(
-                harness.harness_overhead(dataset, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir)
+                harness.harness_overhead(dataset, data, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir)
             )
         if section("server", "HTTP tracking server vs local SQLite"):
-            with start_server(f"sqlite:///{workdir / 'server.db'}", workdir / "mlartifacts") as server:
+            with start_server(sqlite_store(workdir / "server.db"), workdir / "mlartifacts") as server:
                 figures.update(
                     harness.tracking_server_overhead(
-                        dataset, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir, server_uri=server.uri
+                        data, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir, server_uri=server.uri
                     )
                 )
         if section("startup", "launch to first training step"):
-            figures["startup"] = harness.startup(workdir)
+            figures["startup"] = harness.startup(workdir, QUICK_DATA if quick else ("debug=quick",))
         if section("system", "MLflow system-metrics sampling cost"):
             figures["system_metrics_fraction_of_time"] = harness.system_metrics_overhead(workdir, 5 if quick else 30)
     if section("calibration", "calibration metrics, bootstrap and recalibration speed"):
@@ -98,18 +111,22 @@ def main(argv: list[str] | None = None) -> None:
         )
     if section("losses", "custom vs built-in losses"):
         figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
-            dataset, steps=10 if quick else 30, rounds=rounds
+            dataset,
+            steps=2 if quick else 30,
+            rounds=rounds,
+            blocks=2 if quick else losses.BLOCKS_PER_ROUND,
+            warm_up=1 if quick else losses.WARM_UP_BLOCKS,
         )
         # 100 alternating calls a round: with 20, round ratios of one cell spread up to 1.31 on an idle machine,
         # more than the few-percent gaps the figure is about.
         figures["loss_forward_backward_custom_over_builtin"] = losses.loss_forward_backward_ratio(
-            batch=4096 if quick else 65_536, repeat=3 if quick else 100, rounds=rounds
+            batch=256 if quick else 65_536, repeat=2 if quick else 100, rounds=rounds, every_xla_cell=not quick
         )
         figures["new_losses_over_cce"] = loss_costs.loss_costs(
-            batch=4096 if quick else 65_536, repeat=3 if quick else 20, rounds=rounds
+            batch=256 if quick else 65_536, repeat=2 if quick else 20, rounds=rounds
         )
         figures["mmce_batch_under_1_5x_cce"] = loss_costs.mmce_break_even(
-            batches=(32, 256) if quick else loss_costs.BREAK_EVEN_GRID, repeat=3 if quick else 10, rounds=rounds
+            batches=(32, 256) if quick else loss_costs.BREAK_EVEN_GRID, repeat=2 if quick else 10, rounds=rounds
         )
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

@@ -3,6 +3,7 @@ epoch timing, the ratio summaries, and the paired-block method (ABBA blocks, pai
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -50,6 +51,17 @@ def compiled(cfg: DictConfig, dataset: Dataset) -> tuple[objectives.Objective, k
 def steady(seconds: list[float]) -> float:
     """Median epoch time without epoch 0 (it includes graph tracing); the median resists stray slow epochs."""
     return float(np.median(seconds[1:] or seconds))
+
+
+def sqlite_store(path: Path) -> str:
+    """The URI of a SQLite store at `path`: a copy of an empty store migrated once per folder. MLflow's migrations
+    take seconds on every new file, outside anything a figure times (the startup figure makes its own store)."""
+    migrated = path.parent / "empty-migrated.db"
+    if not migrated.exists():
+        MlflowClient(f"sqlite:///{migrated}").search_experiments()
+    if not path.exists():
+        shutil.copyfile(migrated, path)
+    return f"sqlite:///{path}"
 
 
 def train_run(overrides: list[str], workdir: Path, uri: str, experiment: str) -> tuple[MlflowClient, Run]:

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from xent_lab.bench.common import (
     median_time,
     noise_verdict,
     paired_summary,
+    sqlite_store,
     steady,
     train_run,
 )
@@ -49,14 +51,17 @@ def held_to_targets(figure: dict[str, Any], control: dict[str, Any]) -> dict[str
     }
 
 
-def harness_overhead(dataset: Dataset, epochs: int, blocks: int, rounds: int, workdir: Path) -> dict[str, Any]:
+def harness_overhead(
+    dataset: Dataset, data: Sequence[str], epochs: int, blocks: int, rounds: int, workdir: Path
+) -> dict[str, Any]:
     """Seconds per epoch: xent_lab.train (with and without per-epoch calibration) vs a plain `model.fit`.
 
-    Same model, data, batch size and validation set; the plain fit has no callbacks at all. Paired blocks: each
-    round runs `blocks` runs of each role, in ABBA order, and pairs each run's steady epochs (epoch 0 traces)
-    with those of the run beside it. The control is a second plain fit, paired the same way with the first.
+    Same model, data (`dataset`, as the overrides `data` load it), batch size and validation set; the plain fit
+    has no callbacks at all. Paired blocks: each round runs `blocks` runs of each role, in ABBA order, and pairs
+    each run's steady epochs (epoch 0 traces) with those of the run beside it. The control is a second plain
+    fit, paired the same way with the first.
     """
-    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
+    overrides = [*data, f"trainer.epochs={epochs}", "trainer.verbose=0"]
     cfg = config(*overrides)
 
     def plain() -> float:
@@ -77,7 +82,7 @@ def harness_overhead(dataset: Dataset, epochs: int, blocks: int, rounds: int, wo
         client, run = train_run(
             [*overrides, f"calibration.per_epoch={str(per_epoch_calibration).lower()}"],
             workdir,
-            f"sqlite:///{workdir / 'bench.db'}",
+            sqlite_store(workdir / "bench.db"),
             "bench",
         )
         epochs = [m.value for m in history(client, run, T.EPOCH_SECONDS)]
@@ -114,7 +119,7 @@ def harness_overhead(dataset: Dataset, epochs: int, blocks: int, rounds: int, wo
 
 
 def tracking_server_overhead(
-    dataset: Dataset, epochs: int, blocks: int, rounds: int, workdir: Path, server_uri: str
+    data: Sequence[str], epochs: int, blocks: int, rounds: int, workdir: Path, server_uri: str
 ) -> dict[str, Any]:
     """Seconds per epoch of `xent_lab.train` logging to an HTTP tracking server, over logging to a local SQLite file.
 
@@ -124,7 +129,7 @@ def tracking_server_overhead(
     Paired blocks as in `harness_overhead`: each run's epochs paired with the run beside it; the control is a
     second local SQLite file, paired the same way with the first.
     """
-    overrides = [f"trainer.epochs={epochs}", f"dataset.limit.train={len(dataset.x_train)}", "trainer.verbose=0"]
+    overrides = [*data, f"trainer.epochs={epochs}", "trainer.verbose=0"]
 
     def epoch_with_logging(uri: str) -> float:
         client, run = train_run(overrides, workdir, uri, "bench-store")
@@ -135,8 +140,8 @@ def tracking_server_overhead(
     runs: list[Run] = []
     stores = {
         "http_server": server_uri,
-        "local_sqlite": f"sqlite:///{workdir / 'local.db'}",
-        "local_sqlite_again": f"sqlite:///{workdir / 'local-again.db'}",
+        "local_sqlite": sqlite_store(workdir / "local.db"),
+        "local_sqlite_again": sqlite_store(workdir / "local-again.db"),
     }
     roles = {name: functools.partial(epoch_with_logging, uri) for name, uri in stores.items()}
     measured = alternating(roles, blocks, rounds, self_timed=True)
@@ -161,8 +166,8 @@ def tracking_server_overhead(
     }
 
 
-def startup(workdir: Path) -> dict[str, Any]:
-    """Seconds from `python -m xent_lab.train` starting to its first training step (a real subprocess)."""
+def startup(workdir: Path, data: Sequence[str]) -> dict[str, Any]:
+    """Seconds from `python -m xent_lab.train DATA` starting to its first training step (a real subprocess)."""
     store = f"sqlite:///{workdir / 'startup.db'}"
     started = time.perf_counter()
     subprocess.run(
@@ -170,7 +175,7 @@ def startup(workdir: Path) -> dict[str, Any]:
             sys.executable,
             "-m",
             "xent_lab.train",
-            "debug=quick",
+            *data,
             f"tracking.uri={store}",
             "tracking.experiment=startup",
             "trainer.verbose=0",
@@ -196,7 +201,7 @@ def system_metrics_overhead(workdir: Path, cycles: int) -> dict[str, Any]:
     """
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    uri = f"sqlite:///{workdir / 'system-metrics.db'}"
+    uri = sqlite_store(workdir / "system-metrics.db")
     with tracking.Tracker(uri, "bench-system-metrics").run("system-metrics") as logger:
         monitor = SystemMetricsMonitor(logger.run_id, tracking_uri=uri)
         client = MlflowClient(uri)

@@ -27,14 +27,17 @@ BUILTIN_PAIRS = {
 # blocks of 150 steps, two identical built-in models measured 0.87-0.97 in one run's rounds: a burst of load
 # lasting a block or more hits one model's blocks more than the other's. 40 blocks of 30 measured 0.975-0.999.
 BLOCKS_PER_ROUND = 40
+WARM_UP_BLOCKS = 8
 
 
-def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, Any]:
+def training_step_ratio(
+    dataset: Dataset, steps: int, rounds: int, blocks: int = BLOCKS_PER_ROUND, warm_up: int = WARM_UP_BLOCKS
+) -> dict[str, Any]:
     """Per loss: seconds per block of `steps` `train_on_batch` steps with `impl=custom` over `impl=builtin`.
 
     Both models (same architecture and initial weights) live in this process and train on the same
-    batches, block after block. Each round times `BLOCKS_PER_ROUND` blocks of each in ABBA order (so neither
-    always goes first) and pairs them (`paired_summary`); one round is run first untimed, as a warm-up of both.
+    batches, block after block. Each round times `blocks` blocks of each in ABBA order (so neither
+    always goes first) and pairs them (`paired_summary`); `warm_up` blocks of each run first untimed.
     The custom model is built first: in the two identical models of the control ("cce_builtin_twice", the
     built-in twice), the one built second measured up to 5% faster.
     """
@@ -42,7 +45,7 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
     cases = {name: (name, "custom") for name in ("bce", "cce", "sparse_cce", "focal")}
     cases["cce_builtin_twice"] = ("cce", "builtin")
     for case, (name, impl_of_custom) in cases.items():
-        blocks = {}
+        runs = {}
         for role, impl in (("custom", impl_of_custom), ("builtin", "builtin")):
             cfg = config(f"loss={name}", f"loss.impl={impl}")
             keras.utils.set_random_seed(0)
@@ -56,9 +59,9 @@ def training_step_ratio(dataset: Dataset, steps: int, rounds: int) -> dict[str, 
                     model.train_on_batch(*batches[step % len(batches)])
 
             block()  # traces the train function
-            blocks[role] = block
-        alternating(blocks, 8, 1)  # warm-up: the first blocks after tracing run slower, for either impl
-        measured = alternating(blocks, BLOCKS_PER_ROUND, rounds)
+            runs[role] = block
+        alternating(runs, warm_up, 1)  # warm-up: the first blocks after tracing run slower, for either impl
+        measured = alternating(runs, blocks, rounds)
         target = "1.00 (the method's noise)" if impl_of_custom == "builtin" else "<= 1.02"
         results[case] = {**paired_summary(measured, target), "steps_per_block": steps}
     return results
@@ -79,9 +82,13 @@ def _step(loss: keras.losses.Loss, y: Any, z: Any, jit: bool) -> Callable[[], An
     return lambda: [t.numpy() for t in step()]
 
 
-def loss_forward_backward_ratio(batch: int, repeat: int, rounds: int = 5) -> dict[str, Any]:
+def loss_forward_backward_ratio(
+    batch: int, repeat: int, rounds: int = 5, every_xla_cell: bool = True
+) -> dict[str, Any]:
     """Per loss class with a built-in: one compiled forward and backward pass, custom over builtin,
-    on (batch, 10) logits and, for the binary losses, (batch, 1), with `tf.function` and with XLA.
+    on (batch, 10) logits and, for the binary losses, (batch, 1), with `tf.function` and with XLA
+    (`every_xla_cell=False`, for `--quick`: under XLA only BinaryCrossentropy at (batch, 1), each XLA compile costing
+    seconds).
 
     A control per compile mode times the built-in BCE at (batch, 1) against a second instance of itself:
     its round ratios are the method's noise, and each cell's verdict is read against them.
@@ -112,6 +119,8 @@ def loss_forward_backward_ratio(batch: int, repeat: int, rounds: int = 5) -> dic
                 control[mode] = paired_summary(alternating(steps, repeat, rounds), "1.00 (the method's noise)")
             for class_name, target in BUILTIN_PAIRS.items():
                 if classes == 1 and target != "binary":
+                    continue
+                if jit and not every_xla_cell and (classes, class_name) != (1, "BinaryCrossentropy"):
                     continue
                 steps = {
                     impl: _step(getattr(module, class_name)(from_logits=True), targets[target], logits, jit)
