@@ -14,7 +14,6 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, path_not_unique
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent_lab.calibration.recalibration import ALL_METHODS, MIN_FIT_SAMPLES, RECALIBRATORS
@@ -195,6 +194,9 @@ def _check_targets(node: Any, path: str = "") -> None:
 
 
 def _validate_names(cfg: DictConfig) -> None:
+    # MLflow's limits, imported here: `xent_lab.training` imports this module's constants and loads no MLflow.
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, path_not_unique
+
     # The experiment names its artifact folder (`tracking.store.artifact_location`): nothing MLflow refuses, nothing
     # that could not name a folder.
     name = cfg.tracking.experiment
