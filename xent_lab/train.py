@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 import xent_lab.sweep  # noqa: F401  (the Hydra callback's package; it registers `${launch_id:}`, in the run folders)
 from xent_lab import cli, study
 from xent_lab.errors import NotApplicable, XentError
+from xent_lab.hydra_node import check_hydra_node, composed_hydra_node
 from xent_lab.record import run
 from xent_lab.tracking import resolve_uri, scrub, tags
 
@@ -44,8 +45,23 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OK, USER_ERROR, INTERRUPTED = cli.OK, cli.USER_ERROR, 130
 
 
+def main() -> None:
+    """`xent-train` and `python -m xent_lab.train`: the config's `hydra` node checked first (Hydra runs the code it
+    names before the job: `xent_lab.hydra_node`), then Hydra runs the job, or the sweep's jobs."""
+    try:
+        node = composed_hydra_node(sys.argv[1:], Path(__file__).parent, CONF_DIR, "config")
+    except Exception:  # a config Hydra cannot compose: Hydra reports it below, as it always has
+        node = None
+    if node is not None:
+        try:
+            check_hydra_node(node)
+        except XentError as exc:
+            sys.exit(cli.error(exc))
+    job()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
     """Exit codes of a single run: 0 done, 2 a user error (the message says how to fix it), 130 interrupted.
 
     In a sweep a failed job is reported and the sweep goes on; the study callback sets the exit code.
