@@ -119,13 +119,14 @@ def _warn_dead_runs(tracker: Tracker) -> None:
 def _finished_earlier(tracker: Tracker, job: JobContext, cfg: DictConfig) -> dict[str, float] | None:
     """The metrics of a finished run with the job's identity (config, data, commit), which the launch then reuses."""
     shaping = data_settings(cfg).shaping()
-    earlier, why_not = study.reuse_finished(
+    earlier, why_not = study.reusable_run(
         tracker.client, tracker.experiment_id(), job, shaping, git_commit(), cfg.study.reuse_across_commits
     )
     if earlier is None:
         if why_not is not None:
             print(f"not reused: {why_not}; training it again", flush=True)
         return None
+    study.record_reuse(tracker.client, job, earlier)
     print(
         f"skipped: finished run {earlier.info.run_id} of study {job.launch.study} has the same config "
         f"(hash {job.config_hash}), data and code; set study.skip_finished=false to train again",

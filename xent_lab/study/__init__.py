@@ -17,8 +17,8 @@ from xent_lab.study.jobs import (
     mark_failed,
     published_report_dir,
     record_failure,
+    record_reuse,
     reusable_run,
-    reuse_finished,
     run_name,
     sweep_of,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "mark_failed",
     "published_report_dir",
     "record_failure",
-    "reuse_finished",
+    "record_reuse",
     "run_name",
     "sweep_of",
 ]

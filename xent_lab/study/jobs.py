@@ -201,19 +201,9 @@ def reusable_run(
     return None, why_not
 
 
-def reuse_finished(
-    client: MlflowClient,
-    experiment_id: str,
-    job: JobContext,
-    shaping: Mapping[str, Any],
-    commit: str,
-    across_commits: bool,
-) -> tuple[Run | None, str | None]:
-    """`reusable_run`; a run found is recorded on the parent run (`xent.reused.<config hash>`)."""
-    earlier, why_not = reusable_run(client, experiment_id, job, shaping, commit, across_commits)
-    if earlier is not None:
-        client.set_tag(job.launch.parent_run_id, f"{T.REUSED_PREFIX}{job.config_hash}", earlier.info.run_id)
-    return earlier, why_not
+def record_reuse(client: MlflowClient, job: JobContext, earlier: Run) -> None:
+    """Record on the parent run that the job reuses `earlier` (`xent.reused.<config hash>`)."""
+    client.set_tag(job.launch.parent_run_id, f"{T.REUSED_PREFIX}{job.config_hash}", earlier.info.run_id)
 
 
 def record_failure(cfg: DictConfig, reason: str) -> None:
