@@ -45,7 +45,7 @@ class TestCompose:
         assert cfg.loss.epsilon == 1e-15
 
     @pytest.mark.parametrize("dataset", ["mnist", "imdb"])
-    @pytest.mark.parametrize("loss", ["sparse_focal", "poly1", "brier", "mmce"])
+    @pytest.mark.parametrize("loss", ["sparse_focal", "poly1", "brier", "mmce", "confidence_penalty", "mbls", "mdca"])
     def test_our_own_losses_default_to_custom_and_are_not_applicable_elsewhere(self, dataset, loss):
         cfg = compose_config(f"dataset={dataset}", f"loss={loss}")
         config.validate(cfg)
@@ -59,6 +59,10 @@ class TestCompose:
         assert compose_config("loss=poly1").loss.poly_epsilon == 1.0
         mmce = compose_config("loss=mmce").loss
         assert (mmce.mmce_weight, mmce.mmce_kernel_width, mmce.mmce_weighted) == (4.0, 0.4, False)
+        assert compose_config("loss=confidence_penalty").loss.cp_beta == 0.1
+        mbls = compose_config("loss=mbls").loss
+        assert (mbls.mbls_margin, mbls.mbls_weight) == (10.0, 0.1)
+        assert compose_config("loss=mdca").loss.mdca_beta == 1.0
         focal = compose_config("loss=sparse_focal").loss
         assert (focal.gamma, focal.alpha, focal.ignore_class) == (2.0, 1.0, None)
 
@@ -96,6 +100,10 @@ class TestCompose:
         (["loss=mmce", "loss.mmce_weight=-1"], "loss.mmce_weight"),
         (["loss=mmce", "loss.mmce_kernel_width=0"], "loss.mmce_kernel_width"),
         (["loss=mmce", "loss.mmce_weighted=maybe"], "loss.mmce_weighted"),
+        (["loss=confidence_penalty", "loss.cp_beta=-0.1"], "loss.cp_beta"),
+        (["loss=mbls", "loss.mbls_margin=-1"], "loss.mbls_margin"),
+        (["loss=mbls", "loss.mbls_weight=abc"], "loss.mbls_weight"),
+        (["loss=mdca", "loss.mdca_beta=-1"], "loss.mdca_beta"),
         (["trainer.device=tpu"], "trainer.device"),
         (["trainer.precision=bfloat16"], "trainer.precision"),
         (["trainer.optimizer.learning_rate=0"], "trainer.optimizer.learning_rate"),
@@ -146,7 +154,7 @@ def test_invalid_value_is_rejected_naming_the_key(overrides, key):
         (
             ["loss=_common"],
             "invalid config value loss.name=None: expected one of bce, cce, sparse_cce, focal, sparse_focal, poly1, "
-            "brier, mmce",
+            "brier, mmce, confidence_penalty, mbls, mdca",
         ),
         (["loss.class_weight=yes"], "invalid config value loss.class_weight='yes': expected null or 'balanced'"),
         (["loss=focal", "loss.gamma=-1"], "invalid config value loss.gamma=-1: expected a number >= 0 or 'flsd53'"),

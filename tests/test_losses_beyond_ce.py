@@ -1,7 +1,8 @@
-"""The losses beyond cross-entropy (xent_lab.losses: sparse focal, Poly-1, Brier, MMCE), one test class per
-loss: values computed by hand from the formulas (logits and probabilities, sample weights, every reduction),
-the special cases that reduce to cross-entropy, agreement with the categorical focal losses (ours and
-Keras'), `ignore_class`, finite gradients at +-1e4 logits, validation errors and serialization."""
+"""The losses beyond cross-entropy (xent_lab.losses: sparse focal, Poly-1, Brier, MMCE, confidence penalty,
+MbLS, MDCA), one test class per loss: values computed by hand from the formulas (logits and probabilities,
+sample weights, every reduction), the special cases that reduce to cross-entropy, agreement with the
+categorical focal losses (ours and Keras') and with the authors' code re-expressed in NumPy, `ignore_class`,
+finite gradients at +-1e4 logits, validation errors and serialization."""
 
 from __future__ import annotations
 
@@ -372,6 +373,150 @@ class TestMMCEWeightedCrossentropy(TestMMCECrossentropy):
     literal = -math.log(0.7)  # row 0 alone: no incorrect sample, so MMCE_w = 0
 
 
+class TestConfidencePenaltyCrossentropy(HandComputed):
+    loss_class = losses.ConfidencePenaltyCrossentropy
+    function = staticmethod(losses.confidence_penalty_crossentropy)
+    kwargs = dict(beta=0.5)
+    # Row 0 from probabilities: label 0, p = [0.7, 0.2, 0.1], H = -(0.7 ln 0.7 + 0.2 ln 0.2 + 0.1 ln 0.1).
+    literal = -math.log(0.7) + 0.5 * (0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1))
+
+    @staticmethod
+    def formula(y, p):
+        return categorical_formula(y, p) + 0.5 * (p * np.log(p)).sum(axis=-1)
+
+    def test_beta_zero_is_crossentropy(self):
+        rng = np.random.default_rng(11)
+        y_true = rng.dirichlet(np.ones(4), 6).astype("float32")  # soft labels too
+        for from_logits in (True, False):
+            y_pred = random_predictions(rng, (6, 4), from_logits, "float32", binary=False)
+            kwargs = dict(from_logits=from_logits, label_smoothing=0.1)
+            loss = losses.ConfidencePenaltyCrossentropy(beta=0.0, **kwargs)
+            assert_same_as(loss, keras.losses.CategoricalCrossentropy(**kwargs), y_true, y_pred, random_weights(rng, 6))
+
+    def test_a_uniform_prediction_costs_one_minus_beta_log_k(self):
+        # CE = H = ln 4 on a uniform prediction: beta = 2 makes the loss -ln 4; its gradient is softmax - y.
+        loss = losses.ConfidencePenaltyCrossentropy(beta=2.0, from_logits=True, reduction="sum")
+        value, grad = value_and_grad(loss, onehot([1], 4), np.zeros((1, 4), "float32"))
+        assert float(value) == pytest.approx(-math.log(4), rel=EXACT_RTOL)
+        # dH/dz = 0 at the maximum of the entropy.
+        np.testing.assert_allclose(grad, [[0.25, -0.75, 0.25, 0.25]], atol=1e-7)
+
+    def test_equals_the_mbls_reimplementation(self):
+        # by-liu/MbLS, calibrate/losses/penalty_entropy.py (commit dc86503691d1564dc29e2eed66cf7698fbbe4a2c),
+        # `PenaltyEntropy.forward`: mean CE - alpha * mean over batch x classes of -p log p (p clamped to
+        # [1e-10, 1 - 1e-10]); its alpha is k * beta.
+        rng = np.random.default_rng(12)
+        labels, x = rng.integers(0, 5, 16), rng.normal(scale=3.0, size=(16, 5))
+        log_p = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+        prob = np.clip(np.exp(log_p), 1e-10, 1 - 1e-10)
+        alpha = 0.4
+        reference = -log_p[np.arange(16), labels].mean() - alpha * (-prob * np.log(prob)).mean()
+        ours = losses.ConfidencePenaltyCrossentropy(beta=alpha / 5, from_logits=True)
+        assert float(ours(onehot(labels, 5), x.astype("float32"))) == pytest.approx(reference, rel=1e-5)
+
+
+class TestMbLSCrossentropy(HandComputed):
+    loss_class = losses.MbLSCrossentropy
+    function = staticmethod(losses.mbls_crossentropy)
+    kwargs = dict(margin=1.0, weight=0.5)
+    # Row 0 from probabilities: label 0, p = [0.7, 0.2, 0.1]; the log-probability distances to the largest
+    # are [0, ln 3.5, ln 7] = [0, 1.2528, 1.9459], beyond the margin 1: [0, 0.2528, 0.9459], mean 0.3996.
+    literal = -math.log(0.7) + 0.5 * (math.log(3.5) - 1 + math.log(7) - 1) / 3
+
+    @staticmethod
+    def formula(y, p):
+        distance = np.log(p).max(axis=-1, keepdims=True) - np.log(p)
+        return categorical_formula(y, p) + 0.5 * np.maximum(distance - 1.0, 0).mean(axis=-1)
+
+    def test_known_value_and_gradient(self):
+        # z = [12, 0, 5], label 0, margin 10: distances [0, 12, 7], only class 1 beyond the margin, by 2:
+        # penalty 2 / 3; d/dz of weight * (z_0 - z_1 - 10) / 3 is weight / 3 * [1, -1, 0].
+        z = np.array([[12.0, 0.0, 5.0]], "float32")
+        loss = losses.MbLSCrossentropy(margin=10.0, weight=0.3, from_logits=True, reduction="sum")
+        value, grad = value_and_grad(loss, onehot([0]), z)
+        p = softmax(z)
+        assert float(value) == pytest.approx(-math.log(p[0, 0]) + 0.3 * 2 / 3, rel=EXACT_RTOL)
+        np.testing.assert_allclose(grad, p - onehot([0]) + 0.1 * np.array([[1, -1, 0]]), atol=1e-6)
+
+    def test_distances_within_the_margin_or_weight_zero_is_crossentropy(self):
+        rng = np.random.default_rng(13)
+        y = random_onehot(rng, 6, 4)
+        x = random_predictions(rng, (6, 4), True, "float32", binary=False)  # logits within +-6: distances < 12
+        builtin = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+        for kwargs in (dict(margin=12.0), dict(margin=0.0, weight=0.0)):
+            loss = losses.MbLSCrossentropy(from_logits=True, label_smoothing=0.1, **kwargs)
+            assert_same_as(loss, builtin, y, x, random_weights(rng, 6))
+
+    def test_equals_the_authors_code(self):
+        # by-liu/MbLS, calibrate/losses/logit_margin_l1.py (commit dc86503691d1564dc29e2eed66cf7698fbbe4a2c),
+        # `LogitMarginL1.forward` with its defaults margin 10, alpha 0.1: mean CE + alpha * mean over
+        # batch x classes of relu(max z - z - margin).
+        rng = np.random.default_rng(14)
+        labels, x = rng.integers(0, 5, 16), rng.normal(scale=8.0, size=(16, 5))
+        log_p = x - x.max(axis=1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        diff = x.max(axis=1, keepdims=True) - x
+        reference = -log_p[np.arange(16), labels].mean() + 0.1 * np.maximum(diff - 10, 0).mean()
+        assert np.maximum(diff - 10, 0).mean() > 0.5  # the margin bites
+        ours = losses.MbLSCrossentropy(from_logits=True)
+        assert float(ours(onehot(labels, 5), x.astype("float32"))) == pytest.approx(reference, rel=1e-5)
+
+
+class TestMDCACrossentropy(HandComputed):
+    loss_class = losses.MDCACrossentropy
+    function = staticmethod(losses.mdca_crossentropy)
+    kwargs = dict(beta=2.0)
+    # Row 0 alone, from probabilities: label 0, p = [0.7, 0.2, 0.1]: MDCA = (0.3 + 0.2 + 0.1) / 3 = 0.2.
+    literal = -math.log(0.7) + 2.0 * 0.2
+
+    @staticmethod
+    def formula(y, p):
+        return categorical_formula(y, p) + 2.0 * np.abs(p.mean(axis=0) - y.mean(axis=0)).mean()
+
+    def test_known_values_of_the_batch_term(self):
+        # Mean p = [0.45, 0.35, 0.2] against label frequencies [0.5, 0, 0.5]: (0.05 + 0.35 + 0.3) / 3.
+        y, p = onehot([0, 2]), np.array([[0.8, 0.1, 0.1], [0.1, 0.6, 0.3]], "float32")
+        assert float(losses.mdca(y, p)) == pytest.approx(0.7 / 3, rel=1e-6)
+        # Each class predicted as often as it occurs: 0, with a zero gradient.
+        value, grad = value_and_grad(
+            lambda y, p, sample_weight: losses.mdca(y, p), onehot([0, 1], 2), np.array([[0.5, 0.5], [0.5, 0.5]])
+        )
+        assert float(value) == 0.0 and np.all(grad == 0)
+
+    def test_beta_zero_is_crossentropy(self):
+        rng = np.random.default_rng(15)
+        y, x = random_onehot(rng, 6, 4), random_predictions(rng, (6, 4), True, "float32", binary=False)
+        loss = losses.MDCACrossentropy(beta=0.0, from_logits=True, label_smoothing=0.1)
+        assert_same_as(loss, keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), y, x)
+
+    def test_equals_the_authors_code(self):
+        # mdca-loss/MDCA-Calibration, solvers/loss.py (commit cece2e5acb5acb8738f6f80f9592a20d211d1c33),
+        # `ClassficationAndMDCA` with loss="NLL+MDCA": mean CE + beta * MDCA, where `MDCA.forward` sums
+        # |mean(softmax[:, c]) - mean(target == c)| over the classes and divides by their number.
+        rng = np.random.default_rng(16)
+        labels, x = rng.integers(0, 5, 32), rng.normal(scale=3.0, size=(32, 5))
+        output = softmax(x)
+        mdca = sum(abs(output[:, c].mean() - (labels == c).mean()) for c in range(5)) / 5
+        reference = -np.log(output[np.arange(32), labels]).mean() + 1.0 * mdca
+        ours = losses.MDCACrossentropy(from_logits=True)
+        assert float(ours(onehot(labels, 5), x.astype("float32"))) == pytest.approx(reference, rel=1e-5)
+
+    def test_label_smoothing_smooths_only_the_crossentropy(self):
+        # ls = 0.3 on one sample: CE against [0.8, 0.1, 0.1], MDCA against the label [1, 0, 0] as given.
+        loss = losses.MDCACrossentropy(beta=1.0, label_smoothing=0.3)
+        expected = -(0.8 * math.log(0.7) + 0.1 * math.log(0.2) + 0.1 * math.log(0.1)) + 0.2
+        assert float(loss(onehot([0]), PROBS[:1])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+    def test_batch_term_spans_every_position(self):
+        # A sequence batch (n, t, k): one MDCA over the n * t positions.
+        rng = np.random.default_rng(17)
+        y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, 5))]
+        x = random_predictions(rng, (4, 5, 3), True, "float32", binary=False)
+        per_position = losses.mdca_crossentropy(y, x, beta=2.0, from_logits=True)
+        flat = losses.mdca_crossentropy(y.reshape(20, 3), x.reshape(20, 3), beta=2.0, from_logits=True)
+        np.testing.assert_allclose(np.asarray(per_position).ravel(), flat, rtol=RTOL, atol=ATOL)
+
+
 # --------------------------------------------------------------------------------------------
 # Across the new losses
 # --------------------------------------------------------------------------------------------
@@ -382,6 +527,9 @@ CLASSES = [
     losses.BinaryPolyCrossentropy,
     losses.CategoricalBrier,
     losses.MMCECrossentropy,
+    losses.ConfidencePenaltyCrossentropy,
+    losses.MbLSCrossentropy,
+    losses.MDCACrossentropy,
 ]
 FUNCTIONS = {
     losses.SparseCategoricalFocalCrossentropy: losses.sparse_categorical_focal_crossentropy,
@@ -389,6 +537,9 @@ FUNCTIONS = {
     losses.BinaryPolyCrossentropy: losses.binary_poly_crossentropy,
     losses.CategoricalBrier: losses.categorical_brier,
     losses.MMCECrossentropy: losses.mmce_crossentropy,
+    losses.ConfidencePenaltyCrossentropy: losses.confidence_penalty_crossentropy,
+    losses.MbLSCrossentropy: losses.mbls_crossentropy,
+    losses.MDCACrossentropy: losses.mdca_crossentropy,
 }
 # The constructors other code is configured with: argument names and defaults, in order.
 COMMON = [("from_logits", False), ("label_smoothing", 0.0), ("axis", -1)]
@@ -417,6 +568,9 @@ SIGNATURES = {
         ("label_smoothing", 0.0),
         ("axis", -1),
     ],  # fmt: skip
+    losses.ConfidencePenaltyCrossentropy: [("beta", 0.1), *COMMON],
+    losses.MbLSCrossentropy: [("margin", 10.0), ("weight", 0.1), *COMMON],
+    losses.MDCACrossentropy: [("beta", 1.0), *COMMON],
 }
 
 
@@ -476,6 +630,13 @@ def test_probabilities_out_of_range_raise(cls):
         (lambda: losses.mmce(onehot([0]), PROBS[:1], kernel_width=-1), "kernel_width must be a number > 0"),
         (lambda: losses.MMCECrossentropy(weight=-0.1), "weight must be a number >= 0"),
         (lambda: losses.mmce_crossentropy(onehot(LABELS), PROBS, weight=-1), "weight must be a number >= 0"),
+        (lambda: losses.ConfidencePenaltyCrossentropy(beta=-0.1), "beta must be a number >= 0"),
+        (lambda: losses.confidence_penalty_crossentropy(onehot([0]), PROBS[:1], beta=float("nan")), "beta must be"),
+        (lambda: losses.MbLSCrossentropy(margin=-1.0), "margin must be a number >= 0"),
+        (lambda: losses.MbLSCrossentropy(weight=-0.1), "weight must be a number >= 0"),
+        (lambda: losses.mbls_crossentropy(onehot(LABELS), PROBS, margin=float("nan")), "margin must be"),
+        (lambda: losses.MDCACrossentropy(beta=-1.0), "beta must be a number >= 0"),
+        (lambda: losses.mdca_crossentropy(onehot(LABELS), PROBS, beta=-1), "beta must be a number >= 0"),
         (lambda: losses.CategoricalBrier(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\]"),
         (lambda: losses.CategoricalBrier()(onehot([0, 1], 2), PROBS[:2]), "y_true and y_pred must have the same"),
     ],
@@ -494,6 +655,9 @@ CONFIGURED = [
     losses.CategoricalBrier(dtype="float16"),
     losses.MMCECrossentropy(weight=4.0, kernel_width=0.2, weighted=True, from_logits=True),
     losses.MMCECrossentropy(label_smoothing=0.1),
+    losses.ConfidencePenaltyCrossentropy(beta=0.3, from_logits=True, label_smoothing=0.1),
+    losses.MbLSCrossentropy(margin=5.0, weight=0.2, reduction="sum", name="mbls"),
+    losses.MDCACrossentropy(beta=5.0, from_logits=True, label_smoothing=0.05),
 ]
 
 

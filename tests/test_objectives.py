@@ -37,6 +37,9 @@ PRESET_KEYS = {
     "sparse_focal": {"gamma": 2.0, "alpha": 1.0, "ignore_class": None},
     "poly1": {"poly_epsilon": 1.0},
     "mmce": {"mmce_weight": 4.0, "mmce_kernel_width": 0.4, "mmce_weighted": False},
+    "confidence_penalty": {"cp_beta": 0.1},
+    "mbls": {"mbls_margin": 10.0, "mbls_weight": 0.1},
+    "mdca": {"mdca_beta": 1.0},
 }
 
 
@@ -77,6 +80,12 @@ def test_registry(impl, module, name, num_classes, head, units, label_format, cl
         ("brier", 10, SOFTMAX, 10, ONEHOT, "CategoricalBrier"),
         ("mmce", 2, SOFTMAX, 2, ONEHOT, "MMCECrossentropy"),
         ("mmce", 10, SOFTMAX, 10, ONEHOT, "MMCECrossentropy"),
+        ("confidence_penalty", 2, SOFTMAX, 2, ONEHOT, "ConfidencePenaltyCrossentropy"),
+        ("confidence_penalty", 10, SOFTMAX, 10, ONEHOT, "ConfidencePenaltyCrossentropy"),
+        ("mbls", 2, SOFTMAX, 2, ONEHOT, "MbLSCrossentropy"),
+        ("mbls", 10, SOFTMAX, 10, ONEHOT, "MbLSCrossentropy"),
+        ("mdca", 2, SOFTMAX, 2, ONEHOT, "MDCACrossentropy"),
+        ("mdca", 10, SOFTMAX, 10, ONEHOT, "MDCACrossentropy"),
     ],
 )
 def test_registry_of_our_own_losses(name, num_classes, head, units, label_format, class_name):
@@ -101,6 +110,9 @@ def test_registry_of_our_own_losses(name, num_classes, head, units, label_format
             {"mmce_weight": 2.5, "mmce_kernel_width": 0.2, "mmce_weighted": True},
             {"weight": 2.5, "kernel_width": 0.2, "weighted": True},
         ),
+        ("confidence_penalty", {"cp_beta": 0.5}, {"beta": 0.5}),
+        ("mbls", {"mbls_margin": 6.0, "mbls_weight": 0.3}, {"margin": 6.0, "weight": 0.3}),
+        ("mdca", {"mdca_beta": 5.0}, {"beta": 5.0}),
     ],
 )
 def test_preset_keys_reach_our_losses(name, extra, expected):

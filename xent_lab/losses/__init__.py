@@ -14,7 +14,11 @@ and the losses calibration studies compare cross-entropy with, one family per mo
   (Leng et al., ICLR 2022);
 - `brier`: `CategoricalBrier`, sum_k (p_k - y_k)^2 per sample;
 - `mmce`: `MMCECrossentropy`, CE + weight * MMCE of the batch, and `mmce` for the batch term alone
-  (Kumar, Sarawagi & Jain, ICML 2018).
+  (Kumar, Sarawagi & Jain, ICML 2018);
+- `confidence_penalty`: `ConfidencePenaltyCrossentropy`, CE - beta * H(p) (Pereyra et al., 2017);
+- `mbls`: `MbLSCrossentropy`, CE + weight * the logit distances beyond a margin (Liu et al., CVPR 2022);
+- `mdca`: `MDCACrossentropy`, CE + beta * MDCA of the batch, and `mdca` for the batch term alone
+  (Hebbalaguppe et al., CVPR 2022).
 
 `naive` holds the textbook forms of the first five, under the same names (`loss.impl=naive`, registered
 under "xent_lab.naive"): for showing what the stable forms buy, never for training real models.
@@ -40,6 +44,7 @@ from xent_lab.losses.classes import (
     CategoricalFocalCrossentropy,
     SparseCategoricalCrossentropy,
 )
+from xent_lab.losses.confidence_penalty import ConfidencePenaltyCrossentropy, confidence_penalty_crossentropy
 from xent_lab.losses.functional import (
     binary_crossentropy,
     binary_focal_crossentropy,
@@ -48,6 +53,8 @@ from xent_lab.losses.functional import (
     sparse_categorical_crossentropy,
 )
 from xent_lab.losses.information import cross_entropy, entropy, kl_divergence, loss_decomposition, smoothed_targets
+from xent_lab.losses.mbls import MbLSCrossentropy, mbls_crossentropy
+from xent_lab.losses.mdca import MDCACrossentropy, mdca, mdca_crossentropy
 from xent_lab.losses.mmce import MMCECrossentropy, mmce, mmce_crossentropy
 from xent_lab.losses.poly import (
     BinaryPolyCrossentropy,
@@ -80,6 +87,13 @@ __all__ = [
     "mmce",
     "mmce_crossentropy",
     "sparse_categorical_focal_crossentropy",
+    "ConfidencePenaltyCrossentropy",
+    "MbLSCrossentropy",
+    "MDCACrossentropy",
+    "confidence_penalty_crossentropy",
+    "mbls_crossentropy",
+    "mdca",
+    "mdca_crossentropy",
     "cross_entropy",
     "entropy",
     "kl_divergence",

@@ -25,6 +25,9 @@ from xent_lab.heads import Head
 from xent_lab.losses import classes, naive
 from xent_lab.losses._checks import FLSD53, is_int, is_number
 from xent_lab.losses.brier import CategoricalBrier
+from xent_lab.losses.confidence_penalty import ConfidencePenaltyCrossentropy
+from xent_lab.losses.mbls import MbLSCrossentropy
+from xent_lab.losses.mdca import MDCACrossentropy
 from xent_lab.losses.mmce import MMCECrossentropy
 from xent_lab.losses.poly import BinaryPolyCrossentropy, CategoricalPolyCrossentropy
 from xent_lab.losses.sparse_focal import SparseCategoricalFocalCrossentropy
@@ -233,6 +236,29 @@ REGISTRY = (
             Key("mmce_weighted", _boolean, "true or false", arg="weighted"),
         ),
         note=("mmce_weight", "mmce_weighted"),
+    ),
+    # The calibration regularizers below are softmax losses on every task: on two classes a 2-way softmax is
+    # the sigmoid of the logit difference, so a one-sigmoid form would be the same loss under another head.
+    _same(
+        "confidence_penalty",
+        Form(Head.SOFTMAX, ONEHOT, ConfidencePenaltyCrossentropy, args=("cp_beta",)),
+        keys=(Key("cp_beta", _number(0), "a number >= 0", arg="beta"),),
+        note=("cp_beta",),
+    ),
+    _same(
+        "mbls",
+        Form(Head.SOFTMAX, ONEHOT, MbLSCrossentropy, args=("mbls_margin", "mbls_weight")),
+        keys=(
+            Key("mbls_margin", _number(0), "a number >= 0", arg="margin"),
+            Key("mbls_weight", _number(0), "a number >= 0", arg="weight"),
+        ),
+        note=("mbls_margin", "mbls_weight"),
+    ),
+    _same(
+        "mdca",
+        Form(Head.SOFTMAX, ONEHOT, MDCACrossentropy, args=("mdca_beta",)),
+        keys=(Key("mdca_beta", _number(0), "a number >= 0", arg="beta"),),
+        note=("mdca_beta",),
     ),
 )
 LOSSES = {loss.name: loss for loss in REGISTRY}
