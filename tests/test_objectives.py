@@ -37,6 +37,16 @@ PRESET_KEYS = {
     "sparse_focal": {"gamma": 2.0, "alpha": 1.0, "ignore_class": None},
     "poly1": {"poly_epsilon": 1.0},
     "mmce": {"mmce_weight": 4.0, "mmce_kernel_width": 0.4, "mmce_weighted": False},
+    "logitnorm": {"logitnorm_tau": 0.01},
+    "dual_focal": {"gamma": 5.0},
+    "adafocal": {
+        "adafocal_bins": 15,
+        "adafocal_gamma_initial": 1.0,
+        "adafocal_lambda": 1.0,
+        "adafocal_switch": 0.2,
+        "adafocal_gamma_min": -2.0,
+        "adafocal_gamma_max": 20.0,
+    },
 }
 
 
@@ -77,6 +87,12 @@ def test_registry(impl, module, name, num_classes, head, units, label_format, cl
         ("brier", 10, SOFTMAX, 10, ONEHOT, "CategoricalBrier"),
         ("mmce", 2, SOFTMAX, 2, ONEHOT, "MMCECrossentropy"),
         ("mmce", 10, SOFTMAX, 10, ONEHOT, "MMCECrossentropy"),
+        ("logitnorm", 2, SOFTMAX, 2, ONEHOT, "LogitNormCrossentropy"),
+        ("logitnorm", 10, SOFTMAX, 10, ONEHOT, "LogitNormCrossentropy"),
+        ("dual_focal", 2, SOFTMAX, 2, ONEHOT, "DualFocalCrossentropy"),
+        ("dual_focal", 10, SOFTMAX, 10, ONEHOT, "DualFocalCrossentropy"),
+        ("adafocal", 2, SOFTMAX, 2, ONEHOT, "AdaFocalCrossentropy"),
+        ("adafocal", 10, SOFTMAX, 10, ONEHOT, "AdaFocalCrossentropy"),
     ],
 )
 def test_registry_of_our_own_losses(name, num_classes, head, units, label_format, class_name):
@@ -100,6 +116,20 @@ def test_registry_of_our_own_losses(name, num_classes, head, units, label_format
             "mmce",
             {"mmce_weight": 2.5, "mmce_kernel_width": 0.2, "mmce_weighted": True},
             {"weight": 2.5, "kernel_width": 0.2, "weighted": True},
+        ),
+        ("logitnorm", {"logitnorm_tau": 0.04}, {"tau": 0.04}),
+        ("dual_focal", {"gamma": 2.6}, {"gamma": 2.6}),
+        (
+            "adafocal",
+            {
+                "adafocal_bins": 10,
+                "adafocal_gamma_initial": 2.0,
+                "adafocal_lambda": 0.5,
+                "adafocal_switch": 0.1,
+                "adafocal_gamma_min": -3.0,
+                "adafocal_gamma_max": 10.0,
+            },
+            {"n_bins": 10, "gamma_initial": 2.0, "lam": 0.5, "switch": 0.1, "gamma_min": -3.0, "gamma_max": 10.0},
         ),
     ],
 )
