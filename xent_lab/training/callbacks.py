@@ -144,15 +144,10 @@ class CalibrationCallback(keras.callbacks.Callback):
         logs[T.CALIBRATION_SECONDS] = time.perf_counter() - started
 
 
-def adafocal_gamma_metric(bin_index: int) -> str:
-    """The per-epoch value of an AdaFocal bin's gamma."""
-    return f"adafocal/gamma/{bin_index}"
-
-
 class AdaFocalGammas(keras.callbacks.Callback):
     """AdaFocal's update (`AdaFocalCrossentropy.update`) at each epoch end, from the validation predictions of
     `logits_model` (default: the trained model), and each bin's new gamma written into `logs` as
-    `adafocal_gamma_metric(b)`, for the callbacks that follow it (the epoch events). The authors update at the
+    `adafocal/gamma/b`, for the callbacks that follow it (the epoch events). The authors update at the
     end of each epoch too, on their validation split. Skipped where the weights diverged (non-finite logits)."""
 
     def __init__(
@@ -181,7 +176,7 @@ class AdaFocalGammas(keras.callbacks.Callback):
         probabilities = heads.probabilities(logits, self.head)
         gammas = self.loss.update(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == self.y_val)
         if logs is not None:
-            logs.update({adafocal_gamma_metric(b): float(gamma) for b, gamma in enumerate(gammas)})
+            logs.update({T.adafocal_gamma_metric(b): float(gamma) for b, gamma in enumerate(gammas)})
 
 
 class KeepBestValAccuracy(keras.callbacks.Callback):
