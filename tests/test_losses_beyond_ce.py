@@ -574,8 +574,9 @@ class TestAdaFocalCrossentropy(HandComputed):
         # p_t = 0.7 now falls in bin 0 (below 0.8), p_t = 0.9 in bin 1.
         p = np.array([[0.7, 0.2, 0.1], [0.9, 0.05, 0.05]], "float32")
         expected = [0.3 ** gammas[0] * -math.log(0.7), 0.1 ** gammas[1] * -math.log(0.9)]
-        # A compiled function traced before the next update reads the variables, not the values they had then.
-        traced = tf.function(lambda y, p: loss(y, p))
+        # A function compiled (by XLA, as Keras' train step on a GPU) before the next update reads the variables, not
+        # the values they had then.
+        traced = tf.function(lambda y, p: loss(y, p), jit_compile=True)
         np.testing.assert_allclose(traced(onehot([0, 0]), p), expected, rtol=1e-6)
         loss.gammas.assign([3.0, 3.0])
         expected = [0.3**3 * -math.log(0.7), 0.1**3 * -math.log(0.9)]
