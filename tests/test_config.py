@@ -154,10 +154,26 @@ def test_invalid_value_is_rejected_naming_the_key(overrides, key):
         (
             ["loss=_common"],
             "invalid config value loss.name=None: expected one of bce, cce, sparse_cce, focal, sparse_focal, poly1, "
-            "brier, mmce, confidence_penalty, mbls, mdca",
+            "brier, mmce, confidence_penalty, mbls, mdca, logitnorm, dual_focal, adafocal",
         ),
         (["loss.class_weight=yes"], "invalid config value loss.class_weight='yes': expected null or 'balanced'"),
         (["loss=focal", "loss.gamma=-1"], "invalid config value loss.gamma=-1: expected a number >= 0 or 'flsd53'"),
+        (
+            ["loss=logitnorm", "loss.logitnorm_tau=0"],
+            "invalid config value loss.logitnorm_tau=0: expected a number > 0",
+        ),
+        (
+            ["loss=dual_focal", "loss.gamma=flsd53"],
+            "invalid config value loss.gamma='flsd53': expected a number >= 0",
+        ),
+        (
+            ["loss=adafocal", "loss.adafocal_bins=0"],
+            "invalid config value loss.adafocal_bins=0: expected an integer >= 1",
+        ),
+        (
+            ["loss=adafocal", "loss.adafocal_switch=0.5", "loss.adafocal_gamma_min=-0.2"],
+            "invalid config value loss.adafocal_gamma_min=-0.2: expected a number <= -0.5 (-switch)",
+        ),
     ],
 )
 def test_loss_errors_are_one_line_naming_the_key_and_its_values(overrides, message):

@@ -1,8 +1,8 @@
 """The losses beyond cross-entropy (xent_lab.losses: sparse focal, Poly-1, Brier, MMCE, confidence penalty,
-MbLS, MDCA), one test class per loss: values computed by hand from the formulas (logits and probabilities,
-sample weights, every reduction), the special cases that reduce to cross-entropy, agreement with the
-categorical focal losses (ours and Keras') and with the authors' code re-expressed in NumPy, `ignore_class`,
-finite gradients at +-1e4 logits, validation errors and serialization."""
+MbLS, MDCA, LogitNorm, dual focal, AdaFocal), one test class per loss: values computed by hand from the formulas
+(logits and probabilities, sample weights, every reduction), the special cases that reduce to cross-entropy,
+agreement with the categorical focal losses (ours and Keras') and with the authors' code re-expressed in NumPy,
+`ignore_class`, AdaFocal's gamma update, finite gradients at +-1e4 logits, validation errors and serialization."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from tests.test_losses import (
     BINARY_Y,
     EXACT_RTOL,
     LABELS,
+    LOGITS,
+    ONEHOT_Y,
     PROBS,
     REDUCTIONS,
     RTOL,
@@ -37,6 +39,7 @@ from tests.test_losses import (
 )
 from xent_lab import losses
 from xent_lab.calibration import brier_score
+from xent_lab.losses.adafocal import adafocal_bins, adafocal_gamma_update
 
 ALPHA = [0.2, 0.3, 0.5]
 EXTREME_LOGITS = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [1e4, 1e4, -1e4], [-1e4, -1e4, -1e4]], "float32")
@@ -517,6 +520,229 @@ class TestMDCACrossentropy(HandComputed):
         np.testing.assert_allclose(np.asarray(per_position).ravel(), flat, rtol=RTOL, atol=ATOL)
 
 
+class TestLogitNormCrossentropy(HandComputed):
+    """The formula reads logits: `y_pred` from logits, log p from probabilities."""
+
+    loss_class = losses.LogitNormCrossentropy
+    function = staticmethod(losses.logitnorm_crossentropy)
+    kwargs = dict(tau=0.5)
+    # Row 0 from probabilities: z = ln [0.7, 0.2, 0.1] = [-0.356675, -1.609438, -2.302585], ||z|| + 1e-7 = 2.831856,
+    # z / (0.5 * 2.831856) = [-0.251902, -1.136667, -1.626202]: -ln(e^-0.251902 / (e^-0.251902 + e^-1.136667 +
+    # e^-1.626202)) = -ln(0.777324 / 1.294850).
+    literal = 0.5103222
+    # Row 0 from logits: z = [2, 1, 0], ||z|| = sqrt(5), z / (0.5 sqrt(5)) = [1.788854, 0.894427, 0]:
+    # ln(e^1.788854 + e^0.894427 + 1) - 1.788854.
+    literal_from_logits = 0.4548857
+
+    @staticmethod
+    def formula(y, z, tau=0.5):
+        """The authors' `LogitNormLoss.forward` (hongxin001/logitnorm_ood, common/loss_function.py, commit
+        0a60eeffb7dfc970fe68e07c5649ea1c9c8244c6) in NumPy: `x / (torch.norm(x, dim=-1) + 1e-7) / t`, then the
+        cross-entropy (with soft targets y)."""
+        normalized = z / (np.sqrt((z**2).sum(axis=-1, keepdims=True)) + 1e-7) / tau
+        return -(y * (normalized - np.log(np.exp(normalized).sum(axis=-1, keepdims=True)))).sum(axis=-1)
+
+    def expected(self, from_logits):
+        z = self.logits.astype("float64") if from_logits else np.log(self.probs.astype("float64"))
+        return self.formula(self.targets.astype("float64"), z)
+
+    def test_formula_matches_the_arithmetic(self):
+        assert self.expected(False)[0] == pytest.approx(self.literal, rel=1e-6)
+        assert self.expected(True)[0] == pytest.approx(self.literal_from_logits, rel=1e-6)
+
+    def test_equals_the_authors_formula(self):
+        rng = np.random.default_rng(11)
+        y = random_onehot(rng, 16, 5)
+        z = rng.normal(scale=4.0, size=(16, 5)).astype("float32")
+        for tau in (0.01, 0.04, 1.0):
+            value = losses.LogitNormCrossentropy(tau=tau, from_logits=True, reduction="none")(y, z)
+            np.testing.assert_allclose(value, self.formula(y, z.astype("float64"), tau), rtol=1e-5, atol=1e-6)
+
+    def test_scale_of_the_logits_does_not_matter(self):
+        # z and 100 z have the same direction: the same loss (the epsilon aside), where CE would fall to ~0.
+        loss = losses.LogitNormCrossentropy(tau=0.5, from_logits=True, reduction="none")
+        np.testing.assert_allclose(loss(ONEHOT_Y, LOGITS), loss(ONEHOT_Y, 100 * LOGITS), rtol=1e-6)
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3: targets [0.1, 0.8, 0.1] against the normalized logits [1.788854, 0.894427, 0] (tau 0.5).
+        loss = losses.LogitNormCrossentropy(tau=0.5, from_logits=True, label_smoothing=0.3)
+        log_total = math.log(math.exp(1.7888544) + math.exp(0.8944272) + 1.0)
+        expected = 0.1 * (log_total - 1.7888544) + 0.8 * (log_total - 0.8944272) + 0.1 * log_total
+        assert float(loss([[0, 1, 0]], [[2.0, 1.0, 0.0]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+    def test_zero_logits_have_finite_gradients(self):
+        value, grad = value_and_grad(losses.LogitNormCrossentropy(from_logits=True), onehot([0]), np.zeros((1, 3)))
+        assert float(value) == pytest.approx(math.log(3), rel=1e-6) and np.all(np.isfinite(grad))
+
+
+def dual_focal_reference(labels, logits, gamma):
+    """The authors' `DualFocalLoss.forward` (Linwei94/ICML2023-DualFocalLoss, dual_focal_loss.py, commit
+    106f26bed6a80280e7d0577bdf6b26dcd73cb01c) in NumPy, per sample: p_j is the top-1 of `p * (p < p_k)`."""
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    p = np.exp(log_p)
+    logp_k = log_p[np.arange(len(labels)), labels]
+    p_k = np.exp(logp_k)
+    p_j = (p * (p < p_k[:, None])).max(axis=-1)
+    return -((1 - p_k + p_j) ** gamma) * logp_k
+
+
+class TestDualFocalCrossentropy(HandComputed):
+    loss_class = losses.DualFocalCrossentropy
+    function = staticmethod(losses.dual_focal_crossentropy)
+    kwargs = dict(gamma=2.0)
+    # Row 0 from probabilities, label 0, p = [0.7, 0.2, 0.1]: p_j = 0.2, (1 - 0.7 + 0.2)^2 * -ln 0.7 = 0.25 * 0.356675.
+    literal = 0.08916874
+
+    @staticmethod
+    def formula(y, p, gamma=2.0):
+        below = p[..., None, :] < p[..., :, None]  # [c, j]: p_j < p_c
+        p_j = np.where(below, p[..., None, :], 0.0).max(axis=-1)
+        return -(y * (1 - p + p_j) ** gamma * np.log(p)).sum(axis=-1)
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
+    def test_equals_the_authors_formula(self, gamma):
+        rng = np.random.default_rng(12)
+        labels = rng.integers(0, 5, 32)
+        z = rng.normal(scale=3.0, size=(32, 5)).astype("float32")
+        z[:4] = [1.0, 1.0, 0.0, -1.0, 2.0]  # ties: a class as probable as the label is not below it
+        value = losses.DualFocalCrossentropy(gamma=gamma, from_logits=True, reduction="none")(onehot(labels, 5), z)
+        expected = dual_focal_reference(labels, z.astype("float64"), gamma)
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-7)
+
+    def test_p_j_is_the_largest_probability_below_the_labels(self):
+        # Label 0 with p = [0.2, 0.7, 0.1]: p_j = 0.1 (below 0.2), not 0.7. Label 2 (the smallest): p_j = 0.
+        loss = losses.DualFocalCrossentropy(gamma=2.0, reduction="none")
+        p = np.array([[0.2, 0.7, 0.1], [0.2, 0.7, 0.1]], "float32")
+        expected = [0.9**2 * -math.log(0.2), 0.9**2 * -math.log(0.1)]
+        np.testing.assert_allclose(loss(onehot([0, 2]), p), expected, rtol=EXACT_RTOL)
+
+    def test_gamma_zero_is_crossentropy(self):
+        rng = np.random.default_rng(13)
+        y, x = random_onehot(rng, 6, 4), random_predictions(rng, (6, 4), True, "float32", binary=False)
+        loss = losses.DualFocalCrossentropy(gamma=0.0, from_logits=True, label_smoothing=0.1)
+        assert_same_as(loss, keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), y, x)
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3: targets [0.1, 0.8, 0.1] against [0.4, 0.4, 0.2]; p_j = 0.2 for both 0.4s (a tie is not
+        # below), 0 for 0.2: factors 0.8^2, 0.8^2, 0.8^2.
+        loss = losses.DualFocalCrossentropy(gamma=2.0, label_smoothing=0.3)
+        expected = -0.64 * (0.1 * math.log(0.4) + 0.8 * math.log(0.4) + 0.1 * math.log(0.2))
+        assert float(loss([[0, 1, 0]], [[0.4, 0.4, 0.2]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+
+def adafocal_reference(labels, logits, gammas, edges):
+    """The authors' `AdaFocal.get_gamma_per_sample` and `forward` (3mcloud/adafocal, losses/adafocal.py, commit
+    f2c6ca06d2967e3d5fcaecc53222ef16a08abd48) in NumPy, per sample; `edges`: every bin's lower and upper boundary."""
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    logpt = log_p[np.arange(len(labels)), labels]
+    pt = np.exp(logpt)
+    n_bins = len(gammas)
+    chosen = []
+    for sample in pt:
+        for bin_no in range(n_bins):
+            lower, upper = edges[bin_no], edges[bin_no + 1]
+            if bin_no == 0 and sample < upper or bin_no == n_bins - 1 and sample >= lower or lower <= sample < upper:
+                break
+        chosen.append(gammas[bin_no])
+    gamma = np.array(chosen)
+    return -((1 - np.sign(gamma) * pt + 1e-20) ** np.abs(gamma)) * logpt
+
+
+class TestAdaFocalCrossentropy(HandComputed):
+    """Before any update: gamma 1 in every bin, a focal loss with gamma 1."""
+
+    loss_class = losses.AdaFocalCrossentropy
+    function = staticmethod(
+        lambda y, p, **kwargs: losses.adafocal_crossentropy(y, p, np.ones(15), np.linspace(0, 1, 16)[1:-1], **kwargs)
+    )
+    # Row 0 from probabilities, label 0, p = 0.7: (1 - 0.7) * -ln 0.7 = 0.3 * 0.356675.
+    literal = 0.1070025
+
+    @staticmethod
+    def formula(y, p):
+        return -(y * (1 - p) * np.log(p)).sum(axis=-1)
+
+    def test_known_values_per_bin(self):
+        # Two bins split at 0.5, gammas [2, -1]: p_t = 0.3 is focal with gamma 2, p_t = 0.7 and p_t = 0.5 (the
+        # edge belongs to the upper bin) inverse focal with |gamma| 1.
+        loss = losses.AdaFocalCrossentropy(n_bins=2, reduction="none")
+        loss.gammas.assign([2.0, -1.0])
+        p = np.array([[0.3, 0.5, 0.2], [0.7, 0.2, 0.1], [0.5, 0.3, 0.2]], "float32")
+        expected = [0.7**2 * -math.log(0.3), 1.7 * -math.log(0.7), 1.5 * -math.log(0.5)]
+        np.testing.assert_allclose(loss(onehot([0, 0, 0]), p), expected, rtol=EXACT_RTOL)
+
+    def test_equals_the_authors_formula(self):
+        rng = np.random.default_rng(14)
+        labels = rng.integers(0, 4, 64)
+        z = rng.normal(scale=2.0, size=(64, 4)).astype("float32")
+        # Equal-mass edges of some confidences, and gammas on both sides of the switch.
+        edges, _ = adafocal_bins(rng.uniform(0.25, 1.0, 200), rng.uniform(size=200) < 0.7, 6)
+        gammas = np.array([-2.0, -0.2, 0.2, 1.0, 3.5, 20.0])
+        loss = losses.AdaFocalCrossentropy(n_bins=6, from_logits=True, reduction="none")
+        loss.gammas.assign(gammas)
+        loss.edges.assign(edges[1:-1])
+        expected = adafocal_reference(labels, z.astype("float64"), gammas, edges.astype("float32"))
+        np.testing.assert_allclose(loss(onehot(labels, 4), z), expected, rtol=1e-5, atol=1e-7)
+
+    def test_gamma_update_on_literal_numbers(self):
+        gammas = [1.0, 0.5, -1.0, 0.21, -0.21, 15.0, -1.9]
+        gaps = [0.1, -0.2, 0.1, -0.1, 0.1, 0.5, -0.1]
+        expected = [
+            math.exp(0.1),  # over-confident: focus more
+            0.5 * math.exp(-0.2),  # under-confident: focus less
+            -math.exp(-0.1),  # inverse focal, over-confident: |gamma| shrinks
+            -0.2,  # 0.21 e^-0.1 = 0.190 < 0.2: switches to inverse focal
+            0.2,  # -0.21 e^-0.1 = -0.190: switches back to focal
+            20.0,  # 15 e^0.5 = 24.7, clipped to gamma_max
+            -2.0,  # -1.9 e^0.1 = -2.10, clipped to gamma_min
+        ]
+        np.testing.assert_allclose(adafocal_gamma_update(gammas, gaps), expected, rtol=1e-12)
+
+    def test_bins_on_literal_numbers(self):
+        # Ranks linspace(0, 6, 3) = [0, 3, 6] of the sorted confidences: edges [0.5, 0.8, 0.95]. Bin 0 is
+        # (0.5, 0.8]: 0.6, 0.7, 0.8 (0.5, the smallest, is in no bin, as theirs), 2 of 3 right: gap 0.7 - 2/3.
+        # Bin 1 is (0.8, 0.95]: 0.9, 0.95, both right: gap 0.925 - 1.
+        confidence = np.array([0.9, 0.5, 0.6, 0.8, 0.7, 0.95])
+        correct = np.array([1, 0, 1, 0, 1, 1], bool)
+        edges, gaps = adafocal_bins(confidence, correct, 2)
+        np.testing.assert_allclose(edges, [0.5, 0.8, 0.95])
+        np.testing.assert_allclose(gaps, [0.7 - 2 / 3, 0.925 - 1.0])
+
+    def test_update_writes_the_state_the_loss_reads(self):
+        loss = losses.AdaFocalCrossentropy(n_bins=2, reduction="none")
+        confidence = np.array([0.9, 0.5, 0.6, 0.8, 0.7, 0.95])
+        gammas = loss.update(confidence, np.array([1, 0, 1, 0, 1, 1], bool))
+        np.testing.assert_allclose(gammas, [math.exp(0.7 - 2 / 3), math.exp(0.925 - 1.0)], rtol=1e-12)
+        np.testing.assert_allclose(loss.gammas.numpy(), gammas, rtol=1e-6)
+        np.testing.assert_allclose(loss.edges.numpy(), [0.8])
+        # p_t = 0.7 now falls in bin 0 (below 0.8), p_t = 0.9 in bin 1.
+        p = np.array([[0.7, 0.2, 0.1], [0.9, 0.05, 0.05]], "float32")
+        expected = [0.3 ** gammas[0] * -math.log(0.7), 0.1 ** gammas[1] * -math.log(0.9)]
+        # A function compiled (by XLA, as Keras' train step on a GPU) before the next update reads the variables, not
+        # the values they had then.
+        traced = tf.function(lambda y, p: loss(y, p), jit_compile=True)
+        np.testing.assert_allclose(traced(onehot([0, 0]), p), expected, rtol=1e-6)
+        loss.gammas.assign([3.0, 3.0])
+        expected = [0.3**3 * -math.log(0.7), 0.1**3 * -math.log(0.9)]
+        np.testing.assert_allclose(traced(onehot([0, 0]), p), expected, rtol=1e-6)
+
+    def test_known_value_with_label_smoothing(self):
+        # ls = 0.3, k = 3: targets [0.1, 0.8, 0.1] against [0.4, 0.4, 0.2]; two bins at 0.3, gammas [-1, 2]: the
+        # 0.4s focal with gamma 2, the 0.2 inverse focal with |gamma| 1.
+        loss = losses.AdaFocalCrossentropy(n_bins=2, label_smoothing=0.3)
+        loss.gammas.assign([-1.0, 2.0])
+        loss.edges.assign([0.3])
+        expected = -(0.9 * 0.6**2 * math.log(0.4) + 0.1 * 1.2 * math.log(0.2))
+        assert float(loss([[0, 1, 0]], [[0.4, 0.4, 0.2]])) == pytest.approx(expected, rel=EXACT_RTOL)
+
+    def test_inverse_focal_gradients_finite_at_extreme_logits(self):
+        loss = losses.AdaFocalCrossentropy(n_bins=1, from_logits=True)
+        for gamma in (-2.0, -0.2, 0.2):
+            loss.gammas.assign([gamma])
+            value, grad = value_and_grad(loss, onehot(EXTREME_LABELS), EXTREME_LOGITS)
+            assert np.isfinite(value) and np.all(np.isfinite(grad)) and np.any(grad != 0), (gamma, value, grad)
+
+
 # --------------------------------------------------------------------------------------------
 # Across the new losses
 # --------------------------------------------------------------------------------------------
@@ -530,6 +756,9 @@ CLASSES = [
     losses.ConfidencePenaltyCrossentropy,
     losses.MbLSCrossentropy,
     losses.MDCACrossentropy,
+    losses.LogitNormCrossentropy,
+    losses.DualFocalCrossentropy,
+    losses.AdaFocalCrossentropy,
 ]
 FUNCTIONS = {
     losses.SparseCategoricalFocalCrossentropy: losses.sparse_categorical_focal_crossentropy,
@@ -540,6 +769,9 @@ FUNCTIONS = {
     losses.ConfidencePenaltyCrossentropy: losses.confidence_penalty_crossentropy,
     losses.MbLSCrossentropy: losses.mbls_crossentropy,
     losses.MDCACrossentropy: losses.mdca_crossentropy,
+    losses.LogitNormCrossentropy: losses.logitnorm_crossentropy,
+    losses.DualFocalCrossentropy: losses.dual_focal_crossentropy,
+    losses.AdaFocalCrossentropy: losses.adafocal_crossentropy,
 }
 # The constructors other code is configured with: argument names and defaults, in order.
 COMMON = [("from_logits", False), ("label_smoothing", 0.0), ("axis", -1)]
@@ -571,6 +803,17 @@ SIGNATURES = {
     losses.ConfidencePenaltyCrossentropy: [("beta", 0.1), *COMMON],
     losses.MbLSCrossentropy: [("margin", 10.0), ("weight", 0.1), *COMMON],
     losses.MDCACrossentropy: [("beta", 1.0), *COMMON],
+    losses.LogitNormCrossentropy: [("tau", 0.01), *COMMON],
+    losses.DualFocalCrossentropy: [("gamma", 5.0), *COMMON],
+    losses.AdaFocalCrossentropy: [
+        ("n_bins", 15),
+        ("gamma_initial", 1.0),
+        ("lam", 1.0),
+        ("switch", 0.2),
+        ("gamma_min", -2.0),
+        ("gamma_max", 20.0),
+        *COMMON,
+    ],
 }
 
 
@@ -638,6 +881,13 @@ def test_probabilities_out_of_range_raise(cls):
         (lambda: losses.MDCACrossentropy(beta=-1.0), "beta must be a number >= 0"),
         (lambda: losses.mdca_crossentropy(onehot(LABELS), PROBS, beta=-1), "beta must be a number >= 0"),
         (lambda: losses.CategoricalBrier(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\]"),
+        (lambda: losses.LogitNormCrossentropy(tau=0.0), "tau must be a number > 0"),
+        (lambda: losses.logitnorm_crossentropy(onehot([0]), PROBS[:1], tau=-1), "tau must be a number > 0"),
+        (lambda: losses.DualFocalCrossentropy(gamma=-1.0), "gamma must be a number >= 0"),
+        (lambda: losses.dual_focal_crossentropy(onehot([0]), PROBS[:1], gamma="flsd53"), "gamma must be a number"),
+        (lambda: losses.AdaFocalCrossentropy(n_bins=0), "n_bins must be an integer >= 1"),
+        (lambda: losses.AdaFocalCrossentropy(lam=-1.0), "lam must be a number >= 0"),
+        (lambda: losses.AdaFocalCrossentropy(gamma_min=-0.1), "gamma_min <= -switch <= switch <= gamma_max"),
         (lambda: losses.CategoricalBrier()(onehot([0, 1], 2), PROBS[:2]), "y_true and y_pred must have the same"),
     ],
 )
@@ -658,6 +908,12 @@ CONFIGURED = [
     losses.ConfidencePenaltyCrossentropy(beta=0.3, from_logits=True, label_smoothing=0.1),
     losses.MbLSCrossentropy(margin=5.0, weight=0.2, reduction="sum", name="mbls"),
     losses.MDCACrossentropy(beta=5.0, from_logits=True, label_smoothing=0.05),
+    losses.LogitNormCrossentropy(tau=0.04, from_logits=True, label_smoothing=0.1),
+    losses.LogitNormCrossentropy(reduction="sum"),
+    losses.DualFocalCrossentropy(gamma=2.6, from_logits=True, label_smoothing=0.1),
+    losses.DualFocalCrossentropy(dtype="float16"),
+    losses.AdaFocalCrossentropy(n_bins=10, gamma_initial=2.0, lam=0.5, switch=0.1, gamma_min=-3.0, from_logits=True),
+    losses.AdaFocalCrossentropy(label_smoothing=0.05, reduction="mean"),
 ]
 
 

@@ -88,9 +88,38 @@ def test_custom_loss_takes_the_builtins_training_steps(tmp_path, cache_dir, data
 @pytest.mark.parametrize(
     "loss,impl",
     # naive focal: the binary textbook form on IMDB, the categorical one on MNIST.
-    [("sparse_focal", "custom"), ("poly1", "custom"), ("brier", "custom"), ("mmce", "custom"), ("focal", "naive")],
+    [
+        ("sparse_focal", "custom"),
+        ("poly1", "custom"),
+        ("brier", "custom"),
+        ("mmce", "custom"),
+        ("focal", "naive"),
+        ("logitnorm", "custom"),
+        ("dual_focal", "custom"),
+        ("adafocal", "custom"),
+    ],
 )
 def test_loss_trains_to_finite_losses(tmp_path, cache_dir, datasets, dataset, loss, impl):
     losses, test_loss = training_steps(tmp_path, cache_dir, datasets, dataset, f"loss={loss}", f"loss.impl={impl}")
     assert all(math.isfinite(value) and value > 0 for value in losses), losses
     assert math.isfinite(test_loss)
+
+
+def test_adafocal_gammas_are_updated_each_epoch_and_reach_the_history_and_the_sink(tmp_path, cache_dir):
+    """A whole quick training with loss=adafocal: the harness adds the update, whose gamma per bin is an epoch
+    value `adafocal/gamma/BIN` (in the sink, so in the run's per-epoch metrics, and in Keras' history)."""
+    from xent_lab import training
+    from xent_lab.tracking.tags import adafocal_gamma_metric
+
+    cfg = compose_config(tmp_path, cache_dir, QUICK, "loss=adafocal", "trainer.epochs=2", *LOSS_ONLY)
+    sink = training.MemorySink()
+    result = training.train(cfg, sink)
+    n_bins = cfg.loss.adafocal_bins
+    names = [adafocal_gamma_metric(b) for b in range(n_bins)]
+    per_epoch = np.array([[event.values[name] for name in names] for event in sink.epochs])
+    assert per_epoch.shape == (2, n_bins)
+    np.testing.assert_array_equal(per_epoch, np.array([result.history[name] for name in names]).T)
+    # The last update is the loss's state; the first moved every gamma away from 1 (no bin is exactly calibrated).
+    np.testing.assert_allclose(result.setup.objective.loss.gammas.numpy(), per_epoch[-1], rtol=1e-6)
+    assert np.all(per_epoch[0] != 1.0) and np.all(np.isfinite(per_epoch))
+    assert np.all((per_epoch >= cfg.loss.adafocal_gamma_min) & (per_epoch <= cfg.loss.adafocal_gamma_max))

@@ -40,6 +40,16 @@ PRESET_KEYS = {
     "confidence_penalty": {"cp_beta": 0.1},
     "mbls": {"mbls_margin": 10.0, "mbls_weight": 0.1},
     "mdca": {"mdca_beta": 1.0},
+    "logitnorm": {"logitnorm_tau": 0.01},
+    "dual_focal": {"gamma": 5.0},
+    "adafocal": {
+        "adafocal_bins": 15,
+        "adafocal_gamma_initial": 1.0,
+        "adafocal_lambda": 1.0,
+        "adafocal_switch": 0.2,
+        "adafocal_gamma_min": -2.0,
+        "adafocal_gamma_max": 20.0,
+    },
 }
 
 
@@ -86,6 +96,12 @@ def test_registry(impl, module, name, num_classes, head, units, label_format, cl
         ("mbls", 10, SOFTMAX, 10, ONEHOT, "MbLSCrossentropy"),
         ("mdca", 2, SOFTMAX, 2, ONEHOT, "MDCACrossentropy"),
         ("mdca", 10, SOFTMAX, 10, ONEHOT, "MDCACrossentropy"),
+        ("logitnorm", 2, SOFTMAX, 2, ONEHOT, "LogitNormCrossentropy"),
+        ("logitnorm", 10, SOFTMAX, 10, ONEHOT, "LogitNormCrossentropy"),
+        ("dual_focal", 2, SOFTMAX, 2, ONEHOT, "DualFocalCrossentropy"),
+        ("dual_focal", 10, SOFTMAX, 10, ONEHOT, "DualFocalCrossentropy"),
+        ("adafocal", 2, SOFTMAX, 2, ONEHOT, "AdaFocalCrossentropy"),
+        ("adafocal", 10, SOFTMAX, 10, ONEHOT, "AdaFocalCrossentropy"),
     ],
 )
 def test_registry_of_our_own_losses(name, num_classes, head, units, label_format, class_name):
@@ -113,6 +129,20 @@ def test_registry_of_our_own_losses(name, num_classes, head, units, label_format
         ("confidence_penalty", {"cp_beta": 0.5}, {"beta": 0.5}),
         ("mbls", {"mbls_margin": 6.0, "mbls_weight": 0.3}, {"margin": 6.0, "weight": 0.3}),
         ("mdca", {"mdca_beta": 5.0}, {"beta": 5.0}),
+        ("logitnorm", {"logitnorm_tau": 0.04}, {"tau": 0.04}),
+        ("dual_focal", {"gamma": 2.6}, {"gamma": 2.6}),
+        (
+            "adafocal",
+            {
+                "adafocal_bins": 10,
+                "adafocal_gamma_initial": 2.0,
+                "adafocal_lambda": 0.5,
+                "adafocal_switch": 0.1,
+                "adafocal_gamma_min": -3.0,
+                "adafocal_gamma_max": 10.0,
+            },
+            {"n_bins": 10, "gamma_initial": 2.0, "lam": 0.5, "switch": 0.1, "gamma_min": -3.0, "gamma_max": 10.0},
+        ),
     ],
 )
 def test_preset_keys_reach_our_losses(name, extra, expected):

@@ -18,7 +18,11 @@ and the losses calibration studies compare cross-entropy with, one family per mo
 - `confidence_penalty`: `ConfidencePenaltyCrossentropy`, CE - beta * H(p) (Pereyra et al., 2017);
 - `mbls`: `MbLSCrossentropy`, CE + weight * the logit distances beyond a margin (Liu et al., CVPR 2022);
 - `mdca`: `MDCACrossentropy`, CE + beta * MDCA of the batch, and `mdca` for the batch term alone
-  (Hebbalaguppe et al., CVPR 2022).
+  (Hebbalaguppe et al., CVPR 2022);
+- `logitnorm`: `LogitNormCrossentropy`, CE on z / (tau ||z||) (Wei et al., ICML 2022);
+- `dual_focal`: `DualFocalCrossentropy`, -(1 - p_y + p_j)^gamma log p_y (Tao, Dong & Xu, ICML 2023);
+- `adafocal`: `AdaFocalCrossentropy`, focal loss with one gamma per confidence bin, updated from validation
+  calibration after each epoch (Ghosh, Schaaf & Gormley, NeurIPS 2022).
 
 `naive` holds the textbook forms of the first five, under the same names (`loss.impl=naive`, registered
 under "xent_lab.naive"): for showing what the stable forms buy, never for training real models.
@@ -36,6 +40,7 @@ the sparse loss, `gamma="flsd53"`, validation), `classes` the thin `Loss` classe
 # For loading saved models: the registry imports every loss module (a new loss's too), naive the textbook forms.
 from xent_lab.losses import naive, registry  # noqa: F401
 from xent_lab.losses._checks import FLSD53
+from xent_lab.losses.adafocal import AdaFocalCrossentropy, adafocal_crossentropy
 from xent_lab.losses.brier import CategoricalBrier, categorical_brier
 from xent_lab.losses.classes import (
     BinaryCrossentropy,
@@ -45,6 +50,7 @@ from xent_lab.losses.classes import (
     SparseCategoricalCrossentropy,
 )
 from xent_lab.losses.confidence_penalty import ConfidencePenaltyCrossentropy, confidence_penalty_crossentropy
+from xent_lab.losses.dual_focal import DualFocalCrossentropy, dual_focal_crossentropy
 from xent_lab.losses.functional import (
     binary_crossentropy,
     binary_focal_crossentropy,
@@ -53,6 +59,7 @@ from xent_lab.losses.functional import (
     sparse_categorical_crossentropy,
 )
 from xent_lab.losses.information import cross_entropy, entropy, kl_divergence, loss_decomposition, smoothed_targets
+from xent_lab.losses.logitnorm import LogitNormCrossentropy, logitnorm_crossentropy
 from xent_lab.losses.mbls import MbLSCrossentropy, mbls_crossentropy
 from xent_lab.losses.mdca import MDCACrossentropy, mdca, mdca_crossentropy
 from xent_lab.losses.mmce import MMCECrossentropy, mmce, mmce_crossentropy
@@ -94,6 +101,12 @@ __all__ = [
     "mbls_crossentropy",
     "mdca",
     "mdca_crossentropy",
+    "AdaFocalCrossentropy",
+    "DualFocalCrossentropy",
+    "LogitNormCrossentropy",
+    "adafocal_crossentropy",
+    "dual_focal_crossentropy",
+    "logitnorm_crossentropy",
     "cross_entropy",
     "entropy",
     "kl_divergence",

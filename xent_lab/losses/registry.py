@@ -24,8 +24,11 @@ from xent_lab.errors import NotApplicable, invalid_value
 from xent_lab.heads import Head
 from xent_lab.losses import classes, naive
 from xent_lab.losses._checks import FLSD53, is_int, is_number
+from xent_lab.losses.adafocal import AdaFocalCrossentropy
 from xent_lab.losses.brier import CategoricalBrier
 from xent_lab.losses.confidence_penalty import ConfidencePenaltyCrossentropy
+from xent_lab.losses.dual_focal import DualFocalCrossentropy
+from xent_lab.losses.logitnorm import LogitNormCrossentropy
 from xent_lab.losses.mbls import MbLSCrossentropy
 from xent_lab.losses.mdca import MDCACrossentropy
 from xent_lab.losses.mmce import MMCECrossentropy
@@ -146,6 +149,15 @@ def _check_focal(cfg: Mapping[str, Any], num_classes: int) -> None:
         raise invalid_value("loss.alpha", alpha, "a number in [0, 1] with apply_class_balancing=true")
 
 
+def _check_adafocal(cfg: Mapping[str, Any], num_classes: int) -> None:
+    """The gamma bounds enclose both sides of the switch (a bin at +-switch stays inside them)."""
+    switch = cfg["adafocal_switch"]
+    if not cfg["adafocal_gamma_min"] <= -switch:
+        raise invalid_value("loss.adafocal_gamma_min", cfg["adafocal_gamma_min"], f"a number <= -{switch} (-switch)")
+    if not cfg["adafocal_gamma_max"] >= switch:
+        raise invalid_value("loss.adafocal_gamma_max", cfg["adafocal_gamma_max"], f"a number >= {switch} (switch)")
+
+
 def _same(name: str, form: Form, **details: Any) -> Loss:
     """A loss with one form on every task."""
     return Loss(name, form, form, **details)
@@ -259,6 +271,47 @@ REGISTRY = (
         Form(Head.SOFTMAX, ONEHOT, MDCACrossentropy, args=("mdca_beta",)),
         keys=(Key("mdca_beta", _number(0), "a number >= 0", arg="beta"),),
         note=("mdca_beta",),
+    ),
+    # The next three need the softmax on the binary task too: LogitNorm normalizes a vector of logits (one logit's
+    # normalized value is +-1/tau whatever it is), dual focal reads the other classes' probabilities, and AdaFocal
+    # is kept to one form (its bins are of the label's probability either way).
+    _same(
+        "logitnorm",
+        Form(Head.SOFTMAX, ONEHOT, LogitNormCrossentropy, args=("logitnorm_tau",)),
+        keys=(Key("logitnorm_tau", _number(0, open_low=True), "a number > 0", arg="tau"),),
+        note=("logitnorm_tau",),
+    ),
+    _same(
+        "dual_focal",
+        Form(Head.SOFTMAX, ONEHOT, DualFocalCrossentropy, args=("gamma",)),
+        keys=(Key("gamma", _number(0), "a number >= 0"),),
+        note=("gamma",),
+    ),
+    _same(
+        "adafocal",
+        Form(
+            Head.SOFTMAX,
+            ONEHOT,
+            AdaFocalCrossentropy,
+            args=(
+                "adafocal_bins",
+                "adafocal_gamma_initial",
+                "adafocal_lambda",
+                "adafocal_switch",
+                "adafocal_gamma_min",
+                "adafocal_gamma_max",
+            ),
+        ),
+        keys=(
+            Key("adafocal_bins", lambda v: is_int(v) and v >= 1, "an integer >= 1", arg="n_bins"),
+            Key("adafocal_gamma_initial", is_number, "a number", arg="gamma_initial"),
+            Key("adafocal_lambda", _number(0), "a number >= 0", arg="lam"),
+            Key("adafocal_switch", _number(0), "a number >= 0", arg="switch"),
+            Key("adafocal_gamma_min", is_number, "a number <= -adafocal_switch", arg="gamma_min"),
+            Key("adafocal_gamma_max", is_number, "a number >= adafocal_switch", arg="gamma_max"),
+        ),
+        note=("adafocal_gamma_initial", "adafocal_lambda"),
+        check=_check_adafocal,
     ),
 )
 LOSSES = {loss.name: loss for loss in REGISTRY}

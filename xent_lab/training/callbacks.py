@@ -1,8 +1,9 @@
-"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, the best epoch kept
-in memory (`trainer.keep`), the checkpoint, and the epoch events (the zero-gradient probe: `probe`).
+"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, AdaFocal's gamma
+update, the best epoch kept in memory (`trainer.keep`), the checkpoint, and the epoch events (the zero-gradient
+probe: `probe`).
 
-Order matters: `CalibrationCallback` writes into the epoch's `logs`, and `EpochEvents`, placed last, hands
-everything the callbacks before it wrote to the sinks (`xent_lab.training.events`).
+Order matters: `CalibrationCallback` and `AdaFocalGammas` write into the epoch's `logs`, and `EpochEvents`, placed
+last, hands everything the callbacks before it wrote to the sinks (`xent_lab.training.events`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from xent_lab import atomic, calibration, heads, stopping
 from xent_lab.config import ON_NONFINITE
 from xent_lab.errors import NonFiniteLossError, XentError
+from xent_lab.losses.adafocal import AdaFocalCrossentropy
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import reason
 from xent_lab.training.events import Divergence, Epoch, EpochSink
@@ -79,6 +81,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
+def predicted_logits(model: keras.Model, x: Any, n: int, batch_size: int = 1024) -> np.ndarray:
+    """`model`'s outputs on the `n` samples of `x`, from `predict_on_batch` over slices of `batch_size` samples."""
+    batches = [
+        model.predict_on_batch(keras.tree.map_structure(lambda a, start=start: a[start : start + batch_size], x))
+        for start in range(0, n, batch_size)
+    ]
+    return np.concatenate(batches)
+
+
 class CalibrationCallback(keras.callbacks.Callback):
     """Adds validation calibration metrics to the epoch logs, for the callbacks that follow it.
 
@@ -119,18 +130,10 @@ class CalibrationCallback(keras.callbacks.Callback):
         self.extra = tuple(extra)
         self.last_logits: np.ndarray | None = None
 
-    def _validation_logits(self) -> np.ndarray:
-        model = self.model if self.logits_model is None else self.logits_model
-        step = self.batch_size
-        batches = [
-            model.predict_on_batch(keras.tree.map_structure(lambda a, start=start: a[start : start + step], self.x_val))
-            for start in range(0, len(self.y_val), step)
-        ]
-        return np.concatenate(batches)
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         started = time.perf_counter()
-        logits = self._validation_logits()
+        model = self.model if self.logits_model is None else self.logits_model
+        logits = predicted_logits(model, self.x_val, len(self.y_val), self.batch_size)
         self.last_logits = logits
         if logs is None or not np.isfinite(logits).all():  # the weights diverged (trainer.on_nonfinite=record)
             return
@@ -139,6 +142,41 @@ class CalibrationCallback(keras.callbacks.Callback):
         for function in self.extra:
             logs.update({T.val_metric(key): float(value) for key, value in function(logits, self.y_val).items()})
         logs[T.CALIBRATION_SECONDS] = time.perf_counter() - started
+
+
+class AdaFocalGammas(keras.callbacks.Callback):
+    """AdaFocal's update (`AdaFocalCrossentropy.update`) at each epoch end, from the validation predictions of
+    `logits_model` (default: the trained model), and each bin's new gamma written into `logs` as
+    `adafocal/gamma/b`, for the callbacks that follow it (the epoch events). The authors update at the
+    end of each epoch too, on their validation split. Skipped where the weights diverged (non-finite logits)."""
+
+    def __init__(
+        self,
+        loss: AdaFocalCrossentropy,
+        x_val: Any,
+        y_val: np.ndarray,
+        head: str,
+        logits_model: keras.Model | None = None,
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        heads.check_head(head)
+        self.loss = loss
+        self.x_val = x_val
+        self.y_val = np.asarray(y_val)
+        self.head = head
+        self.logits_model = logits_model
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        model = self.model if self.logits_model is None else self.logits_model
+        logits = predicted_logits(model, self.x_val, len(self.y_val), self.batch_size)
+        if not np.isfinite(logits).all():
+            return
+        probabilities = heads.probabilities(logits, self.head)
+        gammas = self.loss.update(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == self.y_val)
+        if logs is not None:
+            logs.update({T.adafocal_gamma_metric(b): float(gamma) for b, gamma in enumerate(gammas)})
 
 
 class KeepBestValAccuracy(keras.callbacks.Callback):

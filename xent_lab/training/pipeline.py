@@ -21,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import data, models, objectives, stopping
 from xent_lab.losses import loss_decomposition
+from xent_lab.losses.adafocal import AdaFocalCrossentropy
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.training import fit
 from xent_lab.training.callbacks import (
+    AdaFocalGammas,
     CalibrationCallback,
     Checkpoint,
     EpochEvents,
@@ -147,6 +149,11 @@ def _callbacks(cfg: DictConfig, setup: Setup, output_dir: Path | None) -> list[k
                 n_bins=cfg.calibration.n_bins,
                 extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
             )
+        )
+    if isinstance(setup.objective.loss, AdaFocalCrossentropy):
+        dataset = setup.dataset
+        callbacks.append(
+            AdaFocalGammas(setup.objective.loss, dataset.x_val, dataset.y_val, setup.objective.head, setup.logits_model)
         )
     if cfg.trainer.gradient_probe:
         labels = setup.dataset.y_train
