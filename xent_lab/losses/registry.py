@@ -10,6 +10,7 @@ rewrites that table (a test holds the README to it).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import sys
@@ -159,7 +160,10 @@ def _check_adafocal(cfg: Mapping[str, Any], num_classes: int) -> None:
 
 
 def _same(name: str, form: Form, **details: Any) -> Loss:
-    """A loss with one form on every task."""
+    """A loss with one form on every task; the form takes all of the loss's own keys, in their order, unless it
+    names the ones it takes."""
+    if not form.args:
+        form = dataclasses.replace(form, args=tuple(key.name for key in details.get("keys", ())))
     return Loss(name, form, form, **details)
 
 
@@ -221,12 +225,7 @@ REGISTRY = (
     ),
     _same(
         "sparse_focal",
-        Form(
-            Head.SOFTMAX,
-            SPARSE,
-            SparseCategoricalFocalCrossentropy,
-            args=("gamma", "alpha", "ignore_class"),
-        ),
+        Form(Head.SOFTMAX, SPARSE, SparseCategoricalFocalCrossentropy),
         keys=(GAMMA, ALPHA, Key("ignore_class", lambda v: v is None or is_int(v), "null or an integer label")),
         note=("gamma",),
         check=_check_focal,
@@ -241,7 +240,7 @@ REGISTRY = (
     _same("brier", Form(Head.SOFTMAX, ONEHOT, CategoricalBrier)),
     _same(
         "mmce",
-        Form(Head.SOFTMAX, ONEHOT, MMCECrossentropy, args=("mmce_weight", "mmce_kernel_width", "mmce_weighted")),
+        Form(Head.SOFTMAX, ONEHOT, MMCECrossentropy),
         keys=(
             Key("mmce_weight", _number(0), "a number >= 0", arg="weight"),
             Key("mmce_kernel_width", _number(0, open_low=True), "a number > 0", arg="kernel_width"),
@@ -253,13 +252,13 @@ REGISTRY = (
     # the sigmoid of the logit difference, so a one-sigmoid form would be the same loss under another head.
     _same(
         "confidence_penalty",
-        Form(Head.SOFTMAX, ONEHOT, ConfidencePenaltyCrossentropy, args=("cp_beta",)),
+        Form(Head.SOFTMAX, ONEHOT, ConfidencePenaltyCrossentropy),
         keys=(Key("cp_beta", _number(0), "a number >= 0", arg="beta"),),
         note=("cp_beta",),
     ),
     _same(
         "mbls",
-        Form(Head.SOFTMAX, ONEHOT, MbLSCrossentropy, args=("mbls_margin", "mbls_weight")),
+        Form(Head.SOFTMAX, ONEHOT, MbLSCrossentropy),
         keys=(
             Key("mbls_margin", _number(0), "a number >= 0", arg="margin"),
             Key("mbls_weight", _number(0), "a number >= 0", arg="weight"),
@@ -268,7 +267,7 @@ REGISTRY = (
     ),
     _same(
         "mdca",
-        Form(Head.SOFTMAX, ONEHOT, MDCACrossentropy, args=("mdca_beta",)),
+        Form(Head.SOFTMAX, ONEHOT, MDCACrossentropy),
         keys=(Key("mdca_beta", _number(0), "a number >= 0", arg="beta"),),
         note=("mdca_beta",),
     ),
@@ -277,31 +276,19 @@ REGISTRY = (
     # is kept to one form (its bins are of the label's probability either way).
     _same(
         "logitnorm",
-        Form(Head.SOFTMAX, ONEHOT, LogitNormCrossentropy, args=("logitnorm_tau",)),
+        Form(Head.SOFTMAX, ONEHOT, LogitNormCrossentropy),
         keys=(Key("logitnorm_tau", _number(0, open_low=True), "a number > 0", arg="tau"),),
         note=("logitnorm_tau",),
     ),
     _same(
         "dual_focal",
-        Form(Head.SOFTMAX, ONEHOT, DualFocalCrossentropy, args=("gamma",)),
+        Form(Head.SOFTMAX, ONEHOT, DualFocalCrossentropy),
         keys=(Key("gamma", _number(0), "a number >= 0"),),
         note=("gamma",),
     ),
     _same(
         "adafocal",
-        Form(
-            Head.SOFTMAX,
-            ONEHOT,
-            AdaFocalCrossentropy,
-            args=(
-                "adafocal_bins",
-                "adafocal_gamma_initial",
-                "adafocal_lambda",
-                "adafocal_switch",
-                "adafocal_gamma_min",
-                "adafocal_gamma_max",
-            ),
-        ),
+        Form(Head.SOFTMAX, ONEHOT, AdaFocalCrossentropy),
         keys=(
             Key("adafocal_bins", lambda v: is_int(v) and v >= 1, "an integer >= 1", arg="n_bins"),
             Key("adafocal_gamma_initial", is_number, "a number", arg="gamma_initial"),
