@@ -12,9 +12,9 @@ axis, so its single value (B = 1) and its value on every resample come from one 
 - `weights` with `confidence` and `correct`: the weighted grid masses of smooth ECE are built from them.
 
 Without W the statistics are computed directly: one blocked pass over P (`_scan`: the value checks, the top label,
-the true class, sum P^2 and the per-(class, bin) sums), bin counts of n values and one sort of the n confidences.
-With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no loop over
-them). Tests check the two ways against each other and against explicit resamples.
+the true class, sum P^2 and the per-(class, bin) sums and counts), bin counts of n values and one sort of the n
+confidences. With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no
+loop over them). Tests check the two ways against each other and against explicit resamples.
 """
 
 from __future__ import annotations
