@@ -134,15 +134,18 @@ def test_metric_ranges_on_random_data(seed, n, k, n_bins):
     assert cal.reliability_bins(probs, labels, n_bins).counts.sum() == n
 
 
-@pytest.mark.parametrize("n_bins", [1, 3, 4, 10, 15, 1000])
+@pytest.mark.parametrize("n_bins", [1, 3, 4, 10, 15, 1000, 65537])
 def test_arithmetic_bins_equal_a_search_of_the_float_edges(n_bins):
-    # The metrics bin by floor(s M) and search the edges only near them: at, just above and just below every edge
-    # of np.linspace(0, 1, M + 1) and at 0 and 1, the bins are those of a search of the edges themselves.
+    # The metrics bin by trunc(s M (1 - 2^-30)) and search the edges only near them: at, just above and just below
+    # every edge of np.linspace(0, 1, M + 1), within 2^-28 of each (around the band searched), and at 0 and 1, the
+    # bins are those of a search of the edges themselves.
     from xent_lab.calibration.binning import uniform_bin_ids
 
+    rng = np.random.default_rng(0)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
+    near = edges * (1 + rng.uniform(-(2.0**-28), 2.0**-28, (4, n_bins + 1)))
     scores = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1), np.arange(n_bins + 1) / n_bins])
-    scores = np.clip(np.concatenate([scores, np.random.default_rng(0).random(1000)]), 0, 1)
+    scores = np.clip(np.concatenate([scores, near.ravel(), rng.random(1000)]), 0, 1)
     expected = np.searchsorted(edges[1:-1], scores, side="left")
     np.testing.assert_array_equal(uniform_bin_ids(scores, n_bins), expected)
     assert uniform_bin_ids(np.array([0.0, 1.0]), n_bins).tolist() == [0, n_bins - 1]
@@ -150,9 +153,9 @@ def test_arithmetic_bins_equal_a_search_of_the_float_edges(n_bins):
 
 @pytest.mark.parametrize("n_bins", [1, 4, 15, 1000])
 def test_bins_of_the_pass_over_p_equal_a_search_of_the_float_edges(n_bins):
-    # The pass over P bins every P_ij (capping only the rows' maxima at the last bin) and reads the bins of c_i and
-    # P_{i,y_i} from those: rows whose maximum is an edge, just above or below one, 1 or just below 1, and whose
-    # other entries sit at, above or below edges too, are binned as a search of the edges themselves bins them.
+    # The pass over P bins every P_ij and reads the bins of c_i and P_{i,y_i} from those: rows whose maximum is an
+    # edge, just above or below one, 1 or just below 1, and whose other entries sit at, above or below edges too,
+    # are binned as a search of the edges themselves bins them.
     from xent_lab.calibration.statistics import Statistics
 
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -173,6 +176,88 @@ def test_bins_of_the_pass_over_p_equal_a_search_of_the_float_edges(n_bins):
     scores = np.zeros((4, n_bins))
     np.add.at(scores, (np.tile(np.arange(4), len(probs)), bins.ravel()), probs.ravel())
     np.testing.assert_allclose(stats.class_bins[0, 0], scores, rtol=1e-14, atol=0)
+
+
+def _reference_statistics(probs, labels, n_bins):
+    """The test set's statistics spelled out: NumPy's max and argmax, a search of the float edges, a sort."""
+    n, k = probs.shape
+    inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    confidence, hit, true_class = probs.max(axis=1), probs.argmax(axis=1) == labels, probs[np.arange(n), labels]
+    bins = np.searchsorted(inner, confidence, side="left")
+    width = [np.bincount(bins, minlength=n_bins), np.bincount(bins, confidence, minlength=n_bins)]
+    width.append(np.bincount(bins[hit], minlength=n_bins))
+    ordered = np.sort(confidence)
+    mass = np.searchsorted(ordered, confidence, side="left") * n_bins // n  # first-tie rank r: bin r M // n
+    mass_sums = [np.bincount(mass, minlength=n_bins), np.bincount(mass, confidence, minlength=n_bins)]
+    mass_sums.append(np.bincount(mass[hit], minlength=n_bins))
+    groups = np.arange(k) * n_bins + np.searchsorted(inner, probs, side="left")  # class j M + bin of P_ij
+    scores = np.bincount(groups.ravel(), probs.ravel(), minlength=k * n_bins).reshape(k, n_bins)
+    hits = np.bincount(groups[np.arange(n), labels], minlength=k * n_bins).reshape(k, n_bins)
+    nll = -np.log(np.maximum(true_class, cal.NLL_EPS)).sum()
+    brier = ((probs - np.eye(k)[labels]) ** 2).sum()
+    return {
+        "confidence": confidence,
+        "hit": hit,
+        "true_class": true_class,
+        "width_bins": np.stack(width)[:, None],
+        "mass_bins": np.stack(mass_sums)[:, None],
+        "class_bins": np.stack([scores, hits])[:, None],
+        "sample_sums": np.array([[hit.sum()], [nll], [brier]]),
+    }
+
+
+def _random_probabilities(kind, n, k, rng):
+    if kind == "softmax":
+        return special.softmax(rng.normal(0, 3, (n, k)), axis=1)
+    if kind == "saturated":  # exact zeros and ones, ties at the top
+        return special.softmax(rng.normal(0, 400, (n, k)), axis=1)
+    if kind == "float32":
+        return special.softmax(rng.normal(size=(n, k)).astype("float32"), axis=1).astype(np.float64)
+    probs = np.round(rng.dirichlet(np.full(k, 0.5), n), 1)  # ties, exact and near bin edges, tied maxima
+    probs[probs.sum(axis=1) == 0, 0] = 1
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "k", "n_bins"),
+    [
+        ("softmax", 1, 2, 15),
+        ("softmax", 9, 3, 4),
+        ("softmax", 3000, 10, 15),
+        ("saturated", 3000, 10, 15),
+        ("float32", 3000, 10, 15),
+        ("rounded", 3000, 5, 10),
+        ("rounded", 2000, 2, 1),
+        ("softmax", 20_000, 7, 15),  # several blocks of the pass over P
+        ("rounded", 20_000, 4, 100),
+    ],
+)
+def test_statistics_equal_a_reference_computation(kind, n, k, n_bins):
+    # The engine's statistics of the test set against `_reference_statistics`. Exact where the arithmetic is the
+    # same: the per-sample values, the bins (integers), the counts, the width bins' confidence sums (both add in
+    # sample order) and the NLL (the same logs summed the same way). The engine sums the class scores block by
+    # block, the equal-mass confidence sums in ascending order and the Brier score as sum P^2 - 2 sum P_{i,y_i} + n:
+    # other orders and forms of sums of at most n k terms, so they agree to a few units of rounding of the sum
+    # (a relative 1e-12 is ~100 units and far below any difference in the binning, which changes sums by whole
+    # terms of up to 1).
+    from xent_lab.calibration.statistics import Statistics
+
+    rng = np.random.default_rng(n + k + n_bins)
+    probs = _random_probabilities(kind, n, k, rng)
+    labels = rng.integers(0, k, n)
+    stats = Statistics(probs, labels, n_bins, classes=True)
+    assert stats.valid
+    expected = _reference_statistics(probs, labels, n_bins)
+    for name in ("confidence", "hit", "true_class", "width_bins"):
+        np.testing.assert_array_equal(getattr(stats, name), expected[name], err_msg=name)
+    np.testing.assert_array_equal(stats.class_bins[1], expected["class_bins"][1])
+    np.testing.assert_array_equal(stats.mass_bins[[0, 2]], expected["mass_bins"][[0, 2]])
+    np.testing.assert_array_equal(stats.sample_sums[:2], expected["sample_sums"][:2])
+    np.testing.assert_allclose(stats.class_bins[0], expected["class_bins"][0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(stats.mass_bins[1], expected["mass_bins"][1], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(stats.sample_sums[2], expected["sample_sums"][2], rtol=1e-12, atol=0)
+    if n * k <= 2**16:  # one block: the class scores are added in the reference's order
+        np.testing.assert_array_equal(stats.class_bins[0], expected["class_bins"][0])
 
 
 def test_metrics_of_a_large_test_set_equal_those_of_its_parts():

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_SLACK = 2.0**-30  # far above the rounding of s M (M < 2^20), far below a bin's width
+_SHRINK = 2.0**-30  # relative: far above the rounding of s M and of the edges (M < 2^21), far below a bin's width
+_INTEGRAL = 2.0**52  # t + 2^52 holds the integer t (0 <= t < 2^52) in the low bits of its float: no float-to-int cast
+_INTEGRAL_BITS = np.float64(_INTEGRAL).view(np.int64)
 
 
 class UniformBinner:
@@ -24,39 +26,35 @@ class UniformBinner:
     [0, 1] (0 goes to bin 0), plus a fixed integral offset per entry, for blocks of up to `size` scores; the
     temporaries are allocated once, and a result is a view of them, valid until the next call.
 
-    By arithmetic: floor(s M ± 2^-30), with s M capped at M - 1/2 so that 1 falls in the last bin. Where the two
-    floors differ, s sits within 2^-30 / M of an inner edge (s M is exact to ~1e-15), and only those scores are
-    placed by searching the float edges themselves, so membership is decided against those edges exactly. The
-    lower floor is taken in floating point (`np.trunc`, vectorised, unlike a cast to integers) and only its sum is
-    compared: the sums of integers below 2^53 are exact.
+    By arithmetic: with x = s M (1 - 2^-30), the bin is trunc(x) wherever x lies at least M 2^-30 below the next
+    integer. The factor moves x off the edges: an x in [m, m + 1 - M 2^-30] has s above e_m (m >= 1) and at most
+    e_m+1, since x and the edges are within a few units of rounding (~1e-16 relative) of s M and m / M, far less
+    than the margin of 2^-30 (M < 2^21); the last edge is 1 itself, so 1 falls in the last bin and 0 in the first.
+    The few scores whose x lies within M 2^-30 below an integer are placed by searching the float edges themselves,
+    so membership is decided against those edges exactly. Every step is vectorised: trunc and the fraction (exact)
+    in floating point, and the integer read from the bits of trunc(x) + offset + 2^52, an integer in [2^52, 2^53)
+    and so held exactly in its low bits (no float-to-int cast).
     """
 
     def __init__(self, n_bins: int, size: int, offsets: np.ndarray | None = None) -> None:
-        self.n_bins = n_bins
-        self.offsets, self.shift = offsets, _SLACK if offsets is None else offsets + _SLACK
-        # The sum of the offsets of the first `size` entries, for each size.
-        self.offset_sums = np.zeros(size + 1, np.intp) if offsets is None else np.cumsum(np.r_[0, offsets])
-        self.scaled, self.shifted, self.ids = np.empty(size), np.empty(size), np.empty(size, np.intp)
+        self.n_bins, self.offsets = n_bins, offsets
+        self.scale, self.fraction_limit = n_bins * (1 - _SHRINK), 1 - n_bins * _SHRINK  # both exact for M < 2^21
+        self.shift = _INTEGRAL if offsets is None else offsets + _INTEGRAL
+        self.scaled, self.whole = np.empty(size), np.empty(size)
 
-    def __call__(self, scores: np.ndarray, tops: np.ndarray | None = None) -> np.ndarray:
-        """`tops`: the flat indices of the rows' maxima in a block of valid probability rows; then only those can
-        reach s M + 2^-30 >= M (two such entries make a row sum ~2), and they are capped instead of every s M."""
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
         size = scores.size
-        scaled, shifted, ids = self.scaled[:size], self.shifted[:size], self.ids[:size]
-        np.multiply(scores.ravel(), self.n_bins, out=scaled)
-        if tops is None:
-            np.minimum(scaled, self.n_bins - 0.5, out=scaled)
-        offsets = 0 if self.offsets is None else self.offsets[:size]
-        ids[...] = np.add(scaled, self.shift if self.offsets is None else self.shift[:size], out=shifted)
-        if tops is not None:
-            top_ids = ids[tops] - (0 if self.offsets is None else self.offsets[tops])
-            ids[tops[top_ids >= self.n_bins]] -= 1
-        below = np.trunc(np.subtract(scaled, _SLACK, out=scaled), out=scaled)  # trunc is floor: s M - slack > -1
-        if ids.sum() - self.offset_sums[size] != below.sum():  # ids - offsets >= below: equal sums, none near edges
-            near = ids - offsets != below
+        scaled, whole = self.scaled[:size], self.whole[:size]
+        np.multiply(scores.ravel(), self.scale, out=scaled)
+        np.trunc(scaled, out=whole)
+        fraction = np.subtract(scaled, whole, out=scaled)  # exact
+        ids = np.add(whole, self.shift if self.offsets is None else self.shift[:size], out=whole).view(np.int64)
+        ids -= _INTEGRAL_BITS
+        if fraction.max() > self.fraction_limit:
+            near = fraction > self.fraction_limit
             edges = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
             ids[near] = np.searchsorted(edges, scores.ravel()[near], side="left")
-            ids[near] += 0 if self.offsets is None else offsets[near]
+            ids[near] += 0 if self.offsets is None else self.offsets[:size][near]
         return ids.reshape(scores.shape)
 
 

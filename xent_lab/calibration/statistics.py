@@ -12,9 +12,9 @@ axis, so its single value (B = 1) and its value on every resample come from one 
 - `weights` with `confidence` and `correct`: the weighted grid masses of smooth ECE are built from them.
 
 Without W the statistics are computed directly: one blocked pass over P (`_scan`: the value checks, the top label,
-the true class, sum P^2 and the per-(class, bin) sums), bin counts of n values and one sort of the n confidences.
-With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no loop over
-them). Tests check the two ways against each other and against explicit resamples.
+the true class, sum P^2 and the per-(class, bin) sums and counts), bin counts of n values and one sort of the n
+confidences. With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no
+loop over them). Tests check the two ways against each other and against explicit resamples.
 """
 
 from __future__ import annotations
@@ -40,54 +40,56 @@ _SCAN_ELEMENTS = 2**16  # elements of P per block of `_scan`: its temporaries st
 
 
 class _Scan(NamedTuple):
-    """What one pass over P gives: c_i, a_i, P_{i,y_i}, sum_ij P_ij^2 and, when asked for, the per-(class, bin)
-    sums of P_ij (k, M), the equal-width bin of each c_i and the group y_i M + (bin of P_{i,y_i}) of each sample."""
+    """What one pass over P gives: c_i, a_i (bool), P_{i,y_i}, sum_ij P_ij^2 and, when asked for, the per-(class,
+    bin) sums of P_ij and counts of 1[y_i = j] (2, k, M) and the equal-width bin of each c_i."""
 
     confidence: np.ndarray
-    correct: np.ndarray
+    hit: np.ndarray
     true_class: np.ndarray
     squares: float
-    class_scores: np.ndarray | None
+    class_sums: np.ndarray | None
     confidence_bins: np.ndarray | None
-    true_groups: np.ndarray | None
 
 
 def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> _Scan | None:
     """One pass over P, a block of rows at a time so that each block is read from memory once and its temporaries,
     allocated once, stay in the CPU cache; None if a value is NaN, outside [0, 1] or a row sum is off. With
-    `classes`, every P_ij is binned, and the bins of c_i and P_{i,y_i} are read from those (no second binning)."""
+    `classes`, every P_ij is binned, and the bins of c_i and P_{i,y_i} are read from those (no second binning).
+    Only c_i, a_i, P_{i,y_i} and the bin of c_i are kept per sample; the rest is summed block by block."""
     n, k = probs.shape
     step = min(n, max(1, _SCAN_ELEMENTS // k))
-    confidence, true_class, predicted = np.empty(n), np.empty(n), np.empty(n, np.intp)
+    confidence, hit, true_class = np.empty(n), np.empty(n, bool), np.empty(n)
     row_starts = np.arange(0, step * k, k)  # flat index of each row's first entry in a block
     binner = UniformBinner(n_bins, step * k, np.tile(np.arange(k) * n_bins, step))  # group j M + m of P_ij
-    row_sums, top, truth = np.empty(step), np.empty(step, np.intp), np.empty(step, np.intp)
-    scores, squares = np.zeros(k * n_bins), 0.0
-    confidence_bins, true_groups = (np.empty(n, np.intp), np.empty(n, np.intp)) if classes else (None, None)
+    row_sums, predicted = np.empty(step), np.empty(step, np.intp)
+    top, truth, true_groups = np.empty(step, np.intp), np.empty(step, np.intp), np.empty(step, np.intp)
+    scores, class_hits, squares = np.zeros(k * n_bins), np.zeros(k * n_bins, np.intp), 0.0
+    confidence_bins = np.empty(n, np.intp) if classes else None
     for start in range(0, n, step):
         block = probs[start : start + step]
         rows, flat, size = slice(start, start + len(block)), block.ravel(), len(block)
         sums = np.einsum("ij->i", block, out=row_sums[:size])
         if not block.min() >= 0 or sums.max() - 1 > SUM_TOLERANCE or 1 - sums.min() > SUM_TOLERANCE:  # NaN fails too
             return None
-        np.argmax(block, axis=1, out=predicted[rows])
-        np.add(predicted[rows], row_starts[:size], out=top[:size])
+        # Non-negative floats order as their bits do, and a valid row's maximum is positive (no -0.0 tie): the
+        # argmax of the bits is that of the values, without the search for NaN.
+        tops = np.argmax(block.view(np.int64), axis=1, out=predicted[:size])
+        np.equal(tops, labels[rows], out=hit[rows])
+        np.add(tops, row_starts[:size], out=top[:size])
         np.take(flat, top[:size], out=confidence[rows], mode="wrap")  # "wrap": no copy of `out` (indices are valid)
         np.add(labels[rows], row_starts[:size], out=truth[:size])
         np.take(flat, truth[:size], out=true_class[rows], mode="wrap")
         squares += np.einsum("i,i->", flat, flat)
         if classes:
-            groups = binner(flat, top[:size])
+            groups = binner(flat)
             scores += np.bincount(groups, flat, minlength=k * n_bins)
-            np.take(groups, truth[:size], out=true_groups[rows], mode="wrap")
+            class_hits += np.bincount(np.take(groups, truth[:size], out=true_groups[:size]), minlength=k * n_bins)
             np.take(groups, top[:size], out=confidence_bins[rows], mode="wrap")
+            confidence_bins[rows] -= np.multiply(tops, n_bins, out=tops)  # the group of c_i is predicted_i M + its bin
     if not confidence.max() <= 1:  # the maximum of each row is its confidence
         return None
-    correct = (predicted == labels).astype(np.float64)
-    if classes:  # the group of c_i is predicted_i M + its bin
-        confidence_bins -= np.multiply(predicted, n_bins, out=predicted)
-    class_scores = scores.reshape(k, n_bins) if classes else None
-    return _Scan(confidence, correct, true_class, squares, class_scores, confidence_bins, true_groups)
+    class_sums = np.stack([scores, class_hits]).reshape(2, k, n_bins) if classes else None
+    return _Scan(confidence, hit, true_class, squares, class_sums, confidence_bins)
 
 
 def _sorted_bins(ordered: np.ndarray, hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -136,7 +138,8 @@ class Statistics:
     def _top(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.counts is None:
             return self._pass[:3]
-        return (*top_label(self.probs, self.labels), take_rows(self.probs, self.labels))
+        confidence, correct = top_label(self.probs, self.labels)
+        return confidence, correct > 0, take_rows(self.probs, self.labels)
 
     @property
     def confidence(self) -> np.ndarray:
@@ -144,9 +147,14 @@ class Statistics:
         return self._top[0]
 
     @property
-    def correct(self) -> np.ndarray:
-        """a_i = 1[argmax_j P_ij == y_i] (n,), as float."""
+    def hit(self) -> np.ndarray:
+        """a_i = 1[argmax_j P_ij == y_i] (n,), as bool."""
         return self._top[1]
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        """a_i (n,), as float."""
+        return self.hit.astype(np.float64)
 
     @property
     def true_class(self) -> np.ndarray:
@@ -174,7 +182,7 @@ class Statistics:
             brier = self._pass.squares - 2 * true_class.sum() + self.n
             logs = np.maximum(true_class, NLL_EPS)
             np.log(logs, out=logs)  # -sum(log) is sum(-log) exactly
-            return np.array([[self.correct.sum()], [-logs.sum()], [brier]])
+            return np.array([[np.count_nonzero(self.hit)], [-logs.sum()], [brier]], dtype=np.float64)
         losses = -np.log(np.maximum(true_class, NLL_EPS))
         terms = [self.correct, losses, np.einsum("ij,ij->i", self.probs, self.probs) - 2 * true_class + 1]
         return self._weighted([np.full(self.n, column) for column in range(3)], terms, 3).T
@@ -187,7 +195,7 @@ class Statistics:
         bins = self._pass.confidence_bins if scanned else uniform_bin_ids(self.confidence, m)
         if self.counts is None:
             # The counts and correct counts (integers: exact in any order) from one count of (bin, a_i) pairs.
-            pairs = np.bincount(bins + m * (self.correct > 0), minlength=2 * m).reshape(2, m)
+            pairs = np.bincount(bins + m * self.hit, minlength=2 * m).reshape(2, m)
             sums = [pairs.sum(axis=0), np.bincount(bins, self.confidence, minlength=m), pairs[1]]
             return np.stack(sums).astype(np.float64)[:, None, :]
         columns = [bins, m + bins, 2 * m + bins]
@@ -203,7 +211,7 @@ class Statistics:
             # Bin >= m holds the samples with at least t_m = ceil(m n / M) samples strictly below them, that is
             # those above the t_m-th smallest confidence.
             thresholds = ordered[-(-np.arange(1, self.n_bins) * self.n // self.n_bins) - 1]
-            return _sorted_bins(ordered, self.confidence[self.correct > 0], thresholds)
+            return _sorted_bins(ordered, self.confidence[self.hit], thresholds)
         cumulative, keys = self.ranked
         return equal_mass_sums(cumulative, keys, np.arange(len(self.counts)), self.n_bins)
 
@@ -213,8 +221,7 @@ class Statistics:
         k, m = self.probs.shape[1], self.n_bins
         if self.counts is None:
             scan = self._pass if self.classes else _scan(self.probs, self.labels, m, classes=True)
-            hits = np.bincount(scan.true_groups, minlength=k * m).reshape(1, k, m)
-            return np.stack([scan.class_scores[None], hits])
+            return scan.class_sums[:, None]
         groups = np.arange(k) * m + uniform_bin_ids(self.probs, m)
         columns = [groups.ravel(), groups[np.arange(self.n), self.labels] + k * m]
         sums = self._weighted(columns, [self.probs.ravel(), np.ones(self.n)], 2 * k * m)
