@@ -29,8 +29,7 @@ from tests.helpers.e2e import (
     refused_here,
     run_train,
     runs,
-    train_command,
-    train_env,
+    start_train,
     train_here,
 )
 from xent_lab.tracking import tags as T
@@ -38,18 +37,6 @@ from xent_lab.tracking.server import start_server
 
 STUDY = ("experiment=mnist_losses", QUICK, "loss=cce", "loss.impl=builtin", "seed=0,1", "study.report=false")
 PASSWORD = "s3cret-Pw-7731"
-
-
-def start(workdir: Path, cache_dir: Path, *overrides: str) -> subprocess.Popen:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        train_command(*overrides),
-        cwd=workdir,
-        env=train_env(cache_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
@@ -80,7 +67,7 @@ def study_runs(workdir: Path):
 def test_two_launches_of_one_study_at_once_each_get_their_folder_parent_and_jobs(tmp_path, cache_dir, store):
     if store == "initialised":
         create_store(tmp_path)
-    launches = [start(tmp_path, cache_dir, *STUDY) for _ in range(2)]  # the same second, as a rule
+    launches = [start_train(tmp_path, cache_dir, *STUDY) for _ in range(2)]  # the same second, as a rule
     for process in launches:
         code, stdout, stderr = finish(process)
         assert code == 0, stderr[-3000:]
@@ -106,7 +93,7 @@ def test_two_launches_of_one_study_at_once_each_get_their_folder_parent_and_jobs
 
 @pytest.mark.subprocess
 def test_two_single_runs_at_once_on_a_fresh_store(tmp_path, cache_dir):
-    launches = [start(tmp_path, cache_dir, QUICK) for _ in range(2)]
+    launches = [start_train(tmp_path, cache_dir, QUICK) for _ in range(2)]
     for process in launches:
         code, _, stderr = finish(process)
         assert code == 0, stderr[-3000:]

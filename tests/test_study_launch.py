@@ -30,9 +30,8 @@ from tests.helpers.e2e import (
     data_dir,
     run_train,
     runs,
+    start_train,
     store_uri,
-    train_command,
-    train_env,
 )
 from xent_lab.study import JobContext, StudyLaunch, reusable_run
 from xent_lab.sweep.callback import StudyCallback
@@ -62,17 +61,6 @@ def launched(tmp_path_factory, cache_dir) -> Path:
     done = run_train(workdir, cache_dir, *JOB, f"study.report_dir={workdir / 'report'}")
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir
-
-
-def start(workdir: Path, cache_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        train_command(*args),
-        cwd=workdir,
-        env=train_env(cache_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def read_until(process: subprocess.Popen, marker: str) -> str:
@@ -173,7 +161,7 @@ def test_reuse_needs_the_same_data_and_commit_and_old_runs_are_judged_by_their_f
 @pytest.mark.subprocess
 def test_a_killed_joblib_worker_ends_the_launch_in_one_line_with_no_run_left_running(tmp_path, cache_dir):
     create_store(tmp_path)
-    launch = start(
+    launch = start_train(
         tmp_path,
         cache_dir,
         *JOB[:-2],
@@ -219,7 +207,7 @@ def test_a_config_file_edited_during_a_launch_refuses_the_jobs_composed_after(tm
     shutil.copytree(CONF_DIR, conf, ignore=shutil.ignore_patterns("*.md", "*.png"))
     trainer = conf / "trainer" / "default.yaml"
     create_store(tmp_path)
-    launch = start(tmp_path, cache_dir, "--config-path", str(conf), *JOB[:-2], "seed=0,1", "study.report=false")
+    launch = start_train(tmp_path, cache_dir, "--config-path", str(conf), *JOB[:-2], "seed=0,1", "study.report=false")
     try:
         read_until(launch, "study mnist_losses: parent run")
         trainer.write_text(trainer.read_text().replace("learning_rate: 0.001", "learning_rate: 0.5"))
@@ -279,7 +267,7 @@ def test_a_study_whose_report_fails_exits_1_and_says_why(tmp_path, capsys):
 @pytest.mark.subprocess
 def test_sigterm_while_the_report_is_built_ends_the_launch_killed_with_no_report_written(launched, cache_dir, tmp_path):
     report_dir = tmp_path / "report"
-    launch = start(launched, cache_dir, *JOB, f"study.report_dir={report_dir}")
+    launch = start_train(launched, cache_dir, *JOB, f"study.report_dir={report_dir}")
     try:
         seen = read_until(launch, "study mnist_losses: building the report")
         launch.send_signal(signal.SIGTERM)

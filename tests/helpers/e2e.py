@@ -115,6 +115,20 @@ def run_train(
     )
 
 
+def start_train(workdir: Path, cache_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`python -m xent_lab.train` started in `workdir`, its output piped (text): for the tests that act on the
+    process while it runs, or run two at once."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        train_command(*overrides),
+        cwd=workdir,
+        env=train_env(cache_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @dataclass(frozen=True)
 class Exited:
     returncode: int
