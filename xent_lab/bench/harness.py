@@ -32,6 +32,7 @@ from xent_lab.bench.common import (
 )
 from xent_lab.data import Dataset
 from xent_lab.tracking import tags as T
+from xent_lab.training.runtime import configure_runtime
 
 # Runs of each role per round of the harness and server figures, in ABBA order. Each run is a block: its steady
 # epochs are paired with those of the run beside it, so that load lasting a run hits both.
@@ -65,6 +66,9 @@ def harness_overhead(
     cfg = config(*overrides)
 
     def plain() -> float:
+        # From the process state a harness run starts from (session cleared, memory freed, seeds set): otherwise
+        # each plain fit inherits the previous block's graphs, and its epochs slow with its place in the round.
+        configure_runtime(cfg.trainer, cfg.seed)
         objective, model = compiled(cfg, dataset)
         timer = EpochTimer()
         model.fit(
