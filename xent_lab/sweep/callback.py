@@ -283,7 +283,7 @@ class StudyCallback(Callback):
             self.client.set_tag(run_id, T.FAILURE_REASON, reason)
         self.client.set_terminated(run_id, status)
 
-    # --- stop signals and runs left RUNNING (issue 15): the launch's part
+    # --- stop signals and runs left RUNNING: the launch's part
     def _guard_launch(self, config: DictConfig, client: MlflowClient) -> None:
         """Before the parent run: exit 130 if a stop signal came already; from now on pass stop signals to the
         pool workers (joblib's; the handler is `xent_lab.train`'s) or cancel the SLURM jobs; end KILLED this
