@@ -109,13 +109,13 @@ def test_adafocal_gammas_are_updated_each_epoch_and_reach_the_history_and_the_si
     """A whole quick training with loss=adafocal: the harness adds the update, whose gamma per bin is an epoch
     value `adafocal/gamma/BIN` (in the sink, so in the run's per-epoch metrics, and in Keras' history)."""
     from xent_lab import training
-    from xent_lab.tracking.tags import adafocal_gamma_metric
+    from xent_lab.losses.adafocal import gamma_metric
 
     cfg = compose_config(tmp_path, cache_dir, QUICK, "loss=adafocal", "trainer.epochs=2", *LOSS_ONLY)
     sink = training.MemorySink()
     result = training.train(cfg, sink)
     n_bins = cfg.loss.adafocal_bins
-    names = [adafocal_gamma_metric(b) for b in range(n_bins)]
+    names = [gamma_metric(b) for b in range(n_bins)]
     per_epoch = np.array([[event.values[name] for name in names] for event in sink.epochs])
     assert per_epoch.shape == (2, n_bins)
     np.testing.assert_array_equal(per_epoch, np.array([result.history[name] for name in names]).T)

@@ -5,7 +5,8 @@ bin, switching to the inverse-focal loss where a bin is under-confident: `adafoc
 
 The authors' code is github.com/3mcloud/adafocal, commit f2c6ca06d2967e3d5fcaecc53222ef16a08abd48:
 losses/adafocal.py (the loss and `update_bin_stats`), utils/metrics.py (`adaECE_error_mukhoti`, the bins) and
-main.py (the defaults). The harness runs the update in `xent_lab.training.callbacks.AdaFocalGammas`.
+main.py (the defaults). The harness calls `after_epoch` with the validation predictions after each epoch
+(`xent_lab.training.callbacks.AfterEpoch`, for any loss that has the method) and logs what it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from xent_lab.losses.classes import _LossFunctionWrapper
 from xent_lab.losses.functional import _categorical
 
 WHO = "AdaFocalCrossentropy"
+
+
+def gamma_metric(bin_index: int) -> str:
+    """`3` -> `adafocal/gamma/3`: the gamma of bin 3 after an epoch's update, logged per epoch."""
+    return f"adafocal/gamma/{bin_index}"
 
 
 def uniform_edges(n_bins: int) -> np.ndarray:
@@ -216,3 +222,9 @@ class AdaFocalCrossentropy(_LossFunctionWrapper):
         self.gammas.assign(gammas.astype("float32"))
         self.edges.assign(edges[1:-1].astype("float32"))
         return gammas
+
+    def after_epoch(self, probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The harness's per-epoch hook: `update` from the validation set's class `probabilities` (n, k) and
+        integer `labels`; returns each bin's new gamma as the epoch value `adafocal/gamma/BIN`."""
+        gammas = self.update(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == labels)
+        return {gamma_metric(b): float(gamma) for b, gamma in enumerate(gammas)}

@@ -125,11 +125,6 @@ def val_metric(name: str) -> str:
     return VAL_PREFIX + name
 
 
-def adafocal_gamma_metric(bin_index: int) -> str:
-    """`3` -> `adafocal/gamma/3`: the gamma of AdaFocal's bin after each epoch's update (loss=adafocal)."""
-    return f"adafocal/gamma/{bin_index}"
-
-
 def last_epoch_metric(name: str) -> str:
     """`test/ece` -> `last_epoch/test/ece`."""
     return LAST_EPOCH_PREFIX + name

@@ -1,8 +1,8 @@
-"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, AdaFocal's gamma
-update, the best epoch kept in memory (`trainer.keep`), the checkpoint, and the epoch events (the zero-gradient
-probe: `probe`).
+"""The Keras callbacks of a training run: the signal and NaN stops, validation calibration, a loss's own
+per-epoch update, the best epoch kept in memory (`trainer.keep`), the checkpoint, and the epoch events (the
+zero-gradient probe: `probe`).
 
-Order matters: `CalibrationCallback` and `AdaFocalGammas` write into the epoch's `logs`, and `EpochEvents`, placed
+Order matters: `CalibrationCallback` and `AfterEpoch` write into the epoch's `logs`, and `EpochEvents`, placed
 last, hands everything the callbacks before it wrote to the sinks (`xent_lab.training.events`).
 """
 
@@ -20,7 +20,6 @@ import numpy as np
 from xent_lab import atomic, calibration, heads, stopping
 from xent_lab.config import ON_NONFINITE
 from xent_lab.errors import NonFiniteLossError, XentError
-from xent_lab.losses.adafocal import AdaFocalCrossentropy
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import reason
 from xent_lab.training.events import Divergence, Epoch, EpochSink
@@ -144,15 +143,15 @@ class CalibrationCallback(keras.callbacks.Callback):
         logs[T.CALIBRATION_SECONDS] = time.perf_counter() - started
 
 
-class AdaFocalGammas(keras.callbacks.Callback):
-    """AdaFocal's update (`AdaFocalCrossentropy.update`) at each epoch end, from the validation predictions of
-    `logits_model` (default: the trained model), and each bin's new gamma written into `logs` as
-    `adafocal/gamma/b`, for the callbacks that follow it (the epoch events). The authors update at the
-    end of each epoch too, on their validation split. Skipped where the weights diverged (non-finite logits)."""
+class AfterEpoch(keras.callbacks.Callback):
+    """A loss's own per-epoch update: `after_epoch(probabilities, labels)` called at each epoch end with the
+    validation set's class probabilities (from `logits_model`, default the trained model) and labels; the
+    values it returns are written into `logs`, for the callbacks that follow (the epoch events). A loss with
+    state learnt from validation calibration has the method (AdaFocal). Skipped where the weights diverged."""
 
     def __init__(
         self,
-        loss: AdaFocalCrossentropy,
+        after_epoch: Callable[[np.ndarray, np.ndarray], dict[str, float]],
         x_val: Any,
         y_val: np.ndarray,
         head: str,
@@ -161,7 +160,7 @@ class AdaFocalGammas(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         heads.check_head(head)
-        self.loss = loss
+        self.after_epoch = after_epoch
         self.x_val = x_val
         self.y_val = np.asarray(y_val)
         self.head = head
@@ -173,10 +172,9 @@ class AdaFocalGammas(keras.callbacks.Callback):
         logits = predicted_logits(model, self.x_val, len(self.y_val), self.batch_size)
         if not np.isfinite(logits).all():
             return
-        probabilities = heads.probabilities(logits, self.head)
-        gammas = self.loss.update(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == self.y_val)
+        values = self.after_epoch(heads.probabilities(logits, self.head), self.y_val)
         if logs is not None:
-            logs.update({T.adafocal_gamma_metric(b): float(gamma) for b, gamma in enumerate(gammas)})
+            logs.update(values)
 
 
 class KeepBestValAccuracy(keras.callbacks.Callback):

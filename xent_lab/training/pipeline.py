@@ -21,12 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import data, models, objectives, stopping
 from xent_lab.losses import loss_decomposition
-from xent_lab.losses.adafocal import AdaFocalCrossentropy
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.record import CHECKPOINT
 from xent_lab.training import fit
 from xent_lab.training.callbacks import (
-    AdaFocalGammas,
+    AfterEpoch,
     CalibrationCallback,
     Checkpoint,
     EpochEvents,
@@ -150,11 +149,10 @@ def _callbacks(cfg: DictConfig, setup: Setup, output_dir: Path | None) -> list[k
                 extra=[lambda logits, labels: loss_decomposition(*objective.distributions(logits, labels))],
             )
         )
-    if isinstance(setup.objective.loss, AdaFocalCrossentropy):
-        dataset = setup.dataset
-        callbacks.append(
-            AdaFocalGammas(setup.objective.loss, dataset.x_val, dataset.y_val, setup.objective.head, setup.logits_model)
-        )
+    after_epoch = getattr(setup.objective.loss, "after_epoch", None)
+    if after_epoch is not None:  # a loss with state learnt from each epoch's validation predictions
+        x_val, y_val = setup.dataset.x_val, setup.dataset.y_val
+        callbacks.append(AfterEpoch(after_epoch, x_val, y_val, setup.objective.head, setup.logits_model))
     if cfg.trainer.gradient_probe:
         labels = setup.dataset.y_train
         encoded = setup.objective.encode_labels(labels)
