@@ -64,13 +64,14 @@ def test_quick_bench_startup_system_and_calibration_figures(tmp_path, cache_dir,
         "startup",
         "system_metrics_fraction_of_time",
         "calibration_metrics_over_argmax",
+        "selective_metrics_over_argmax",
         "bootstrap_seconds",
         "recalibration_fit_seconds",
     }
     assert figures["startup"]["seconds_from_module_start"] > 0
     assert 0 < figures["system_metrics_fraction_of_time"]["fraction"] < 1
-    ratio = figures["calibration_metrics_over_argmax"]["ratio"]
-    assert ratio > 0 and math.isfinite(ratio)
+    for key in ("calibration_metrics_over_argmax", "selective_metrics_over_argmax"):
+        assert figures[key]["ratio"] > 0 and math.isfinite(figures[key]["ratio"]), key
     assert figures["bootstrap_seconds"]["seconds"] > 0
     assert set(figures["recalibration_fit_seconds"]["seconds"]) == set(calibration.RECALIBRATORS)
 

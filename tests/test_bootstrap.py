@@ -20,6 +20,7 @@ def _explicit(probs, labels, counts, n_bins):
     return {
         **cal.calibration_metrics(probs[index], labels[index], n_bins),
         **cal.estimator_metrics(probs[index], labels[index], n_bins),
+        **cal.selective_metrics(probs[index], labels[index]),
     }
 
 
@@ -61,7 +62,11 @@ def test_every_metric_is_defined_once_and_has_an_interval():
     probs /= probs.sum(axis=1, keepdims=True)
     labels = rng.integers(0, 5, 400)
     assert tuple(cal.METRICS) == cal.BOOTSTRAP_METRICS
-    point = {**cal.calibration_metrics(probs, labels, 10), **cal.estimator_metrics(probs, labels, 10)}
+    point = {
+        **cal.calibration_metrics(probs, labels, 10),
+        **cal.estimator_metrics(probs, labels, 10),
+        **cal.selective_metrics(probs, labels),
+    }
     assert set(point) == set(cal.METRICS) and set(cal.CALIBRATION_METRICS) < set(point)
     ones = resampled_metrics(probs, labels, np.ones((1, 400)), tuple(cal.METRICS), n_bins=10)
     for name in cal.METRICS:

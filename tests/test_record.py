@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from tests.helpers.e2e import QUICK, ROOT, compose_config
+from xent_lab.calibration import SELECTIVE
 from xent_lab.tracking import Tracker, record
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.relog import relog
@@ -215,6 +216,11 @@ def test_publish_writes_the_record_then_mlflow_and_relog_uploads_the_same(traine
     assert metrics == pytest.approx(results)
     assert files == {str(p.relative_to(recorded.artifacts)) for p in recorded.artifacts.rglob("*") if p.is_file()}
     assert {T.PREDICTIONS_ARTIFACT, T.VAL_PREDICTIONS_ARTIFACT, "recalibration/temperature.json"} <= files
+    # The selective-prediction metrics are logged as test/ece is, each with its interval.
+    for name in ("ece", *SELECTIVE):
+        key = T.test_metric(name)
+        assert np.isfinite(metrics[key]) and metrics[f"{key}/{T.CI_LOW}"] <= metrics[f"{key}/{T.CI_HIGH}"], key
+        assert metrics[key] == pytest.approx(trained.result.evaluation.scores.values[name]), key
     # Relog uploads the record through the same call: the copy holds what the published run holds.
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     copy = relog(tmp_path / "job", elsewhere, force=True)

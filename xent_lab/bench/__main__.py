@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         figures["calibration_metrics_over_argmax"] = calibration.calibration_speed(
             n=10_000 if quick else 1_000_000, k=10, rounds=rounds, calls=3 if quick else 10
         )
+        figures["selective_metrics_over_argmax"] = calibration.selective_speed(
+            n=10_000 if quick else 1_000_000, k=10, rounds=rounds, calls=3 if quick else 10
+        )
         figures["bootstrap_seconds"] = calibration.bootstrap_speed(
             n=1_000 if quick else 10_000, k=10, n_resamples=100 if quick else 1_000, repeat=1 if quick else 3
         )

@@ -3,6 +3,7 @@ and each recalibration method's fit, the last two in seconds against their targe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,16 +24,26 @@ def _softmax_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return logits, labels
 
 
-def calibration_speed(n: int, k: int, rounds: int, calls: int) -> dict[str, Any]:
-    """All calibration metrics (`calibration_metrics`) on n x k probabilities against one NumPy argmax pass over the
-    same array, side by side (`alternating`, each metrics call paired with the argmax call beside it): the median
-    of the rounds' ratios and their spread."""
+def _over_argmax(metrics: Callable[[np.ndarray, np.ndarray], Any], n: int, k: int, rounds: int, calls: int) -> dict:
+    """metrics(probs, labels) on n x k probabilities against one NumPy argmax pass over the same array, side by side
+    (`alternating`, each metrics call paired with the argmax call beside it): the median of the rounds' ratios and
+    their spread."""
     rng = np.random.default_rng(0)
     probs = calibration.probabilities(rng.normal(size=(n, k)).astype("float32"), "softmax")
     labels = rng.integers(0, k, size=n)
-    fns = {"metrics": lambda: calibration.calibration_metrics(probs, labels), "argmax": lambda: probs.argmax(axis=1)}
+    fns = {"metrics": lambda: metrics(probs, labels), "argmax": lambda: probs.argmax(axis=1)}
     figure = paired_summary(alternating(fns, calls, rounds), "at most 5", numerator="metrics", denominator="argmax")
     return {"shape": [n, k], **figure}
+
+
+def calibration_speed(n: int, k: int, rounds: int, calls: int) -> dict[str, Any]:
+    """All calibration metrics (`calibration_metrics`) against one argmax pass (`_over_argmax`)."""
+    return _over_argmax(calibration.calibration_metrics, n, k, rounds, calls)
+
+
+def selective_speed(n: int, k: int, rounds: int, calls: int) -> dict[str, Any]:
+    """The selective-prediction metrics (`selective_metrics`: one sort of the confidences) against one argmax pass."""
+    return _over_argmax(calibration.selective_metrics, n, k, rounds, calls)
 
 
 def bootstrap_speed(n: int, k: int, n_resamples: int, repeat: int) -> dict[str, Any]:

@@ -14,6 +14,8 @@ and its correctness a_i = 1[argmax_j P_ij == y_i].
   Brier, NLL, accuracy, and the estimators), the single-value functions, per-class recall;
 - `temperature`: recalibration of logits (temperature scaling);
 - `estimators`: debiased ECE, ECE-sweep and smooth ECE;
+- `selective`: the selective-prediction metrics of the confidence ranking (AURC, AUGRC, risk at 80% coverage,
+  coverage at 5% risk);
 - `bootstrap`: percentile bootstrap intervals of every metric of `METRICS` (its statistics of all resamples at
   once), the paired bootstrap of two models, and the band of the per-bin accuracy;
 - `recalibration`: the recalibration methods (fit / predict_proba), registered in `RECALIBRATORS`;
@@ -46,6 +48,7 @@ from xent_lab.calibration.metrics import (
     nll,
     per_class_recall,
     reliability_bins,
+    selective_metrics,
 )
 from xent_lab.calibration.plots import draw_reliability, draw_smooth, reliability_diagram
 from xent_lab.calibration.predictions import Predictions, load_predictions, save_predictions
@@ -58,6 +61,7 @@ from xent_lab.calibration.recalibration import (
     resolve_methods,
 )
 from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
+from xent_lab.calibration.selective import SELECTIVE
 from xent_lab.calibration.statistics import NLL_EPS
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
@@ -71,6 +75,7 @@ __all__ = [
     "METRICS",
     "NLL_EPS",
     "RECALIBRATORS",
+    "SELECTIVE",
     "SUM_TOLERANCE",
     "TEMPERATURE_BOUNDS",
     "PairedDifference",
@@ -110,6 +115,7 @@ __all__ = [
     "reliability_diagram",
     "save_predictions",
     "score",
+    "selective_metrics",
     "smooth_ece",
     "smooth_reliability",
     "temperature_summary",

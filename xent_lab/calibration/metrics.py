@@ -18,7 +18,9 @@
 B_m are the equal-width bins of `xent_lab.calibration.binning`. Each metric is defined once, in `METRICS`, as a
 function of the summary statistics of `xent_lab.calibration.statistics` along a leading batch axis: the single
 values here, the per-epoch values of the training callback and every bootstrap resample
-(`xent_lab.calibration.bootstrap`) all evaluate that one function.
+(`xent_lab.calibration.bootstrap`) all evaluate that one function. The estimators
+(`xent_lab.calibration.estimators`) and the selective-prediction metrics (`xent_lab.calibration.selective`) are
+registered there too, outside `calibration_metrics`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from xent_lab.calibration.binning import expected_gap, max_gap
 from xent_lab.calibration.estimators import ESTIMATORS
+from xent_lab.calibration.selective import SELECTIVE
 from xent_lab.calibration.statistics import Statistics
 from xent_lab.calibration.validation import check_n_bins, check_probs
 
@@ -57,6 +60,7 @@ METRICS: dict[str, Callable[[Statistics], np.ndarray]] = {
     "adaece": lambda stats: expected_gap(*_means(stats.mass_bins)),
     "classwise_ece": _classwise,
     **ESTIMATORS,
+    **SELECTIVE,
 }
 # The metrics of `calibration_metrics` (logged every epoch as val/<name>), in its key order.
 CALIBRATION_METRICS = ("ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy")
@@ -157,3 +161,9 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15)
     """All metrics: keys "ece", "mce", "adaece", "classwise_ece", "brier", "nll", "accuracy"; the inputs are
     checked and the statistics computed once for all of them."""
     return point_values(probs, labels, CALIBRATION_METRICS, n_bins)
+
+
+def selective_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The selective-prediction metrics (`xent_lab.calibration.selective`): keys "aurc", "augrc",
+    "risk_at_80_coverage", "coverage_at_5_risk"; apart from `calibration_metrics`, as they sort the confidences."""
+    return point_values(probs, labels, tuple(SELECTIVE))

@@ -9,12 +9,15 @@ axis, so its single value (B = 1) and its value on every resample come from one 
 - `mass_bins` (3, B, M): the same per equal-mass bin (the bins move with the resample);
 - `class_bins` (2, B, k, M): per (class j, equal-width bin of P_ij), (sum w P_ij, sum w 1[y_i = j]);
 - `ranked`: cumulative sums of (w, w c, w a) in ascending confidence, for the ECE-sweep;
+- `cumulative_errors` (B, n): the errors among the k most confident samples, k = 1..n, for the selective metrics;
 - `weights` with `confidence` and `correct`: the weighted grid masses of smooth ECE are built from them.
 
 Without W the statistics are computed directly: one blocked pass over P (`_scan`: the value checks, the top label,
-the true class, sum P^2 and the per-(class, bin) sums and counts), bin counts of n values and one sort of the n
-confidences. With W, each is W @ F for a sparse F of per-sample terms, so B resamples cost one matrix product (no
-loop over them). Tests check the two ways against each other and against explicit resamples.
+the true class, sum P^2 and the per-(class, bin) sums and counts), bin counts of n values, one sort of the n
+confidences and, for the selective metrics, one of the n (confidence, error) pairs. With W, each is W @ F for a
+sparse F of per-sample terms, so B resamples cost one matrix product (no loop over them); the cumulative errors
+spell out the n positions of every resample at once. Tests check the two ways against each other and against
+explicit resamples.
 """
 
 from __future__ import annotations
@@ -90,6 +93,33 @@ def _scan(probs: np.ndarray, labels: np.ndarray, n_bins: int, classes: bool) -> 
         return None
     class_sums = np.stack([scores, class_hits]).reshape(2, k, n_bins) if classes else None
     return _Scan(confidence, hit, true_class, squares, class_sums, confidence_bins)
+
+
+def _cumulative_errors(confidence: np.ndarray, hit: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
+    """(B, n): E_k, the errors (not a_i) among the k most confident of each resample's n samples (rows of counts
+    summing to n; None for the test set), k = 1..n. Each copy of a sample is one position of the descending order,
+    as in the explicit resample. Tied confidences have no order: each of them counts the mean error of its tie group
+    in the resample, which makes E_k the mean of E_k over all orders of the tied samples (E_k is linear in them)."""
+    n = len(confidence)
+    if counts is None:
+        # (confidence, error) pairs sorted as one integer, cheaper than an argsort: the bits of a float in [0, 1]
+        # order as the floats do and stay below 2^62, so shifted by one they leave the lowest bit to the error.
+        key = np.sort((confidence.view(np.int64) << 1) | ~hit)[::-1]
+        values, errors, counts = key >> 1, (key & 1).astype(bool), np.ones((1, n))
+    else:
+        descending = slice(None, None, -1)
+        if np.any(np.diff(confidence) < 0):  # `bootstrap_ci` passes sorted samples: no (B, n) gather then
+            descending = np.argsort(confidence)[::-1]  # any order of the ties: they are averaged
+        values, errors, counts = confidence[descending], ~hit[descending], counts[:, descending]
+    starts = np.flatnonzero(np.diff(values, prepend=values[0] + 1))
+    if len(starts) < n:
+        group_errors = np.add.reduceat(counts * errors, starts, axis=1)
+        group_counts = np.add.reduceat(counts, starts, axis=1)
+        np.divide(group_errors, group_counts, out=group_errors, where=group_counts > 0)
+        errors = np.repeat(group_errors, np.diff(starts, append=n), axis=1)
+    # Without ties the errors stay bool: the copies per position move a byte each, and their sums are exact.
+    positions = np.repeat(np.broadcast_to(errors, counts.shape).ravel(), counts.ravel().astype(np.intp))
+    return np.cumsum(positions.reshape(len(counts), n), axis=1, dtype=np.float64)
 
 
 def _sorted_bins(ordered: np.ndarray, hits: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -226,6 +256,11 @@ class Statistics:
         columns = [groups.ravel(), groups[np.arange(self.n), self.labels] + k * m]
         sums = self._weighted(columns, [self.probs.ravel(), np.ones(self.n)], 2 * k * m)
         return sums.reshape(len(self.counts), 2, k, m).transpose(1, 0, 2, 3)
+
+    @cached_property
+    def cumulative_errors(self) -> np.ndarray:
+        """`_cumulative_errors` of the weights: (B, n), the errors among the k most confident samples, ties averaged."""
+        return _cumulative_errors(self.confidence, self.hit, self.counts)
 
     @cached_property
     def ranked(self) -> tuple[np.ndarray, np.ndarray]:
