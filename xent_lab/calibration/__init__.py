@@ -57,7 +57,15 @@ from xent_lab.calibration.recalibration import (
     recalibrator,
     resolve_methods,
 )
-from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
+from xent_lab.calibration.scoring import (
+    Recalibrated,
+    Scores,
+    fit_methods,
+    recalibrate,
+    score,
+    score_method,
+    temperature_summary,
+)
 from xent_lab.calibration.statistics import NLL_EPS
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
 from xent_lab.calibration.validation import SUM_TOLERANCE, check_labels, check_n_bins
@@ -110,6 +118,7 @@ __all__ = [
     "reliability_diagram",
     "save_predictions",
     "score",
+    "score_method",
     "smooth_ece",
     "smooth_reliability",
     "temperature_summary",
