@@ -68,6 +68,9 @@ def test_main_metrics_are_the_kept_epochs_and_last_epoch_metrics_the_last(best, 
     assert {T.last_epoch_metric(key) for key in test_keys} == {key for key in metrics if key.startswith("last_epoch/")}
     assert T.last_epoch_metric(T.recal_metric("temperature", "ece")) in metrics
     assert T.last_epoch_metric(f"{T.TEST_ECE}/{T.CI_LOW}") in metrics
+    # The shifted test sets score the kept weights only.
+    assert T.shift_metric("rotate/90", "ece") in metrics
+    assert not [key for key in metrics if key.startswith(T.last_epoch_metric(T.SHIFT_PREFIX))]
     if metrics[T.KEPT_EPOCH] != 2:  # different weights: the two evaluations differ
         assert not np.allclose(kept.logits, last.logits)
         assert metrics[T.TEST_ECE] != metrics[T.last_epoch_metric(T.TEST_ECE)]

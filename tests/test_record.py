@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from tests.helpers.e2e import QUICK, ROOT, compose_config
 from xent_lab.calibration import SELECTIVE
+from xent_lab.record.metrics import evaluation_metrics
 from xent_lab.tracking import Tracker, record
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.relog import relog
@@ -161,6 +162,24 @@ def test_the_result_holds_predictions_scores_and_fitted_recalibrators(trained):
     assert evaluation.recalibrated["temperature"].params["temperature"] == evaluation.temperature["temperature"]
     assert evaluation.recall.shape == (10,)
     assert result.epochs_run == 2 and result.kept_epoch == 1 and result.last_epoch is None
+    # debug=quick's shifted sets, each before and after the temperature fitted on the clean validation set.
+    sets = ("rotate/0", "rotate/90", "gaussian_noise/3")
+    assert list(evaluation.shift) == [name for s in sets for name in (s, f"{s}/ts")]
+    metrics = evaluation_metrics(evaluation)
+    # Rotating by 0 degrees is the test set: its scores are the test scores, and after the temperature test/*_ts.
+    assert metrics["shift/rotate/0/accuracy"] == pytest.approx(evaluation.accuracy)
+    for name in ("ece", "nll", "brier"):
+        assert metrics[f"shift/rotate/0/{name}"] == evaluation.scores.values[name]
+        assert metrics[f"shift/rotate/0/ts/{name}"] == evaluation.temperature[f"{name}_ts"]
+    # A quarter turn is far from the training data; its intervals come from debug=quick's 50 resamples.
+    assert metrics["shift/rotate/90/accuracy"] < evaluation.accuracy - 0.3
+    assert (
+        metrics["shift/rotate/90/ece/ci_low"]
+        <= metrics["shift/rotate/90/ece"]
+        <= metrics["shift/rotate/90/ece/ci_high"]
+    )
+    assert "shift/rotate/90/ts/accuracy" not in metrics  # the temperature keeps the argmax
+    assert metrics["shift/gaussian_noise/3/ts/nll/ci_high"] > metrics["shift/gaussian_noise/3/ts/nll/ci_low"]
 
 
 @pytest.mark.slow

@@ -103,6 +103,11 @@ def test_imdb_bce_trains_on_raw_reviews(tmp_path, cache_dir):
     assert run.data.tags[T.MODEL] == "embedding_avg"
     assert run.data.metrics[T.TEST_ACCURACY] > 0.6  # chance is 0.5
     assert [s for s, _ in history(tmp_path, run.info.run_id, "val/loss")] == [0, 1, 2]
+    # debug=quick's one shifted set of reviews, in the store with its intervals and after the temperature.
+    shifted = {name for name in run.data.metrics if name.startswith("shift/")}
+    expected = ("accuracy", "ece/ci_low", "ece/ci_high", "ts/nll", "ts/brier/ci_high", "ts/ece")
+    assert {f"shift/word_dropout/0.2/{name}" for name in expected} <= shifted
+    assert all(name.startswith("shift/word_dropout/0.2/") for name in shifted)
     # The digest of the archive actually read, as SHA256SUMS of the shared data lists it.
     listed = {
         name: digest for digest, name in (line.split() for line in (data_dir() / "SHA256SUMS").read_text().splitlines())

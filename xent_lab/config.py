@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent_lab.calibration.recalibration import ALL_METHODS, MIN_FIT_SAMPLES, RECALIBRATORS
 from xent_lab.data import FACTS, DatasetFacts
+from xent_lab.data.shift import SHIFTS, level_error
 from xent_lab.errors import ConfigError, invalid_value
 from xent_lab.losses._checks import is_int, is_number
 
@@ -286,6 +287,21 @@ def _validate_calibration(cfg: DictConfig, dataset: DatasetFacts) -> None:
         _fail("calibration.n_bins", cfg.calibration.n_bins, f"at most {test_samples}, the test samples")
 
 
+def _validate_evaluation(cfg: DictConfig) -> None:
+    """evaluation.shift: a seed, resamples, and for each input kind {shift: [levels]} of shifts of that kind."""
+    for key in ("seed", "bootstrap"):
+        value = OmegaConf.select(cfg, f"evaluation.shift.{key}")
+        if not is_int(value) or value < 0:
+            _fail(f"evaluation.shift.{key}", value, "an integer >= 0")
+    for kind in sorted({shift.input_kind for shift in SHIFTS.values()}):
+        plan = OmegaConf.select(cfg, f"evaluation.shift.{kind}")
+        if not isinstance(plan, DictConfig):
+            _fail(f"evaluation.shift.{kind}", plan, "a mapping {shift: [levels]}")
+        for name, levels in OmegaConf.to_container(plan).items():
+            if (expected := level_error(name, levels, kind)) is not None:
+                _fail(f"evaluation.shift.{kind}.{name}", levels, expected)
+
+
 def _validate_study(cfg: DictConfig) -> None:
     name = OmegaConf.select(cfg, "study.name")
     # The name becomes a folder (multirun/NAME, experiments/NAME) and an experiment: nothing that leaves them.
@@ -309,6 +325,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_trainer(cfg)
     _validate_tracking(cfg)
     _validate_calibration(cfg, dataset)
+    _validate_evaluation(cfg)
     _validate_study(cfg)
 
 

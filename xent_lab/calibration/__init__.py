@@ -60,7 +60,15 @@ from xent_lab.calibration.recalibration import (
     recalibrator,
     resolve_methods,
 )
-from xent_lab.calibration.scoring import Recalibrated, Scores, fit_methods, recalibrate, score, temperature_summary
+from xent_lab.calibration.scoring import (
+    Recalibrated,
+    Scores,
+    fit_methods,
+    recalibrate,
+    score,
+    score_method,
+    temperature_summary,
+)
 from xent_lab.calibration.selective import SELECTIVE
 from xent_lab.calibration.statistics import NLL_EPS
 from xent_lab.calibration.temperature import TEMPERATURE_BOUNDS, fit_temperature
@@ -116,6 +124,7 @@ __all__ = [
     "save_predictions",
     "score",
     "selective_metrics",
+    "score_method",
     "smooth_ece",
     "smooth_reliability",
     "temperature_summary",

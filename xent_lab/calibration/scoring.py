@@ -72,14 +72,22 @@ def recalibrate(
     """{method: its params and the test scores of its predictions}, each method fitted on validation."""
     test_logits = heads.check_logits(test_logits, head)
     fitted = fit_methods(val_logits, val_labels, head, methods, n_bins, temperature_objective)
-    out = {}
-    for name, method in fitted.items():
-        scores = score(method.predict_proba(test_logits), test_labels, n_bins, n_resamples, seed)
-        if not method.changes_argmax:
-            scores.values.pop("accuracy")
-            scores.intervals.pop("accuracy", None)
-        out[name] = Recalibrated(method.params, scores)
-    return out
+    return {
+        name: score_method(method, test_logits, test_labels, n_bins, n_resamples, seed)
+        for name, method in fitted.items()
+    }
+
+
+def score_method(
+    method: Recalibrator, logits: np.ndarray, labels: np.ndarray, n_bins: int = 15, n_resamples: int = 0, seed: int = 0
+) -> Recalibrated:
+    """A fitted method's params and the scores of its predictions on (logits, labels), without accuracy when the
+    method cannot change it."""
+    scores = score(method.predict_proba(logits), labels, n_bins, n_resamples, seed)
+    if not method.changes_argmax:
+        scores.values.pop("accuracy")
+        scores.intervals.pop("accuracy", None)
+    return Recalibrated(method.params, scores)
 
 
 TS_METRICS = ("nll", "ece", "brier")  # the metrics reported after temperature scaling under a "_ts" suffix

@@ -12,7 +12,7 @@ from xent_lab.training.result import Evaluation, RunResult
 
 def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     """test/loss, test/accuracy, the test scores and their intervals, test/recall/K, the temperature summary
-    (test/*_ts, test/temperature) and each method's test/recal/<method>/... ."""
+    (test/*_ts, test/temperature), each method's test/recal/<method>/... and each shifted set's shift/... ."""
     results = {T.TEST_LOSS: evaluation.loss, T.TEST_ACCURACY: evaluation.accuracy}
     scores = evaluation.scores
     # test/accuracy is Keras' (the same argmax accuracy); its bootstrap interval comes from the scores.
@@ -22,6 +22,8 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
         results.update({T.test_metric(k): v for k, v in evaluation.temperature.items()})
     for method, fitted in evaluation.recalibrated.items():
         results.update(T.with_intervals(fitted.scores.values, fitted.scores.intervals, partial(T.recal_metric, method)))
+    for shifted, scores in evaluation.shift.items():
+        results.update(T.with_intervals(scores.values, scores.intervals, partial(T.shift_metric, shifted)))
     return results
 
 

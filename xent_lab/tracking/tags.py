@@ -86,6 +86,7 @@ TEST_TEMPERATURE = "test/temperature"
 TEST_RECALL_PREFIX = "test/recall/"  # + class index
 TS_SUFFIX = "_ts"  # test/<metric>_ts: the metric after temperature scaling
 RECAL_PREFIX = "test/recal/"  # + <method>/<metric>: the test metric after a recalibration method
+SHIFT_PREFIX = "shift/"  # + <shift>/<level>/<metric> (after the temperature: <shift>/<level>/ts/<metric>)
 CI_LOW, CI_HIGH = "ci_low", "ci_high"  # <metric>/ci_low, <metric>/ci_high: its 95% bootstrap interval
 TRAIN_SECONDS = "perf/train_seconds"
 MEAN_EPOCH_SECONDS = "perf/mean_epoch_seconds"
@@ -133,6 +134,11 @@ def last_epoch_metric(name: str) -> str:
 def recal_metric(method: str, name: str) -> str:
     """(`isotonic`, `ece`) -> `test/recal/isotonic/ece`."""
     return f"{RECAL_PREFIX}{method}/{name}"
+
+
+def shift_metric(shifted: str, name: str) -> str:
+    """(`rotate/45`, `ece`) -> `shift/rotate/45/ece`; (`rotate/45/ts`, `ece`) -> `shift/rotate/45/ts/ece`."""
+    return f"{SHIFT_PREFIX}{shifted}/{name}"
 
 
 def with_intervals(

@@ -1,15 +1,17 @@
-"""The final evaluation: test loss and accuracy, test calibration, and the recalibration methods fitted on val."""
+"""The final evaluation: test loss and accuracy, test calibration, the recalibration methods fitted on val, and the
+shifted test sets of `evaluation.shift` scored the same way, before and after the temperature."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xent_lab import calibration, heads
 from xent_lab.data import Dataset
+from xent_lab.data.shift import shifted_sets
 from xent_lab.errors import ConfigError
 from xent_lab.objectives import Objective
 from xent_lab.training.result import Evaluation
@@ -25,33 +27,58 @@ def split_logits(logits_model: keras.Model, dataset: Dataset) -> dict[str, np.nd
     }
 
 
+def shift_logits(logits_model: keras.Model, dataset: Dataset, shift: DictConfig) -> dict[str, np.ndarray]:
+    """{"rotate/45": the logits of the test set rotated by 45 degrees, ...}: each set `evaluation.shift` lists for
+    the dataset's input kind, made from the test inputs and dropped once predicted."""
+    plan = OmegaConf.to_container(shift[dataset.input_kind])
+    return {
+        f"{name}/{level}": logits_model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+        for name, level, x in shifted_sets(dataset.x_test, plan, shift.seed)
+    }
+
+
 def evaluate(
-    model: keras.Model, dataset: Dataset, objective: Objective, logits: dict[str, np.ndarray], calib: DictConfig
+    model: keras.Model,
+    dataset: Dataset,
+    objective: Objective,
+    logits: dict[str, np.ndarray],
+    calib: DictConfig,
+    shifted: Mapping[str, np.ndarray] | None = None,
+    shift_resamples: int = 0,
 ) -> Evaluation:
     """The test loss and accuracy, the test scores with their bootstrap intervals, the per-class recall, each of
     `calibration.methods` fitted on validation and scored on test; with `calibration.temperature_scaling`, the
-    temperature summary too, read from the same "temperature" fit (with `calibration.temperature_objective`)."""
+    temperature summary too, read from the same "temperature" fit (with `calibration.temperature_objective`).
+    `shifted`: the logits of shifted test sets (`shift_logits`), each scored like the test set (with
+    `shift_resamples` bootstrap resamples) and, when a temperature was fitted, after it too ("<name>/ts")."""
     test_loss, test_accuracy = model.evaluate(
         dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
     )
-    probs = heads.probabilities(logits["test"], objective.head)
-    scores = calibration.score(probs, dataset.y_test, calib.n_bins, calib.bootstrap, calib.bootstrap_seed)
+    head, n_bins, seed = objective.head, calib.n_bins, calib.bootstrap_seed
+    probs = heads.probabilities(logits["test"], head)
+    scores = calibration.score(probs, dataset.y_test, n_bins, calib.bootstrap, seed)
     recall = calibration.per_class_recall(probs, dataset.y_test)
-    methods = calibration.resolve_methods(calib.methods, objective.head)
-    # One temperature fit serves the method "temperature" and the temperature summary.
+    methods = calibration.resolve_methods(calib.methods, head)
+    # One temperature fit serves the method "temperature", the temperature summary and the shifted sets.
     extra = ["temperature"] if calib.temperature_scaling and "temperature" not in methods else []
-    recalibrated = calibration.recalibrate(
-        *(logits["val"], dataset.y_val, logits["test"], dataset.y_test, objective.head, [*methods, *extra]),
-        n_bins=calib.n_bins,
-        n_resamples=calib.bootstrap,
-        seed=calib.bootstrap_seed,
-        temperature_objective=calib.temperature_objective,
+    fitted = calibration.fit_methods(
+        logits["val"], dataset.y_val, head, [*methods, *extra], n_bins, calib.temperature_objective
     )
+    recalibrated = {
+        name: calibration.score_method(method, logits["test"], dataset.y_test, n_bins, calib.bootstrap, seed)
+        for name, method in fitted.items()
+    }
     summary = None
     if calib.temperature_scaling:
         summary = calibration.temperature_summary(scores, recalibrated["temperature"])
-    fitted = {method: recalibrated[method] for method in methods}
-    return Evaluation(float(test_loss), float(test_accuracy), scores, recall, summary, fitted)
+    shift: dict[str, calibration.Scores] = {}
+    for name, z in (shifted or {}).items():
+        shift[name] = calibration.score(heads.probabilities(z, head), dataset.y_test, n_bins, shift_resamples, seed)
+        if "temperature" in fitted:
+            ts = calibration.score_method(fitted["temperature"], z, dataset.y_test, n_bins, shift_resamples, seed)
+            shift[f"{name}/ts"] = ts.scores
+    kept = {method: recalibrated[method] for method in methods}
+    return Evaluation(float(test_loss), float(test_accuracy), scores, recall, summary, kept, shift)
 
 
 def check_methods(methods: str | Sequence[str], head: str) -> None:

@@ -33,7 +33,7 @@ from xent_lab.training.callbacks import (
     StopOnNonFiniteLoss,
     save_checkpoint,
 )
-from xent_lab.training.evaluate import check_methods, evaluate, split_logits
+from xent_lab.training.evaluate import check_methods, evaluate, shift_logits, split_logits
 from xent_lab.training.events import ConsoleLine, EpochSink, MemorySink
 from xent_lab.training.probe import GradientProbe
 from xent_lab.training.result import Evaluation, RunResult, Setup
@@ -75,10 +75,16 @@ def load_data(cfg: DictConfig) -> data.Dataset:
     return data.load_dataset(data_settings(cfg))
 
 
-def _evaluated(cfg: DictConfig, setup: Setup) -> tuple[dict[str, np.ndarray], Evaluation]:
-    """The model's current weights on val and test: their logits, and the evaluation."""
+def _evaluated(cfg: DictConfig, setup: Setup, shift: bool = True) -> tuple[dict[str, np.ndarray], Evaluation]:
+    """The model's current weights on val and test: their logits, and the evaluation; with `shift`, on the shifted
+    test sets of `evaluation.shift` too."""
     logits = split_logits(setup.logits_model, setup.dataset)
-    return logits, evaluate(setup.model, setup.dataset, setup.objective, logits, cfg.calibration)
+    shift_cfg = cfg.evaluation.shift
+    shifted = shift_logits(setup.logits_model, setup.dataset, shift_cfg) if shift else None
+    evaluation = evaluate(
+        setup.model, setup.dataset, setup.objective, logits, cfg.calibration, shifted, shift_cfg.bootstrap
+    )
+    return logits, evaluation
 
 
 def fit_and_evaluate(
@@ -115,7 +121,7 @@ def fit_and_evaluate(
     if result.divergence is not None:  # trainer.on_nonfinite=record: NaN weights are not evaluated
         return result
     if keep is not None and keep.weights is not None:
-        last_logits, result.last_epoch = _evaluated(cfg, setup)
+        last_logits, result.last_epoch = _evaluated(cfg, setup, shift=False)  # shifted sets: the kept weights only
         result.last_epoch_test_logits = last_logits["test"]
         setup.model.set_weights(keep.weights)  # from here on, everything is the kept epoch's
         if cfg.trainer.checkpoint and output_dir is not None:

@@ -16,8 +16,9 @@ from xent_lab.training.runtime import Runtime
 @dataclass(frozen=True)
 class Evaluation:
     """One set of weights on the test split: Keras' loss and accuracy, the calibration scores (with intervals),
-    the per-class recall, the temperature-scaling summary (`calibration.temperature_scaling`) and each
-    `calibration.methods` recalibrator fitted on validation, with its test scores."""
+    the per-class recall, the temperature-scaling summary (`calibration.temperature_scaling`), each
+    `calibration.methods` recalibrator fitted on validation, with its test scores, and the scores of each shifted
+    test set of `evaluation.shift` ("rotate/45"; after the temperature, "rotate/45/ts")."""
 
     loss: float
     accuracy: float
@@ -25,6 +26,7 @@ class Evaluation:
     recall: np.ndarray
     temperature: dict[str, float] | None
     recalibrated: dict[str, Recalibrated]
+    shift: dict[str, Scores] = field(default_factory=dict)
 
 
 @dataclass
