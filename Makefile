@@ -46,7 +46,7 @@ FAST := not subprocess and not server and not slurm and not ui and not train and
 test: lint  ## lint, then the whole test suite (unit + real trainings on real data), on every CPU
 	$(PY) -m pytest $(XDIST) $(ARGS)
 
-test-fast: $(STAMP)  ## the inner loop (about 2 minutes): no subprocess, server, SLURM, browser or long training
+test-fast: $(STAMP)  ## the inner loop (about 3 minutes): no subprocess, server, SLURM, browser or long training
 	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(ARGS)
 
 test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
