@@ -67,6 +67,7 @@ from xent_lab.calibration.scoring import (
     recalibrate,
     score,
     score_method,
+    score_methods,
     temperature_summary,
 )
 from xent_lab.calibration.selective import SELECTIVE
@@ -125,6 +126,7 @@ __all__ = [
     "score",
     "selective_metrics",
     "score_method",
+    "score_methods",
     "smooth_ece",
     "smooth_reliability",
     "temperature_summary",

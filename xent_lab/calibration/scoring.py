@@ -5,7 +5,7 @@ The harness (`xent_lab.record.metrics`, `xent_lab.calibrate`) names them for MLf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +72,19 @@ def recalibrate(
     """{method: its params and the test scores of its predictions}, each method fitted on validation."""
     test_logits = heads.check_logits(test_logits, head)
     fitted = fit_methods(val_logits, val_labels, head, methods, n_bins, temperature_objective)
-    return {
-        name: score_method(method, test_logits, test_labels, n_bins, n_resamples, seed)
-        for name, method in fitted.items()
-    }
+    return score_methods(fitted, test_logits, test_labels, n_bins, n_resamples, seed)
+
+
+def score_methods(
+    fitted: Mapping[str, Recalibrator],
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int = 15,
+    n_resamples: int = 0,
+    seed: int = 0,
+) -> dict[str, Recalibrated]:
+    """{method: `score_method` of each fitted method on (logits, labels)}."""
+    return {name: score_method(method, logits, labels, n_bins, n_resamples, seed) for name, method in fitted.items()}
 
 
 def score_method(

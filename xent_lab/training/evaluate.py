@@ -64,10 +64,7 @@ def evaluate(
     fitted = calibration.fit_methods(
         logits["val"], dataset.y_val, head, [*methods, *extra], n_bins, calib.temperature_objective
     )
-    recalibrated = {
-        name: calibration.score_method(method, logits["test"], dataset.y_test, n_bins, calib.bootstrap, seed)
-        for name, method in fitted.items()
-    }
+    recalibrated = calibration.score_methods(fitted, logits["test"], dataset.y_test, n_bins, calib.bootstrap, seed)
     summary = None
     if calib.temperature_scaling:
         summary = calibration.temperature_summary(scores, recalibrated["temperature"])
