@@ -58,7 +58,7 @@ class TestCompose:
     def test_preset_defaults(self):
         assert compose_config("loss=poly1").loss.poly_epsilon == 1.0
         mmce = compose_config("loss=mmce").loss
-        assert (mmce.mmce_weight, mmce.mmce_kernel_width, mmce.mmce_weighted) == (4.0, 0.4, False)
+        assert (mmce.mmce_weight, mmce.mmce_kernel_width, mmce.mmce_weighted) == (2.0, 0.4, True)
         assert compose_config("loss=confidence_penalty").loss.cp_beta == 0.1
         mbls = compose_config("loss=mbls").loss
         assert (mbls.mbls_margin, mbls.mbls_weight) == (10.0, 0.1)

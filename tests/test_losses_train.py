@@ -64,7 +64,7 @@ def training_steps(tmp_path, cache_dir, datasets, dataset: str, *overrides: str)
     losses = []
     for step in range(STEPS):
         x, y = found.x_train[step * batch : (step + 1) * batch], found.y_train[step * batch : (step + 1) * batch]
-        loss, _accuracy = model.train_on_batch(x, encode(y))
+        loss = model.train_on_batch(x, encode(y), return_dict=True)["loss"]
         losses.append(float(loss))
     test_loss = objective.loss(encode(found.y_test[:batch]), model(found.x_test[:batch], training=False))
     return losses, float(test_loss)
@@ -123,3 +123,21 @@ def test_adafocal_gammas_are_updated_each_epoch_and_reach_the_history_and_the_si
     np.testing.assert_allclose(result.setup.objective.loss.gammas.numpy(), per_epoch[-1], rtol=1e-6)
     assert np.all(per_epoch[0] != 1.0) and np.all(np.isfinite(per_epoch))
     assert np.all((per_epoch >= cfg.loss.adafocal_gamma_min) & (per_epoch <= cfg.loss.adafocal_gamma_max))
+
+
+def test_mmce_logs_its_two_terms_each_epoch(tmp_path, cache_dir):
+    """A quick training with loss=mmce: the cross-entropy and the MMCE term reach the sink each epoch, for training
+    and validation (logged as train/loss_ce, train/loss_mmce, val/...), and add up to the loss as weighted."""
+    from xent_lab import training
+    from xent_lab.tracking import tags as T
+
+    cfg = compose_config(tmp_path, cache_dir, QUICK, "loss=mmce", "trainer.epochs=2", *LOSS_ONLY)
+    sink = training.MemorySink()
+    training.train(cfg, sink)
+    assert len(sink.epochs) == 2
+    for event in sink.epochs:
+        for prefix in ("", "val_"):
+            loss, ce, mmce = (event.values[f"{prefix}{name}"] for name in ("loss", "loss_ce", "loss_mmce"))
+            assert loss == pytest.approx(ce + cfg.loss.mmce_weight * mmce, rel=1e-5)
+            assert ce > 0 and mmce > 0
+    assert [T.metric_name(key) for key in ("loss_ce", "val_loss_mmce")] == ["train/loss_ce", "val/loss_mmce"]

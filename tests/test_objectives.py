@@ -36,7 +36,7 @@ PRESET_KEYS = {
     "focal": {"gamma": 2.0, "alpha": 1.0, "apply_class_balancing": False},
     "sparse_focal": {"gamma": 2.0, "alpha": 1.0, "ignore_class": None},
     "poly1": {"poly_epsilon": 1.0},
-    "mmce": {"mmce_weight": 4.0, "mmce_kernel_width": 0.4, "mmce_weighted": False},
+    "mmce": {"mmce_weight": 2.0, "mmce_kernel_width": 0.4, "mmce_weighted": True},
     "confidence_penalty": {"cp_beta": 0.1},
     "mbls": {"mbls_margin": 10.0, "mbls_weight": 0.1},
     "mdca": {"mdca_beta": 1.0},

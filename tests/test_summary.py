@@ -18,7 +18,7 @@ CPU = Runtime(device="cpu", device_name="CPU", precision="float32")
     [
         (("loss=sparse_focal", "loss.gamma=flsd53"), "gamma=flsd53"),
         (("loss=poly1", "loss.poly_epsilon=2.0"), "poly_epsilon=2.0"),
-        (("loss=mmce", "loss.mmce_weight=8.0"), "mmce_weight=8.0, mmce_weighted=False"),
+        (("loss=mmce", "loss.mmce_weight=8.0"), "mmce_weight=8.0, mmce_weighted=True"),
         (("loss=cce", "loss.impl=naive", "loss.epsilon=1e-07"), "epsilon=1e-07"),
     ],
 )

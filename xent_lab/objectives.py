@@ -56,6 +56,11 @@ class Objective:
         onehot = labels.reshape(-1, 1).astype("float64") if self.head == Head.SIGMOID else np.eye(self.units)[labels]
         return binary_pair(smooth_labels(onehot, ls, 2)), binary_pair(special.expit(logits))
 
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The accuracy, then the loss's own terms where it names them (`term_metrics`, e.g. MMCE's CE and MMCE)."""
+        terms = getattr(self.loss, "term_metrics", None)
+        return [self.accuracy_metric(), *(terms() if terms is not None else [])]
+
     def accuracy_metric(self) -> keras.metrics.Metric:
         if self.head == Head.SIGMOID:
             # Logits are thresholded at 0, probabilities at 0.5: the same decision.

@@ -13,8 +13,8 @@ and the losses calibration studies compare cross-entropy with, one family per mo
 - `poly`: `CategoricalPolyCrossentropy`, `BinaryPolyCrossentropy`, Poly-1 = CE + epsilon (1 - p_t)
   (Leng et al., ICLR 2022);
 - `brier`: `CategoricalBrier`, sum_k (p_k - y_k)^2 per sample;
-- `mmce`: `MMCECrossentropy`, CE + weight * MMCE of the batch, and `mmce` for the batch term alone
-  (Kumar, Sarawagi & Jain, ICML 2018);
+- `mmce`: `MMCECrossentropy`, CE + weight * MMCE of the batch, `mmce` for the batch term alone and
+  `MMCETerm`, either term as a Keras metric (Kumar, Sarawagi & Jain, ICML 2018);
 - `confidence_penalty`: `ConfidencePenaltyCrossentropy`, CE - beta * H(p) (Pereyra et al., 2017);
 - `mbls`: `MbLSCrossentropy`, CE + weight * the logit distances beyond a margin (Liu et al., CVPR 2022);
 - `mdca`: `MDCACrossentropy`, CE + beta * MDCA of the batch, and `mdca` for the batch term alone
@@ -62,7 +62,7 @@ from xent_lab.losses.information import cross_entropy, entropy, kl_divergence, l
 from xent_lab.losses.logitnorm import LogitNormCrossentropy, logitnorm_crossentropy
 from xent_lab.losses.mbls import MbLSCrossentropy, mbls_crossentropy
 from xent_lab.losses.mdca import MDCACrossentropy, mdca, mdca_crossentropy
-from xent_lab.losses.mmce import MMCECrossentropy, mmce, mmce_crossentropy
+from xent_lab.losses.mmce import MMCECrossentropy, MMCETerm, mmce, mmce_crossentropy
 from xent_lab.losses.poly import (
     BinaryPolyCrossentropy,
     CategoricalPolyCrossentropy,
@@ -87,6 +87,7 @@ __all__ = [
     "CategoricalBrier",
     "CategoricalPolyCrossentropy",
     "MMCECrossentropy",
+    "MMCETerm",
     "SparseCategoricalFocalCrossentropy",
     "binary_poly_crossentropy",
     "categorical_brier",

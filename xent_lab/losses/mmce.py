@@ -1,6 +1,6 @@
 """Cross-entropy plus the maximum mean calibration error of the batch (Kumar, Sarawagi & Jain, ICML
 2018, "Trainable Calibration Measures for Neural Networks from Kernel Mean Embeddings"): `mmce`,
-`mmce_crossentropy` and `MMCECrossentropy`.
+`mmce_crossentropy`, `MMCECrossentropy`, and `MMCETerm`, its two terms as Keras metrics.
 
 MMCE is a batch statistic: every sample's confidence meets every other's in an m x m kernel, so
 time and memory are quadratic in the batch size m (see `xent_lab.bench.loss_costs.mmce_break_even`).
@@ -21,6 +21,7 @@ from xent_lab.losses.classes import _LossFunctionWrapper
 from xent_lab.losses.functional import _categorical
 
 WHO = "MMCECrossentropy"
+TERMS = ("ce", "mmce")  # the terms of the objective, logged per epoch as loss_ce and loss_mmce
 
 
 def check_kernel_width(kernel_width: float) -> None:
@@ -39,27 +40,35 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
 
 
+# The guards of the authors' MMCE_w: m^2 + 1e-5 in its denominators, sqrt(MMCE_w^2 + 1e-10).
+_DENOMINATOR_EPSILON = 1e-5
+_SQRT_EPSILON = 1e-10
+
+
 def _batch_mmce(y_true: Tensor, log_p: Tensor, axis: int, kernel_width: float, weighted: bool) -> Tensor:
     """The MMCE of all samples (every position off the class axis), a scalar."""
     confidence = ops.reshape(ops.exp(ops.max(log_p, axis=axis)), (-1,))  # r_i
     correct = ops.equal(ops.argmax(log_p, axis=axis), ops.argmax(y_true, axis=axis))
     correct = ops.cast(ops.reshape(correct, (-1,)), log_p.dtype)  # c_i, a constant
-    residual = correct - confidence  # 1 - r_i on C, -r_i on W
-    if weighted:
-        # MMCE_w: each group's residuals sum to 1 in absolute value (m_C = sum_C (1 - r), m_W = sum_W r).
-        mass_correct = ops.sum(correct * residual)
-        mass_wrong = -ops.sum((1.0 - correct) * residual)
-        scale = ops.where(correct > 0, ops.divide_no_nan(1.0, mass_correct), ops.divide_no_nan(1.0, mass_wrong))
-        # As the authors' code: 0 for a batch without errors or without a correct sample, where the one
-        # group's normalised term would be ~1 however (un)confident it is.
-        both = ops.logical_and(ops.max(correct) > 0, ops.min(correct) < 1)
-        scale = ops.where(both, scale, 0.0)
-    else:
-        scale = 1.0 / ops.cast(ops.shape(confidence)[0], log_p.dtype)
-    # MMCE^2 = v^T K v, v_i = (c_i - r_i) * scale_i, K_ij = exp(-|r_i - r_j| / kernel_width) (Laplacian).
-    v = residual * scale
+    # K_ij = exp(-|r_i - r_j| / kernel_width), the Laplacian kernel.
     kernel = ops.exp(-ops.abs(confidence[:, None] - confidence[None, :]) / kernel_width)
-    return _safe_sqrt(ops.sum(v * ops.matmul(kernel, v)))
+    if not weighted:
+        # MMCE_m^2 = v^T K v, v_i = (c_i - r_i) / m.
+        v = (correct - confidence) * (1.0 / ops.cast(ops.shape(confidence)[0], log_p.dtype))
+        return _safe_sqrt(ops.sum(v * ops.matmul(kernel, v)))
+    right = correct * (1.0 - confidence)  # 1 - r_i on the correct samples C, 0 elsewhere
+    wrong = (1.0 - correct) * confidence  # r_i on the wrong samples W
+    # The group sizes, at least 1 so that a batch of one group divides by no 0 (its MMCE_w is 0 below).
+    m = ops.maximum(ops.sum(correct), 1.0)
+    n = ops.maximum(ops.sum(1.0 - correct), 1.0)
+    k_wrong = ops.matmul(kernel, wrong)
+    squared = (
+        ops.sum(right * ops.matmul(kernel, right)) / (m * m * (m * m + _DENOMINATOR_EPSILON))
+        + ops.sum(wrong * k_wrong) / (n * n * (n * n + _DENOMINATOR_EPSILON))
+        - 2.0 * ops.sum(right * k_wrong) / (m * n * (m * n + _DENOMINATOR_EPSILON))
+    )
+    both = ops.logical_and(ops.max(correct) > 0, ops.min(correct) < 1)
+    return ops.where(both, _safe_sqrt(squared + _SQRT_EPSILON), 0.0)
 
 
 def mmce(
@@ -78,29 +87,28 @@ def mmce(
 
     `MMCE_m = sqrt(sum_ij (c_i - r_i) (c_j - r_j) k(r_i, r_j) / m^2)`
 
-    the RKHS norm of the mean embedding of c - r, 0 for a perfectly calibrated model as m grows.
-    c is a constant for the gradient; the square root has gradient 0 (not inf) where MMCE^2 = 0.
+    the RKHS norm of the mean embedding of c - r, 0 for a perfectly calibrated model as m grows, and
+    the square root of the paper's estimator, as in the paper's training objective (the authors'
+    `MMCE` class returns the square; none of their training scripts uses it). The square root has
+    gradient 0 (not inf) where MMCE_m^2 = 0.
 
-    `weighted=True` is their MMCE_w, which normalises the correct (C) and incorrect (W) samples
-    separately, each by its total residual, m_C = sum_C (1 - r_i) and m_W = sum_W r_i:
+    `weighted=True` is MMCE_w exactly as Mukhoti et al.'s released code computes it and trains
+    with (torrvision/focal_calibration, Losses/mmce.py, `MMCE_weighted`, commit 475422a), with
+    C the m_C correct samples and W the m_W wrong ones:
 
-    `MMCE_w^2 = sum_{C x C} (1 - r_i)(1 - r_j) k / m_C^2 + sum_{W x W} r_i r_j k / m_W^2
-    - 2 sum_{C x W} (1 - r_i) r_j k / (m_C m_W)`
+    `MMCE_w = sqrt(S_CC / (m_C^2 (m_C^2 + 1e-5)) + S_WW / (m_W^2 (m_W^2 + 1e-5))
+    - 2 S_CW / (m_C m_W (m_C m_W + 1e-5)) + 1e-10)`
 
-    so that the few errors of a batch of high accuracy weigh as much as its correct samples. It is 0
-    in expectation for a calibrated model (calibration makes E[c (1 - r) f(r)] = E[(1 - c) r f(r)]
-    for every f, f = 1 included, so the two normalised embeddings agree), and set to 0 for a batch
-    without errors or without a correct sample, as in the authors' code.
+    `S_CC = sum_{C x C} (1 - r_i)(1 - r_j) k`, `S_WW = sum_{W x W} r_i r_j k`,
+    `S_CW = sum_{C x W} (1 - r_i) r_j k`: their code averages each block (dividing by its size)
+    and then divides by m_C^2 + 1e-5, m_W^2 + 1e-5 or m_C m_W + 1e-5 again, so the sizes enter
+    twice. It is 0 for a batch without errors or without a correct sample. Being divided by the
+    sizes, not by the groups' residual sums (`correct_denom`, `incorrect_denom`, which the code
+    computes and leaves unused), it is smaller than MMCE_m by a factor of the order of the batch
+    size, and not 0 for a calibrated model unless m_C = m_W. c is a constant for the gradient in both.
 
-    The authors' code (github.com/aviralkumar2907/MMCE, 20ng_mmce.py: `calibration_unbiased_loss`,
-    `calibration_mmce_w_loss`) has the kernel exp(-|r - r'| / (2 * 0.2)), i.e. kernel_width = 0.4.
-    Its MMCE_m returns the square. Its MMCE_w computes m_C and m_W (`correct_denom`,
-    `incorrect_denom`) but divides by the group sizes instead, after averaging each block
-    (`get_out_tensor`, a `reduce_mean`), i.e. by the sizes squared twice; with counts the statistic
-    is not 0 for a calibrated model unless the accuracy is 1/2 (the tests measure it), so the
-    denominators here are m_C and m_W.
-
-    `kernel_width` must be > 0. Probabilities outside [0, 1] (from_logits=False) are an error.
+    `kernel_width` must be > 0 (their code: 0.4). Probabilities outside [0, 1] (from_logits=False)
+    are an error.
     """
     check_kernel_width(kernel_width)
     inputs = prepare(y_true, y_pred, from_logits)
@@ -124,9 +132,10 @@ def mmce_crossentropy(
     """Cross-entropy plus `weight` times the batch's MMCE (Kumar, Sarawagi & Jain, 2018), per sample.
 
     `loss_i = categorical_crossentropy_i + weight * mmce(batch)`, the MMCE of `mmce` (MMCE_w with
-    `weighted=True`) added to every sample, so that the mean reduction gives their training
-    objective `mean(CE) + weight * MMCE`. `label_smoothing` smooths the cross-entropy's targets
-    only (MMCE compares the arg-max with the label's arg-max, which smoothing leaves unchanged).
+    `weighted=True`) added to every sample, so that the mean reduction gives the authors' training
+    objective `mean(CE) + weight * MMCE` (focal_calibration, Losses/loss.py, `mmce_weighted`).
+    `label_smoothing` smooths the cross-entropy's targets only (MMCE compares the arg-max with the
+    label's arg-max, which smoothing leaves unchanged).
 
     Sample weights (applied by Keras to the per-sample values) weight the cross-entropy as usual and
     scale the batch term by their mean under "sum_over_batch_size" / "mean" (by their sum under
@@ -154,8 +163,8 @@ class MMCECrossentropy(_LossFunctionWrapper):
         weight: Weight of the MMCE term (their lambda), a number >= 0. Defaults to `1.0`.
         kernel_width: Width of the Laplacian kernel exp(-|r - r'| / kernel_width) on the
             confidences, > 0. Defaults to `0.4`, the authors' value.
-        weighted: Whether to use MMCE_w, which normalises correct and incorrect samples
-            separately (by their total residuals), instead of MMCE_m. Defaults to `False`.
+        weighted: Whether to use MMCE_w, which weighs correct and incorrect samples separately, as
+            the authors' code computes it (see `mmce`), instead of MMCE_m. Defaults to `False`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False` (probabilities).
         label_smoothing: Float in [0, 1], for the cross-entropy's targets. Defaults to `0.0`.
         axis: The class axis. Defaults to `-1`.
@@ -195,3 +204,54 @@ class MMCECrossentropy(_LossFunctionWrapper):
             kernel_width=float(kernel_width),
             weighted=bool(weighted),
         )
+
+    def term_metrics(self) -> list[keras.metrics.Metric]:
+        """The two terms of the objective as Keras metrics, `loss_ce` and `loss_mmce` (so `loss = loss_ce + weight *
+        loss_mmce` in the epoch logs, training and validation), with this loss's settings."""
+        settings = {
+            key: getattr(self, key) for key in ("kernel_width", "weighted", "from_logits", "label_smoothing", "axis")
+        }
+        return [MMCETerm(term, **settings) for term in TERMS]
+
+
+@keras.saving.register_keras_serializable(package="xent_lab")
+class MMCETerm(keras.metrics.Mean):
+    """One term of `mmce_crossentropy` as a Keras metric named `loss_<term>`: `term="ce"` the per-sample
+    cross-entropy, `term="mmce"` the batch's MMCE counted once per sample, so that both are means over the
+    samples, as Keras' mean of the loss is (sample weights weight them as any Keras mean)."""
+
+    def __init__(
+        self,
+        term: str,
+        kernel_width: float = 0.4,
+        weighted: bool = False,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None:
+        if term not in TERMS:
+            raise ValueError(f"term must be one of {', '.join(TERMS)}. Received: term={term!r}")
+        check_kernel_width(kernel_width)
+        super().__init__(name=name or f"loss_{term}", dtype=dtype)
+        self.term = term
+        self.settings = dict(
+            kernel_width=float(kernel_width),
+            weighted=bool(weighted),
+            from_logits=bool(from_logits),
+            label_smoothing=float(label_smoothing),
+            axis=int(axis),
+        )
+
+    def update_state(self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None) -> None:
+        s = self.settings
+        c = _categorical(y_true, y_pred, s["from_logits"], s["label_smoothing"], s["axis"], WHO)
+        values = ops.sum(c.terms, axis=c.axis)
+        if self.term == "mmce":
+            batch = _batch_mmce(c.inputs.y_true, c.log_p, c.axis, s["kernel_width"], s["weighted"])
+            values = ops.broadcast_to(batch, ops.shape(values))
+        super().update_state(finish(values, c.inputs, None), sample_weight=sample_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "term": self.term, **self.settings}

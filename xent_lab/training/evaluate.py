@@ -51,8 +51,8 @@ def evaluate(
     temperature summary too, read from the same "temperature" fit (with `calibration.temperature_objective`).
     `shifted`: the logits of shifted test sets (`shift_logits`), each scored like the test set (with
     `shift_resamples` bootstrap resamples) and, when a temperature was fitted, after it too ("<name>/ts")."""
-    test_loss, test_accuracy = model.evaluate(
-        dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0
+    test = model.evaluate(
+        dataset.x_test, objective.encode_labels(dataset.y_test), batch_size=PREDICT_BATCH, verbose=0, return_dict=True
     )
     head, n_bins, seed = objective.head, calib.n_bins, calib.bootstrap_seed
     probs = heads.probabilities(logits["test"], head)
@@ -75,7 +75,7 @@ def evaluate(
             ts = calibration.score_method(fitted["temperature"], z, dataset.y_test, n_bins, shift_resamples, seed)
             shift[f"{name}/ts"] = ts.scores
     kept = {method: recalibrated[method] for method in methods}
-    return Evaluation(float(test_loss), float(test_accuracy), scores, recall, summary, kept, shift)
+    return Evaluation(float(test["loss"]), float(test["accuracy"]), scores, recall, summary, kept, shift)
 
 
 def check_methods(methods: str | Sequence[str], head: str) -> None:

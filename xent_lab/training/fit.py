@@ -15,7 +15,7 @@ def compile_model(model: keras.Model, trainer: DictConfig, objective: Objective)
     model.compile(
         optimizer=make_optimizer(trainer.optimizer),
         loss=objective.loss,
-        metrics=[objective.accuracy_metric()],
+        metrics=objective.metrics(),
     )
 
 
