@@ -39,6 +39,7 @@ def node(*argv: str):
         ("hydra/launcher=submitit_local",),
         ("hydra/job_logging=none", "hydra/hydra_logging=none"),
         ("experiment=mnist_losses", "-m"),
+        ("hparams_search=mmce_lambda",),
     ],
 )
 def test_the_projects_own_launchers_sweeper_callback_and_logging_pass(argv):
@@ -61,6 +62,12 @@ def test_the_projects_own_launchers_sweeper_callback_and_logging_pass(argv):
 def test_code_named_under_hydra_is_refused_by_key(override, key):
     with pytest.raises(ConfigError, match=f"invalid config value {key}="):
         check_hydra_node(node(override))
+
+
+def test_the_search_samplers_code_is_checked_too():
+    assert node("hparams_search=mmce_lambda")["sweeper"]["sampler"]["_target_"] == "optuna.samplers.GridSampler"
+    with pytest.raises(ConfigError, match="invalid config value hydra.sweeper.sampler._target_='os.system'"):
+        check_hydra_node(node("hparams_search=mmce_lambda", "hydra.sweeper.sampler._target_=os.system"))
 
 
 def test_a_logging_factory_under_hydra_is_refused():

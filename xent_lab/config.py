@@ -310,6 +310,9 @@ def _validate_study(cfg: DictConfig) -> None:
     _boolean(cfg, "study.skip_finished")
     _boolean(cfg, "study.reuse_across_commits")
     _boolean(cfg, "study.report")
+    metric = OmegaConf.select(cfg, "study.optimized_metric")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        _fail("study.optimized_metric", metric, "null or a final metric's name, e.g. val/kept_nll")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -27,7 +27,13 @@ ALLOWED = {
         f"{_SUBMITIT}.SlurmLauncher",
         f"{_SUBMITIT}.LocalLauncher",
     },
-    "sweeper._target_": {"hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+    "sweeper._target_": {
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+    },
+    # hydra-optuna-sweeper's grid sampler (conf/hparams_search/), built as a partial: the sweeper adds the grid.
+    "sweeper.sampler._target_": {"optuna.samplers.GridSampler"},
+    "sweeper.sampler._partial_": {True},
     "callbacks.study._target_": {"xent_lab.sweep.callback.StudyCallback"},
 }
 _LOGGING = ("hydra_logging", "job_logging")

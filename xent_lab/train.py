@@ -79,7 +79,8 @@ def job(cfg: DictConfig) -> float | None:
         if not sweeping and stopping.requested() is not None:
             print(f"{stopping.reason()} after the run had finished", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED)
-        return results.get(tags.TEST_ACCURACY)  # none when training diverged (trainer.on_nonfinite=record)
+        # What a sweeper optimises; none when training diverged (trainer.on_nonfinite=record).
+        return results.get(cfg.study.get("optimized_metric") or tags.TEST_ACCURACY)
     except KeyboardInterrupt:
         print(
             f"{stopping.reason()}: training stopped; a run already started was ended as KILLED",

@@ -6,6 +6,7 @@ from functools import partial
 
 import numpy as np
 
+from xent_lab import calibration, heads
 from xent_lab.tracking import tags as T
 from xent_lab.training.result import Evaluation, RunResult
 
@@ -28,9 +29,13 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
 
 
 def final_metrics(result: RunResult) -> dict[str, float]:
-    """The run's final metrics: the kept weights' evaluation, the last epoch's (last_epoch/test/...), the kept
-    epoch, and the timings."""
+    """The run's final metrics: the kept weights' evaluation and validation NLL, the last epoch's
+    (last_epoch/test/...), the kept epoch, and the timings."""
     results = evaluation_metrics(result.evaluation) if result.evaluation is not None else {}
+    if result.evaluation is not None:
+        setup = result.setup
+        probabilities = heads.probabilities(result.logits["val"], setup.objective.head)
+        results[T.KEPT_VAL_NLL] = calibration.nll(probabilities, setup.dataset.y_val)
     if result.last_epoch is not None:
         results.update({T.last_epoch_metric(k): v for k, v in evaluation_metrics(result.last_epoch).items()})
     if result.kept_epoch is not None:

@@ -93,6 +93,7 @@ MEAN_EPOCH_SECONDS = "perf/mean_epoch_seconds"
 EPOCHS_RUN = "perf/epochs_run"
 STARTUP_SECONDS = "perf/startup_seconds"
 KEPT_EPOCH = "train/kept_epoch"  # the epoch whose weights the run kept, counted from 0 like the steps
+KEPT_VAL_NLL = "val/kept_nll"  # the validation NLL of the weights the run kept, once (what a λ search minimises)
 # keep=best_val_accuracy: the last epoch's weights are evaluated too, their test/* metrics under this prefix
 LAST_EPOCH_PREFIX = "last_epoch/"  # + test/<metric>, e.g. last_epoch/test/ece
 
