@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.helpers.e2e import QUICK, create_store, run_train, runs
+from tests.helpers.e2e import LEAN, create_store, run_train, runs
 from xent_lab.tracking import tags as T
 
 
@@ -20,9 +20,8 @@ def test_the_mmce_lambda_search_picks_the_lowest_validation_nll(tmp_path, cache_
         tmp_path,
         cache_dir,
         "hparams_search=mmce_lambda",
-        QUICK,
+        *LEAN,
         "loss.mmce_weight=choice(0.5,8.0)",
-        "calibration.bootstrap=0",
         f"hydra.sweep.dir={sweep}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
