@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from xent_lab.report import learned
 from xent_lab.report.findings import Findings, Row, finished_by_seed, rows_of, strata, within_spec
-from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups
+from xent_lab.report.load import CUSTOM, KEEP_KEY, NOT_VARIANT, Groups
 from xent_lab.report.markdown import NO_VALUE, Column, interval_cell, markdown_table
 from xent_lab.report.narrative import REGIME_LABEL, regime, signed, span
 from xent_lab.report.stats import CONFIDENCE, PairedTest, Summary, finished_values, paired_test, summarize
@@ -22,6 +22,7 @@ from xent_lab.tracking import tags
 
 HEADING = "## Headline"
 SUMMARY_HEADING = "## Summary"
+FIXED = ("dataset", KEEP_KEY)  # swept keys a headline table fixes: it is one dataset and one evaluation
 SMOOTH_ECE = tags.test_metric("smooth_ece")
 SMOOTH_ECE_TS = tags.recal_metric("temperature", "smooth_ece")
 COLUMNS = (
@@ -61,7 +62,12 @@ class Table(NamedTuple):
 
     @property
     def title(self) -> str:
-        return self.dataset if self.view is None else f"{self.dataset}, `{KEEP_KEY}={self.view}`"
+        return view_title(self.dataset, self.view)
+
+
+def view_title(dataset: str, keep: str | None) -> str:
+    """How the report names a dataset's evaluation: "mnist", or "imdb, `trainer.keep=last`"."""
+    return dataset if keep is None else f"{dataset}, `{KEEP_KEY}={keep}`"
 
 
 def _shown(rows: Sequence[Row]) -> list[Row]:
@@ -130,8 +136,16 @@ def _cell(line: Line, index: int) -> str:
     return shown
 
 
+def short_label(row: Row) -> str:
+    """The row's swept values but those its table already fixes (dataset, evaluation), and its implementation
+    when it is not the custom one: "`loss=focal`", "`loss=cce, loss.class_weight=null` [builtin]"."""
+    values = {k: v for k, v in row.jobs[0].overrides.items() if k not in (*NOT_VARIANT, *FIXED)}
+    text = ", ".join(f"{key}={value}" for key, value in values.items()) or row.variant
+    return f"`{text}`" + ("" if row.impl == CUSTOM else f" [{row.impl}]")
+
+
 def _label(line: Line) -> str:
-    label = line.row.label
+    label = short_label(line.row)
     if line.is_baseline:
         label += " (baseline)"
     if line.unlearned:
@@ -173,7 +187,7 @@ def _reading(table: Table, index: int, lowest: bool = True) -> str:
     if best is None:
         return ""
     column, value, delta = COLUMNS[index], best.values[index], best.deltas[index]
-    text = f"{'lowest' if lowest else 'highest'} {column.label}: {best.row.label} {value.mean:.{column.digits}f}"
+    text = f"{'lowest' if lowest else 'highest'} {column.label}: {short_label(best.row)} {value.mean:.{column.digits}f}"
     if delta is not None:
         text += f" (Δ {signed(delta.mean)} {span(delta.low, delta.high)})"
     return text
@@ -186,7 +200,7 @@ def _answer(table: Table) -> str:
     if temperature is not None:
         side = "above" if temperature.mean > 1 else "not above"
         parts.append(f"the baseline's T {temperature.mean:.3f}, {side} 1")
-    gone = [line.row.label for line in table.lines if line.unlearned]
+    gone = [short_label(line.row) for line in table.lines if line.unlearned]
     if gone:
         parts.append("did not learn: " + ", ".join(gone))
     return f"{table.title}: " + "; ".join(parts) if parts else f"{table.title}: no numbers"
@@ -197,8 +211,8 @@ def summary_section(
 ) -> list[str]:
     """The opening paragraph: what is compared, the declared questions' verdicts (`answers`: verdict -> count,
     when the report has them) and the headline numbers; then the regime, one line per dataset."""
-    variants = [line.row.label for table in tables[:1] for line in table.lines]
-    bases = sorted({line.row.label for table in tables for line in table.lines if line.is_baseline})
+    variants = list(dict.fromkeys(short_label(line.row) for table in tables for line in table.lines))
+    bases = sorted({short_label(line.row) for table in tables for line in table.lines if line.is_baseline})
     text = (
         f"**{study}** compares {len(variants)} losses ({', '.join(variants)}) with "
         f"{' and '.join(bases) or 'no baseline'} in accuracy, NLL and calibration, in the regime below. "

@@ -48,11 +48,12 @@ def best_val_nll(client: MlflowClient, job: Job) -> float | None:
 
 
 def unlearned(client: MlflowClient, jobs: list[Job]) -> frozenset[str]:
-    """The run ids of the finished jobs that did not learn."""
+    """The run ids of the finished jobs that did not learn (a run evaluated twice counts once, either way)."""
+    best = {job.run_id: best_val_nll(client, job) for job in jobs if job.finished}
     return frozenset(
         job.run_id
         for job in jobs
-        if job.finished and did_not_learn(job.metric(tags.TEST_ACCURACY), best_val_nll(client, job), classes(job))
+        if job.finished and did_not_learn(job.metric(tags.TEST_ACCURACY), best[job.run_id], classes(job))
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xent_lab.report import paper_numbers as P
+from xent_lab.report.headline import view_title
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, seed_order
 from xent_lab.report.markdown import NO_VALUE, markdown_table
 from xent_lab.report.stats import finished_values
@@ -77,8 +78,7 @@ def _views(groups: Groups) -> dict[str, dict[str, list[Job]]]:
     for dataset, variants in groups.items():
         for by_impl in variants.values():
             for job in by_impl.get(CUSTOM, []):
-                keep = job.overrides.get(KEEP_KEY)
-                label = dataset if keep is None else f"{dataset}, `{KEEP_KEY}={keep}`"
+                label = view_title(dataset, job.overrides.get(KEEP_KEY))
                 preset = job.overrides.get("loss", job.tags.get(tags.LOSS, ""))
                 found.setdefault(label, {}).setdefault(preset, []).append(job)
     return found

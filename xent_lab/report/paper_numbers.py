@@ -1,7 +1,7 @@
 """The numbers of Mukhoti et al. 2020 that a report quotes beside ours, as read in the authors' repository.
 
-Every value below is copied from the file and commit named with it, and nowhere else; tests/test_paper.py
-holds a few of them to the literal text. Columns are keyed by our loss presets (`conf/loss/`) where we train
+Every value below is copied from the file and commit named with it, and nowhere else (tests/test_report_layout.py
+checks a few of them against the quoted text). Columns are keyed by our loss presets (`conf/loss/`) where we train
 the same loss.
 """
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab import heads
 from xent_lab.calibration.binning import expected_gap, top_label, uniform_bin_ids
-from xent_lab.report.headline import Table
+from xent_lab.report.headline import Table, view_title
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, job_predictions, seed_order
 from xent_lab.report.paper_numbers import CIFAR_ERROR
 from xent_lab.report.stats import finished_values
@@ -76,8 +76,7 @@ def noise_floors(client: MlflowClient, groups: Groups) -> dict[str, Floor]:
                     continue
                 n_bins = int(job.params.get("calibration.n_bins", 15))
                 confidence, _ = top_label(heads.probabilities(predictions.logits, predictions.head), predictions.labels)
-                keep = job.overrides.get(KEEP_KEY)
-                label = dataset if keep is None else f"{dataset}, `{KEEP_KEY}={keep}`"
+                label = view_title(dataset, job.overrides.get(KEEP_KEY))
                 found.setdefault(label, []).append((binned_ece_floor(confidence, n_bins), len(confidence), n_bins))
     return {
         label: Floor(min(f for f, _, _ in floors), max(f for f, _, _ in floors), floors[0][1], floors[0][2])
@@ -131,8 +130,9 @@ def _regime(groups: Groups) -> list[str]:
             else "no temperature logged"
         )
         lines.append(
-            f"  - {dataset}: {_values(jobs, 'trainer.epochs')} epochs of `{_values(jobs, 'model.name')}` on "
-            f"{_values(jobs, 'dataset.limit.train').replace('None', 'all the')} training examples, evaluated at "
+            f"  - {dataset}: `{_values(jobs, 'model.name')}` trained for `trainer.epochs`="
+            f"{_values(jobs, 'trainer.epochs')} on {_values(jobs, 'dataset.limit.train').replace('None', 'all the')} "
+            "training examples, evaluated at "
             f"{_evaluations(jobs)}; {spread}."
         )
     return lines
