@@ -296,8 +296,9 @@ def _one_job_per_value(jobs: list[list[str]]) -> list[list[str]]:
     return [first, *(job for job in jobs if sum(a != b for a, b in zip(job, first)) == 1)]
 
 
-def _study_digest(name: str) -> str:
-    """One digest of the config hashes and the composed YAML of a study's jobs, each swept value once."""
+def _study_digest(name: str, seeds: tuple[str, ...] | None = None) -> str:
+    """One digest of the config hashes and the composed YAML of a study's jobs, each swept value once; with
+    `seeds`, only the jobs of those seeds."""
     from xent_lab.study import config_hash
     from xent_lab.sweep.launch import sweep_jobs  # also registers the ${launch_id:} resolver
 
@@ -305,31 +306,35 @@ def _study_digest(name: str) -> str:
         launch = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
         jobs = []
         for job in _one_job_per_value(sweep_jobs(launch)):
+            if seeds is not None and not any(override in {f"seed={s}" for s in seeds} for override in job):
+                continue
             cfg = compose("config", overrides=[f"experiment={name}", *job])
             jobs.append(f"{' '.join(job)} {config_hash(cfg)} {OmegaConf.to_yaml(cfg)}")
     return hashlib.sha256("\n".join(jobs).encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize(
-    "name,digest",
+    "name,digest,first_seeds",
     [
-        ("imdb_losses", "cc944ca821eb379d"),
-        ("mnist_imbalance", "5cd776dba841a56f"),
-        ("mnist_losses", "02b6b3bf987d1d39"),
-        ("overfit_calibration", "d6708e37664f8775"),
-        ("stability", "eff35baf3e69ea50"),
+        ("imdb_losses", "88b22ee850975734", "cc944ca821eb379d"),
+        ("mnist_imbalance", "13d77fbd6625e116", "5cd776dba841a56f"),
+        ("mnist_losses", "b069853d9ffafd89", "b069853d9ffafd89"),
+        ("overfit_calibration", "e76f640f245bbf77", "f4bae28f9156a37a"),
+        ("stability", "d11d7380c3adc781", "eff35baf3e69ea50"),
     ],
 )
 @pytest.mark.slow
-def test_committed_studies_compose_and_hash_as_before(name, digest):
+def test_committed_studies_compose_and_hash_as_before(name, digest, first_seeds):
     """Pinned before the loss registry replaced the hand checks: relaunching a committed study must reuse its
     runs (the config hash), and its jobs' composed configs, key order included, must not change. Re-pinned once
     for `study.reuse_across_commits` (issue 23, item 8): without that key the digests were those pinned before,
     and `study.*` is not hashed, so no config hash changed. Re-pinned for `evaluation.shift`: its keys are hashed,
     since a run without the shifted sets' metrics must not stand in for one with them. Re-pinned for the mmce
     preset (MMCE_w as its authors' code computes it, lambda 2.0): the two studies with loss=mmce change in those
-    jobs only, which must train again."""
+    jobs only, which must train again. Re-pinned for the seeds sized by `report.power`: the new seeds are new jobs,
+    and the jobs of seeds 0-2 digest as pinned before, but for the mmce jobs."""
     assert _study_digest(name) == digest
+    assert _study_digest(name, ("0", "1", "2")) == first_seeds
 
 
 # --------------------------------------------------------------------------- issue 23: refused before training

@@ -1,4 +1,4 @@
-"""Findings, recalibration, bootstrap-interval and over-fitting tables, and the README block, on a real MLflow
+"""Findings, recalibration, bootstrap-interval and over-fitting tables, and the README markers, on a real MLflow
 SQLite store whose runs log real metrics computed from the test predictions they log.
 
 The store (experiment "findings"), one launch, 3 seeds of each row on one shared test set:
@@ -333,34 +333,6 @@ def _readme_tree(tmp_path: Path, report_text: str) -> Path:
     readme_path = tmp_path / "README.md"
     readme_path.write_text(README)
     return readme_path
-
-
-def test_readme_block_is_rewritten_from_the_reports_idempotently(built, tmp_path):
-    path = _readme_tree(tmp_path, built[1])
-    assert report.update_readme(path) is True
-    text = path.read_text()
-    before, block = text.split("<!-- findings:start -->\n")
-    block, after = block.split("<!-- findings:end -->\n")
-    assert before == README.split("<!-- findings:start -->")[0] and after == README.split("<!-- findings:end -->\n")[1]
-    assert "old, hand-written" not in block
-    top = _sentences(built[1])[:3]
-    assert [line.removeprefix("  - ") for line in block.splitlines() if line.startswith("  - ")] == top
-    assert "- **[a_study](experiments/a_study/REPORT.md)** (mnist: `dataset.limit.train`=20000" in block
-    assert "- **[old_study](experiments/old_study/REPORT.md)**: no Findings section yet" in block
-    assert report.update_readme(path) is False and path.read_text() == text
-
-
-def test_readme_block_carries_the_verdicts_of_a_claims_section(tmp_path):
-    claims = (
-        f"{readme.CLAIMS_HEADING}\n\nRules.\n\n### imdb: last epoch\n\n"
-        "| claim | statement | verdict | tests | evidence |\n|---|---|---|---|---|\n"
-        "| C1 | CE is over-confident | **holds** | 2 for | – |\n"
-        "| C2 | focal has a lower ECE | **not shown** | 4 inconclusive | – |\n\n## Results: imdb\n"
-        "| C3 | not a claims table row | **ignored** | – | – |\n"
-    )
-    path = _readme_tree(tmp_path, f"# Study report: a_study\n\n## Findings\n\n1. a finding\n\n{claims}")
-    report.update_readme(path)
-    assert "  - against Mukhoti et al. 2020, imdb: last epoch: C1 holds, C2 not shown\n" in path.read_text()
 
 
 def test_readme_without_markers_is_a_clear_error(tmp_path):

@@ -400,7 +400,7 @@ Seeds: finished runs; a single seed shows its value alone. T: fitted temperature
 
 ### 95% confidence intervals (Student t)
 """
-EXPECTED_TAIL = """## Custom vs built-in
+EXPECTED_CUSTOM = """## Custom vs built-in
 
 Largest difference between the custom and built-in implementation over the seeds run with both.
 
@@ -410,8 +410,8 @@ Largest difference between the custom and built-in implementation over the seeds
 | mnist | loss=cce | 2 | 1.47e-01 | 0.6687 |
 | mnist | loss=focal | 2 | 8.29e-02 | 0.2113 |
 | mnist | loss=focal_flsd53 | only custom: nothing to compare | – | – |
-
-## Plots
+"""
+EXPECTED_FIGURES = """## Figures
 
 ### Validation loss
 
@@ -424,8 +424,8 @@ Largest difference between the custom and built-in implementation over the seeds
 ### Per-class recall
 
 ![Per-class recall](recall.png)
-
-## Failed runs
+"""
+EXPECTED_FAILED = """## Failed runs
 
 - **focal-builtin-s2** (`FAILED_RUN`, FAILED), overrides `{"loss": "focal", "loss.impl": "builtin", "seed": "2"}`: \
 NonFiniteLossError: the training loss became NaN at epoch 3
@@ -436,7 +436,8 @@ def test_markdown_is_unchanged(store, built):
     path, text = built
     assert EXPECTED_HEADER.replace("PARENT", store.parents["P2"]) in text
     assert EXPECTED_IMDB in text
-    assert text.endswith(EXPECTED_TAIL.replace("FAILED_RUN", store.children["focal-builtin-s2"]))
+    assert EXPECTED_CUSTOM in text and EXPECTED_FIGURES in text
+    assert text.endswith(EXPECTED_FAILED.replace("FAILED_RUN", store.children["focal-builtin-s2"]))
     assert (path.stat().st_mode & 0o777) == 0o644
 
 

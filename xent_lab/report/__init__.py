@@ -18,9 +18,11 @@ xent_lab.train; the names are those of `xent_lab.tracking.tags`):
 
 Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
 `findings` (every row against the baseline), `claims` (a paper's claims, verdicts from the numbers), `overfit`
-(over-fit detection from histories), `markdown`, `narrative` and `tables` (REPORT.md's sections), `document`
-(REPORT.md), `figures` (the plots), `readme` (README.md's findings block), `__main__` (the command line);
-`build_report` here ties them together.
+(over-fit detection from histories), `learned` (runs that did not learn), `power` (seeds from a pilot's spread),
+`headline` (the summary and headline tables), `paper` and `paper_numbers` (the authors' numbers beside ours),
+`validity` (threats to validity, the binned-ECE noise floor), `markdown`, `narrative` and `tables` (REPORT.md's
+other sections), `document` (REPORT.md), `figures` (the plots), `readme` (the answers block and README.md's
+findings block), `__main__` (the command line); `build_report` here ties them together.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from xent_lab import atomic
-from xent_lab.report import overfit
-from xent_lab.report.claims import compute_claims
+from xent_lab.report import learned, overfit, validity
+from xent_lab.report.claims import claims_section, compute_claims
 from xent_lab.report.document import render_report
 from xent_lab.report.figures import draw_figures, recall_figure, reliability_figure, val_loss_figure, write_figures
 from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
+from xent_lab.report.narrative import findings_section
 from xent_lab.report.overfit import Overfit, detect_overfit
 from xent_lab.report.readme import update_readme
 from xent_lab.report.stats import ImplComparison, PairedTest, Summary, compare_impls, holm, paired_test, summarize
@@ -121,7 +124,19 @@ def build_report(
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
     plots = {name: caption for name, (caption, figure) in figures.items() if figure is not None}
-    text = render_report(launch, groups, plots, findings, overfits, claims)
+    text = render_report(
+        launch,
+        groups,
+        plots,
+        findings,
+        overfits,
+        claims,
+        questions=claims_section(claims) if claims is not None else [],
+        comparisons=findings_section(findings, groups),
+        unlearned=learned.unlearned(client, list(launch.jobs)),
+        floors=validity.noise_floors(client, groups),
+        sizes=validity.model_sizes(client, groups),
+    )
     if before_writing is not None:
         before_writing()
     out_dir.mkdir(parents=True, exist_ok=True)

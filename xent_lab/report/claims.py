@@ -340,7 +340,7 @@ RULES = [
 
 
 def claims_section(claims: Claims) -> list[str]:
-    """The whole section: rules, one verdict table and one test table per dataset and view, the paper, settings."""
+    """The whole section: rules, one verdict table and one test table per dataset and view."""
     lines = [
         HEADING,
         "",
@@ -351,4 +351,4 @@ def claims_section(claims: Claims) -> list[str]:
     ]
     for view in claims.views:
         lines += _view_lines(view)
-    return lines + paper.paper_lines(claims.settings)
+    return lines

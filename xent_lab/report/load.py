@@ -110,6 +110,11 @@ class Job:
         return self.metrics.get(key)
 
 
+def seed_order(seed: str) -> tuple[int, int, str]:
+    """A sort key of seed tags: numeric seeds in numeric order (2 before 10), then any other."""
+    return (0, int(seed), seed) if seed.isdigit() else (1, 0, seed)
+
+
 def evaluations(job: Job) -> tuple[Job, ...]:
     """The job as the results rows count it. A run kept at its best validation accuracy (tag xent.keep =
     best_val_accuracy) that also evaluated its last epoch (last_epoch/* metrics; a failed run may have none)

@@ -157,12 +157,18 @@ def _runs_line(launch: Launch) -> str:
     return line
 
 
+def title_section(launch: Launch) -> list[str]:
+    """The title, and a warning when some jobs ran at another commit than the launch."""
+    commit = _commit_line(launch)
+    return [f"# Study report: {launch.study}", "", *([f"**Commit:** {commit}", ""] if "warning" in commit else [])]
+
+
 def header_section(launch: Launch) -> list[str]:
-    """Title, command, commit, date, machine, wall time and run counts."""
+    """Provenance: command, commit, date, machine, wall time and run counts; how to reproduce."""
     parent_tags = launch.parent.data.tags
     devices = _distinct(job.tags.get(tags.DEVICE, "unknown") for job in launch.jobs) or ["n/a"]
     return [
-        f"# Study report: {launch.study}",
+        "## Provenance",
         "",
         "Command:",
         "",
@@ -300,10 +306,10 @@ def failures_section(jobs: Sequence[Job]) -> list[str]:
 
 
 def plots_section(plots: Mapping[str, str]) -> list[str]:
-    """Links to the plots written (file name -> caption)."""
-    lines = ["## Plots", ""]
+    """Links to the figures written (file name -> caption)."""
+    lines = ["## Figures", ""]
     if not plots:
-        return [*lines, "No plots: no finished job logged histories, predictions or per-class recall.", ""]
+        return [*lines, "No figures: no finished job logged histories, predictions or per-class recall.", ""]
     for name, caption in plots.items():
         lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
     return lines
