@@ -1,0 +1,68 @@
+"""What the report's figures share: the grid of panels, the colours of the rows, the labels of variants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from xent_lab.tracking import tags
+
+DPI = 100
+N_COLS = 3  # panels per row of a grid
+# Keys a panel's title already names, left out of a row's label.
+PANEL_KEYS = ("dataset", "trainer.keep")
+EVALUATION_NAMES = {tags.KEEP_BEST: "kept epoch (best val. accuracy)", tags.KEEP_LAST: "last epoch"}
+# tab10 without its grey: a row keeps its colour across the panels of a figure.
+COLORS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def grid(n_panels: int, panel: tuple[float, float], n_cols: int = N_COLS) -> tuple[Figure, list[Axes]]:
+    """A figure of `n_panels` axes, `n_cols` a row (spare cells left empty), each about `panel` inches."""
+    n_cols = max(1, min(n_cols, n_panels))
+    n_rows = max(1, math.ceil(n_panels / n_cols))
+    figure = Figure(figsize=(panel[0] * n_cols, panel[1] * n_rows), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False).flat
+    for spare in list(axes)[n_panels:]:
+        figure.delaxes(spare)
+    return figure, list(figure.axes)
+
+
+def row_label(variant: str, impl: str, impls: Iterable[str] = ()) -> str:
+    """A variant as a figure's row reads it: without the keys its panel names, the `loss=` prefix dropped,
+    and `[impl]` only where the rows have more than one implementation."""
+    parts = [part for part in variant.split(", ") if part.split("=", 1)[0] not in PANEL_KEYS]
+    text = ", ".join(part.removeprefix("loss=") for part in parts) or variant
+    return f"{text} [{impl}]" if len(set(impls)) > 1 else text
+
+
+def panel_title(dataset: str, evaluation: str | None = None) -> str:
+    """`imdb`, or `imdb: last epoch` for one of a run's two evaluations."""
+    if evaluation is None:
+        return dataset
+    return f"{dataset}: {EVALUATION_NAMES.get(evaluation, evaluation)}"
+
+
+def colors(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per distinct label, in order of first appearance (cycling past ten)."""
+    distinct = list(dict.fromkeys(labels))
+    return {label: COLORS[i % len(COLORS)] for i, label in enumerate(distinct)}
+
+
+def markers(labels: Sequence[str]) -> dict[str, str]:
+    """One marker per distinct label, so rows are told apart in grey print too."""
+    distinct = list(dict.fromkeys(labels))
+    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(distinct)}

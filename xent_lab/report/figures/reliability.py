@@ -1,0 +1,174 @@
+"""Reliability: a few losses' reliability curves overlaid per dataset and evaluation, over the share of samples
+in each confidence bin.
+
+Each curve is the top-label accuracy against the mean confidence of the equal-width bins of the logged ECE,
+test predictions pooled over seeds, with a 95% Wilson interval per bin; a bin of fewer than `MIN_COUNT` samples
+is not drawn (its accuracy is noise), and the caption says so. On a binary task the top-label confidence is at
+least 0.5: the axes start there.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+from xent_lab import calibration, heads
+from xent_lab.report.figures.layout import N_COLS, colors, markers, panel_title, row_label
+from xent_lab.report.load import CUSTOM, Groups, Job, job_predictions
+from xent_lab.report.stats import finished_values
+from xent_lab.tracking import tags
+
+DEFAULT_N_BINS = 15
+MIN_COUNT = 20  # samples a bin needs to be drawn
+Z_95 = 1.959963984540054
+BASELINE_LOSS = "cce"
+
+
+class ReliabilityCurve(NamedTuple):
+    """One row's test predictions in one panel, pooled over its seeds."""
+
+    panel: str  # e.g. `imdb: last epoch`
+    label: str  # the row, e.g. `focal_flsd53`
+    probs: np.ndarray  # (n, k) class probabilities
+    labels: np.ndarray  # (n,) integer labels
+
+
+def wilson_interval(hits: np.ndarray, counts: np.ndarray, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval of a binomial proportion hits/counts: centre (p + z²/2n) / (1 + z²/n),
+    half-width z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n); it stays inside [0, 1] where p is 0 or 1."""
+    counts = np.asarray(counts, dtype=float)
+    p = np.asarray(hits, dtype=float) / counts
+    denominator = 1 + z**2 / counts
+    centre = (p + z**2 / (2 * counts)) / denominator
+    half = z * np.sqrt(p * (1 - p) / counts + z**2 / (4 * counts**2)) / denominator
+    return centre - half, centre + half
+
+
+def reliability_figure(
+    curves: Sequence[ReliabilityCurve], n_bins: int = DEFAULT_N_BINS, min_count: int = MIN_COUNT
+) -> Figure | None:
+    """One panel per distinct `ReliabilityCurve.panel` (in order): on top the curves overlaid with the diagonal,
+    under it the share of each curve's samples per bin (log scale); a label keeps its colour and marker across
+    panels. None when there is no curve."""
+    if not curves:
+        return None
+    panels = list(dict.fromkeys(curve.panel for curve in curves))
+    color, marker = colors([c.label for c in curves]), markers([c.label for c in curves])
+    n_cols = min(N_COLS, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    figure = Figure(figsize=(4.6 * n_cols, 5.2 * n_rows), layout="constrained")
+    spec = figure.add_gridspec(2 * n_rows, n_cols, height_ratios=[3, 1] * n_rows)
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, n_cols)
+        top = figure.add_subplot(spec[2 * row, col])
+        bottom = figure.add_subplot(spec[2 * row + 1, col], sharex=top)
+        low_x = 0.0
+        lowest = 1.0
+        for curve in (curve for curve in curves if curve.panel == panel):
+            binary = curve.probs.shape[1] == 2
+            low_x = 0.5 if binary else 0.0
+            bins = calibration.reliability_bins(curve.probs, curve.labels, n_bins)
+            shown = bins.counts >= min_count
+            style = {"color": color[curve.label]}
+            if shown.any():
+                counts = bins.counts[shown]
+                accuracy = bins.accuracy[shown]
+                low, high = wilson_interval(np.rint(accuracy * counts), counts)
+                top.errorbar(
+                    bins.confidence[shown],
+                    accuracy,
+                    yerr=np.vstack([accuracy - low, high - accuracy]),
+                    marker=marker[curve.label],
+                    markersize=4,
+                    capsize=2,
+                    linewidth=1.2,
+                    label=f"{curve.label} (ECE {bins.ece:.3f}, n={len(curve.labels)})",
+                    **style,
+                )
+                lowest = min(lowest, float(low.min()))
+            bottom.stairs(bins.counts / bins.counts.sum(), bins.edges, linewidth=1.3, **style)
+        top.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
+        bottom_y = min(low_x, math.floor(lowest * 10) / 10)
+        top.set(xlim=(low_x, 1.0), ylim=(bottom_y, 1.02), ylabel="accuracy")
+        top.set_title(panel, fontsize=11)
+        top.tick_params(labelbottom=False)
+        top.grid(alpha=0.3)
+        top.legend(loc="upper left", fontsize=7)
+        bottom.set_yscale("log")
+        bottom.set(xlabel="top-label confidence", ylabel="share")
+        bottom.grid(alpha=0.3)
+    figure.suptitle(
+        f"Test reliability pooled over seeds: {n_bins} equal-width bins, 95% Wilson intervals, "
+        f"bins under {min_count} samples not drawn"
+    )
+    return figure
+
+
+def n_bins_of(jobs: Iterable[Job]) -> int:
+    """The jobs' `calibration.n_bins`, so the diagrams bin like the logged ECE."""
+    for job in jobs:
+        value = job.params.get("calibration.n_bins")
+        if value is not None and value.isdigit():
+            return int(value)
+    return DEFAULT_N_BINS
+
+
+def _mean_ece(jobs: Sequence[Job]) -> float:
+    values = finished_values(jobs, tags.TEST_ECE)
+    return float(np.mean(values)) if values else math.nan
+
+
+def chosen_rows(by_variant: dict[str, dict[str, list[Job]]], chosen: Sequence[str] | None) -> list[tuple[str, str]]:
+    """(variant, impl) of a panel's rows to draw, the custom implementation where a row has it. `chosen`: the row
+    labels (`row_label`) wanted, in order. By default the baseline (the first row whose loss is cce) and the rows
+    of lowest and highest mean test ECE."""
+    rows = {variant: CUSTOM if CUSTOM in by_impl else next(iter(by_impl)) for variant, by_impl in by_variant.items()}
+    if chosen is not None:
+        by_label = {row_label(variant, impl): (variant, impl) for variant, impl in rows.items()}
+        return [by_label[label] for label in chosen if label in by_label]
+    finished = {v: i for v, i in rows.items() if not math.isnan(_mean_ece(by_variant[v][i]))}
+    if not finished:
+        return []
+    baseline = next(
+        (v for v, i in finished.items() if by_variant[v][i][0].tags.get(tags.LOSS) == BASELINE_LOSS),
+        next(iter(finished)),
+    )
+    others = sorted((v for v in finished if v != baseline), key=lambda v: _mean_ece(by_variant[v][finished[v]]))
+    picked = [baseline, *others[:1], *others[1:][-1:]]
+    return [(variant, finished[variant]) for variant in picked]
+
+
+def _pooled(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    probs, labels = [], []
+    for job in jobs:
+        predictions = job_predictions(client, job, tmp)
+        if predictions is not None:
+            probs.append(heads.probabilities(predictions.logits, predictions.head))
+            labels.append(predictions.labels)
+    return (np.concatenate(probs), np.concatenate(labels)) if probs else None
+
+
+def reliability_curves(
+    client: MlflowClient, groups: Groups, chosen: Sequence[str] | None = None
+) -> list[ReliabilityCurve]:
+    """The curves of `chosen_rows` per dataset and evaluation, from the test predictions the runs logged."""
+    panels: dict[str, dict[str, dict[str, list[Job]]]] = {}
+    for dataset, variants in groups.items():
+        for variant, by_impl in variants.items():
+            keep = next(job.keep for jobs in by_impl.values() for job in jobs)
+            panels.setdefault(panel_title(dataset, keep), {})[variant] = by_impl
+    curves = []
+    with tempfile.TemporaryDirectory(prefix="xent-report-") as tmp:
+        for panel, by_variant in panels.items():
+            for variant, impl in chosen_rows(by_variant, chosen):
+                pooled = _pooled(client, by_variant[variant][impl], Path(tmp))
+                if pooled is not None:
+                    curves.append(ReliabilityCurve(panel, row_label(variant, impl), *pooled))
+    return curves
