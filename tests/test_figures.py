@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
+from tests.helpers.e2e import create_store
+from xent_lab import calibration
 from xent_lab.report.figures import (
     Curve,
     ForestRow,
     ReliabilityCurve,
     TemperaturePoint,
+    draw_figures,
     forest_figure,
+    recall_figure,
+    reliability_curves,
     reliability_figure,
     row_label,
     temperature_figure,
     val_nll_figure,
+    write_figures,
 )
 from xent_lab.report.figures.curves import _short, _split
 from xent_lab.report.figures.reliability import wilson_interval
+from xent_lab.report.load import Launch, group_jobs, load_launch
 
 
 def test_row_label_drops_what_the_panel_names():
@@ -162,6 +174,114 @@ def test_temperature_panels_need_two_gammas_and_flsd53_sits_right_of_the_fixed_g
     assert ax.get_title() == "imdb"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "3", "FLSD-53"]
     assert list(ax.get_xticks()) == [0.0, 1.0, 3.0, 4.0]
-    mean_line = next(line for line in ax.lines if line.get_label() == "last epoch (mean)")
+    mean_line = next(line for line in ax.lines if line.get_label() == "last epoch: mean")
     assert np.allclose(mean_line.get_xdata(), [0, 1, 3]) and np.allclose(mean_line.get_ydata(), [2.1, 1.6, 1.0])
     assert temperature_figure([p for p in points if p.panel == "mnist"]) is None
+
+
+# --------------------------------------------------------------------------- from a store, through draw_figures
+
+STUDY = "figures_study"
+EPOCHS = 4
+N_TEST = 400
+LOSSES = {"cce": ("cce", None), "focal": ("focal", "2.0"), "focal_flsd53": ("focal", "flsd53")}
+
+
+def _log_run(client, experiment_id, parent, tmp, dataset, loss, seed, imbalance, rng) -> None:
+    tag, gamma = LOSSES[loss]
+    k, head = (2, "sigmoid") if dataset == "imdb" else (10, "softmax")
+    overrides = {"dataset": dataset, "loss": loss, "seed": str(seed)}
+    run_id = client.create_run(
+        experiment_id,
+        tags={
+            "mlflow.parentRunId": parent,
+            "xent.study": STUDY,
+            "xent.role": "child",
+            "xent.job_overrides": json.dumps(overrides),
+            "xent.keep": "best_val_accuracy",
+            "dataset": dataset,
+            "loss": tag,
+            "impl": "custom",
+            "seed": str(seed),
+        },
+    ).info.run_id
+    params = {"calibration.n_bins": "15", "dataset.imbalance": imbalance, **({"loss.gamma": gamma} if gamma else {})}
+    final = {"test/temperature": 1.0 + rng.uniform(0, 1), "test/ece": rng.uniform(0, 0.1), "train/kept_epoch": 1}
+    final |= {f"last_epoch/{key}": value + 0.5 for key, value in final.items() if key.startswith("test/")}
+    final |= {f"test/recall/{c}": rng.uniform(0.5, 1) for c in range(k)}
+    history = [Metric("val/nll", 0.5 + 0.05 * (epoch - 1) ** 2 + rng.uniform(0, 0.02), 0, epoch) for epoch in range(4)]
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), 0, EPOCHS) for key, value in final.items()] + history,
+        params=[Param(key, value) for key, value in params.items()],
+    )
+    folder = tmp / run_id
+    folder.mkdir()
+    for artifact in ("predictions/test_predictions.npz", "predictions/test_predictions_last_epoch.npz"):
+        logits = rng.normal(size=(N_TEST,) if head == "sigmoid" else (N_TEST, k)) * 3
+        path = calibration.save_predictions(folder / artifact.split("/")[1], logits, rng.integers(0, k, N_TEST), head)
+        client.log_artifact(run_id, str(path), "predictions")
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _launch(root: Path, imbalance: str) -> tuple[MlflowClient, Launch]:
+    uri = create_store(root)
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(STUDY)
+    sweep = {"dataset": "imdb,mnist", "loss": ",".join(LOSSES), "seed": "0,1"}
+    parent = client.create_run(
+        experiment_id, tags={"xent.study": STUDY, "xent.role": "parent", "xent.sweep": json.dumps(sweep)}
+    ).info.run_id
+    rng = np.random.default_rng(0)
+    for dataset in ("imdb", "mnist"):
+        for loss in LOSSES:
+            for seed in (0, 1):
+                _log_run(client, experiment_id, parent, root, dataset, loss, seed, imbalance, rng)
+    return load_launch(STUDY, uri)
+
+
+def _panels(figure) -> list[str]:
+    return [ax.get_title() for ax in figure.axes if ax.get_title()]
+
+
+def test_draw_figures_from_a_store_writes_each_figure_with_a_panel_per_dataset_and_evaluation(tmp_path):
+    client, launch = _launch(tmp_path / "store", "None")
+    groups = group_jobs(launch.jobs)
+    evaluations = ["imdb: kept epoch (best val. accuracy)", "imdb: last epoch"]
+    evaluations += ["mnist: kept epoch (best val. accuracy)", "mnist: last epoch"]
+    rows = [
+        ForestRow(panel, loss, "ECE", -0.01, (-0.02, 0.0), (-0.03, 0.01)) for panel in evaluations for loss in LOSSES
+    ]
+    figures = draw_figures(client, launch, groups, rows)
+    written = write_figures(figures, tmp_path / "out")
+    assert set(written) == {"forest.png", "val_nll.png", "reliability.png", "temperature.png"}
+    for name in written:
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures["recall.png"][1] is None  # balanced data: no recall figure
+    assert _panels(figures["forest.png"][1]) == [f"{panel}: ECE" for panel in evaluations]
+    # One curve per training: each run once, though evaluated twice; its kept epoch (step 1) marked.
+    val_nll = figures["val_nll.png"][1]
+    assert _panels(val_nll) == ["imdb", "mnist"]
+    assert [line.get_label() for line in val_nll.axes[0].lines] == ["cce (n=2)", "focal (n=2)", "focal_flsd53 (n=2)"]
+    # Reliability: a panel per dataset and evaluation, each over its histogram; by default the baseline (cce) and
+    # the rows of lowest and highest ECE, here the other two.
+    reliability = figures["reliability.png"][1]
+    assert _panels(reliability) == evaluations and len(reliability.axes) == 8
+    assert len(reliability.axes[0].containers) == 3
+    assert reliability.axes[0].get_xlim() == (0.5, 1.0) and reliability.axes[4].get_xlim() == (0.0, 1.0)
+    temperature = figures["temperature.png"][1]
+    assert _panels(temperature) == ["imdb", "mnist"]
+    assert [t.get_text() for t in temperature.axes[0].get_xticklabels()] == ["0", "2", "FLSD-53"]
+    # Chosen rows, by their labels.
+    chosen = reliability_curves(client, groups, ["focal_flsd53", "cce"])
+    assert [(c.panel, c.label, len(c.labels)) for c in chosen[:2]] == [
+        (evaluations[0], "focal_flsd53", 2 * N_TEST),
+        (evaluations[0], "cce", 2 * N_TEST),
+    ]
+
+
+def test_recall_is_drawn_for_imbalanced_data_only(tmp_path):
+    client, launch = _launch(tmp_path / "store", "100")
+    figure = recall_figure(group_jobs(launch.jobs), launch.jobs)
+    assert _panels(figure) == ["imdb", "mnist"]
+    assert [tick.get_text() for tick in figure.axes[1].get_xticklabels()] == [str(c) for c in range(10)]

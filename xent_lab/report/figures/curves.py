@@ -73,10 +73,10 @@ def val_nll_figure(curves: Sequence[Curve], note: str = "") -> Figure | None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label.rsplit(" (n=", 1)[0], handle)
-    figure.legend(labels.values(), labels.keys(), loc="outside right upper", fontsize=8, title="loss")
+    figure.legend(labels.values(), labels.keys(), loc="outside lower center", ncols=min(5, len(labels)), fontsize=8)
     figure.suptitle("Validation NLL per epoch: mean over seeds, band min–max, dots at each seed's kept epoch")
     if note:
-        figure.text(0.01, 0.0, note, fontsize=8, ha="left", va="bottom")
+        figure.supxlabel(note, fontsize=8)
     return figure
 
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from xent_lab.report.figures.layout import grid
 
 SEED_STYLE = {"color": "tab:blue", "marker": "o", "label": "seeds (Student t, 95%)"}
-COMBINED_STYLE = {"color": "tab:red", "marker": "s", "label": "seeds and test set (two-level bootstrap, 95%)"}
+COMBINED_STYLE = {"color": "tab:red", "marker": "s", "label": "seeds and test set combined (95%)"}
 OFFSET = 0.17  # vertical distance of each interval from its row's line
 ROW_INCHES = 0.32
 

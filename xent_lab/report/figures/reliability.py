@@ -100,7 +100,7 @@ def reliability_figure(
         top.set_title(panel, fontsize=11)
         top.tick_params(labelbottom=False)
         top.grid(alpha=0.3)
-        top.legend(loc="upper left", fontsize=7)
+        top.legend(loc="best", fontsize=7)
         bottom.set_yscale("log")
         bottom.set(xlabel="top-label confidence", ylabel="share")
         bottom.grid(alpha=0.3)
@@ -125,24 +125,35 @@ def _mean_ece(jobs: Sequence[Job]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def chosen_rows(by_variant: dict[str, dict[str, list[Job]]], chosen: Sequence[str] | None) -> list[tuple[str, str]]:
-    """(variant, impl) of a panel's rows to draw, the custom implementation where a row has it. `chosen`: the row
-    labels (`row_label`) wanted, in order. By default the baseline (the first row whose loss is cce) and the rows
-    of lowest and highest mean test ECE."""
-    rows = {variant: CUSTOM if CUSTOM in by_impl else next(iter(by_impl)) for variant, by_impl in by_variant.items()}
-    if chosen is not None:
-        by_label = {row_label(variant, impl): (variant, impl) for variant, impl in rows.items()}
-        return [by_label[label] for label in chosen if label in by_label]
-    finished = {v: i for v, i in rows.items() if not math.isnan(_mean_ece(by_variant[v][i]))}
-    if not finished:
+Panels = dict[str, dict[str, list[Job]]]  # panel -> row label -> jobs (one implementation: the custom where present)
+
+
+def _panels(groups: Groups) -> Panels:
+    panels: Panels = {}
+    for dataset, variants in groups.items():
+        for variant, by_impl in variants.items():
+            impl = CUSTOM if CUSTOM in by_impl else next(iter(by_impl))
+            panel = panel_title(dataset, by_impl[impl][0].keep)
+            panels.setdefault(panel, {})[row_label(variant, impl)] = by_impl[impl]
+    return panels
+
+
+def chosen_rows(panels: Panels) -> list[str]:
+    """The rows drawn in every panel by default: the baseline (the first row whose loss is cce) and the rows of
+    lowest and highest test ECE (mean over seeds, then over the panels where the row is)."""
+    eces: dict[str, list[float]] = {}
+    for rows in panels.values():
+        for label, jobs in rows.items():
+            if not math.isnan(ece := _mean_ece(jobs)):
+                eces.setdefault(label, []).append(ece)
+    if not eces:
         return []
+    jobs_of = {label: jobs for rows in panels.values() for label, jobs in rows.items()}
     baseline = next(
-        (v for v, i in finished.items() if by_variant[v][i][0].tags.get(tags.LOSS) == BASELINE_LOSS),
-        next(iter(finished)),
+        (label for label in eces if jobs_of[label][0].tags.get(tags.LOSS) == BASELINE_LOSS), next(iter(eces))
     )
-    others = sorted((v for v in finished if v != baseline), key=lambda v: _mean_ece(by_variant[v][finished[v]]))
-    picked = [baseline, *others[:1], *others[1:][-1:]]
-    return [(variant, finished[variant]) for variant in picked]
+    others = sorted((label for label in eces if label != baseline), key=lambda label: np.mean(eces[label]))
+    return [baseline, *others[:1], *others[1:][-1:]]
 
 
 def _pooled(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -158,17 +169,15 @@ def _pooled(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.nd
 def reliability_curves(
     client: MlflowClient, groups: Groups, chosen: Sequence[str] | None = None
 ) -> list[ReliabilityCurve]:
-    """The curves of `chosen_rows` per dataset and evaluation, from the test predictions the runs logged."""
-    panels: dict[str, dict[str, dict[str, list[Job]]]] = {}
-    for dataset, variants in groups.items():
-        for variant, by_impl in variants.items():
-            keep = next(job.keep for jobs in by_impl.values() for job in jobs)
-            panels.setdefault(panel_title(dataset, keep), {})[variant] = by_impl
+    """The curves of the `chosen` rows (their `row_label`s; default `chosen_rows`) per dataset and evaluation, from
+    the test predictions the runs logged, the custom implementation's where a row has it."""
+    panels = _panels(groups)
+    labels = chosen_rows(panels) if chosen is None else chosen
     curves = []
     with tempfile.TemporaryDirectory(prefix="xent-report-") as tmp:
-        for panel, by_variant in panels.items():
-            for variant, impl in chosen_rows(by_variant, chosen):
-                pooled = _pooled(client, by_variant[variant][impl], Path(tmp))
+        for panel, rows in panels.items():
+            for label in (label for label in labels if label in rows):
+                pooled = _pooled(client, rows[label], Path(tmp))
                 if pooled is not None:
-                    curves.append(ReliabilityCurve(panel, row_label(variant, impl), *pooled))
+                    curves.append(ReliabilityCurve(panel, label, *pooled))
     return curves

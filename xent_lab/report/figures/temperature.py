@@ -67,12 +67,14 @@ def temperature_figure(points: Sequence[TemperaturePoint]) -> Figure | None:
             means = [float(np.mean([p.temperature for p in mine if p.gamma == g])) for g in gammas]
             line = [(_x(g, adaptive_at) + offsets[series], m) for g, m in zip(gammas, means) if g != ADAPTIVE]
             if line:
-                ax.plot(*zip(*line), marker=marker[series], markersize=6, label=f"{series} (mean)", **style)
+                ax.plot(*zip(*line), marker=marker[series], markersize=6, label=f"{series}: mean", **style)
             ends = [(_x(g, adaptive_at) + offsets[series], m) for g, m in zip(gammas, means) if g == ADAPTIVE]
             if ends:
                 ax.plot(*zip(*ends), marker=marker[series], markersize=6, linestyle="none", **style)
         ax.axhline(1.0, color="gray", linestyle="--", linewidth=1, label="T = 1 (no change)")
         ticks = fixed + ([adaptive_at] if any(p.gamma == ADAPTIVE for p in points) else [])
+        if len(ticks) > len(fixed):  # FLSD-53 is not on the γ scale
+            ax.axvline(adaptive_at - 0.5, color="lightgray", linestyle=":", linewidth=1)
         names = [f"{g:g}" for g in fixed] + ([ADAPTIVE_LABEL] if len(ticks) > len(fixed) else [])
         ax.set_xticks(ticks, names)
         ax.set(xlabel="focal γ (0 = cross-entropy)", ylabel="fitted temperature T", title=panel)
