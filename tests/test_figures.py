@@ -155,6 +155,14 @@ def test_reliability_panels_binary_axis_from_half_and_sparse_bins_hidden():
     assert not sparse.axes[0].containers and len(sparse.axes[1].patches) == 1
 
 
+def test_reliability_draws_a_bin_of_all_correct_samples():
+    # 25 of 25: the Wilson upper bound computes to 1 - 1e-16, below the accuracy; no negative whisker.
+    probs = np.tile([0.9, 0.05, 0.05], (25, 1))
+    figure = reliability_figure([ReliabilityCurve("mnist", "cce", probs, np.zeros(25, dtype=int))], n_bins=10)
+    (points,) = figure.axes[0].containers
+    assert np.allclose(points.lines[0].get_ydata(), [1.0])
+
+
 def test_reliability_without_curves_is_none():
     assert reliability_figure([]) is None
 

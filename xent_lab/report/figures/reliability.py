@@ -84,7 +84,8 @@ def reliability_figure(
                 top.errorbar(
                     bins.confidence[shown],
                     accuracy,
-                    yerr=np.vstack([accuracy - low, high - accuracy]),
+                    # Clipped at 0: float rounding at accuracy 0 or 1 can leave -1e-16.
+                    yerr=np.maximum(np.vstack([accuracy - low, high - accuracy]), 0.0),
                     marker=marker[curve.label],
                     markersize=4,
                     capsize=2,
