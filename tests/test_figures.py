@@ -281,7 +281,7 @@ def test_draw_figures_from_a_store_writes_each_figure_with_a_panel_per_dataset_a
     assert _panels(temperature) == ["imdb", "mnist"]
     assert [t.get_text() for t in temperature.axes[0].get_xticklabels()] == ["0", "2", "FLSD-53"]
     # Chosen rows, by their labels.
-    chosen = reliability_curves(client, groups, ["focal_flsd53", "cce"])
+    chosen = reliability_curves(client, groups, launch.sweep, ["focal_flsd53", "cce"])
     assert [(c.panel, c.label, len(c.labels)) for c in chosen[:2]] == [
         (evaluations[0], "focal_flsd53", 2 * N_TEST),
         (evaluations[0], "cce", 2 * N_TEST),

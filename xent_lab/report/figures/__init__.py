@@ -77,7 +77,7 @@ def draw_figures(
         "val_nll.png": ("Validation NLL per epoch, the kept epoch marked", val_nll_figure(curves, note)),
         "reliability.png": (
             f"Reliability, pooled over seeds ({n_bins} bins; bins under {MIN_COUNT} samples not drawn)",
-            reliability_figure(reliability_curves(client, groups, reliability_rows), n_bins),
+            reliability_figure(reliability_curves(client, groups, launch.sweep, reliability_rows), n_bins),
         ),
         "temperature.png": ("Fitted temperature against focal γ", temperature_figure(temperature_points(groups))),
         "recall.png": ("Per-class recall", recall_figure(groups, launch.jobs)),

@@ -53,6 +53,6 @@ def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
         ax.set(title=dataset, xlabel="class", ylabel="recall", ylim=(0, 1.05))
         ax.grid(axis="y", alpha=0.3)
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8)
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2, fontsize=8)
     figure.suptitle("Per-class test recall, mean over seeds")
     return figure

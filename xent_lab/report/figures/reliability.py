@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab import calibration, heads
 from xent_lab.report.figures.layout import N_COLS, colors, markers, panel_title, row_label
+from xent_lab.report.findings import Row, auto_baseline
 from xent_lab.report.load import CUSTOM, Groups, Job, job_predictions
 from xent_lab.report.stats import finished_values
 from xent_lab.tracking import tags
@@ -28,7 +29,6 @@ from xent_lab.tracking import tags
 DEFAULT_N_BINS = 15
 MIN_COUNT = 20  # samples a bin needs to be drawn
 Z_95 = 1.959963984540054
-BASELINE_LOSS = "cce"
 
 
 class ReliabilityCurve(NamedTuple):
@@ -63,7 +63,7 @@ def reliability_figure(
     color, marker = colors([c.label for c in curves]), markers([c.label for c in curves])
     n_cols = min(N_COLS, len(panels))
     n_rows = math.ceil(len(panels) / n_cols)
-    figure = Figure(figsize=(4.6 * n_cols, 5.2 * n_rows), layout="constrained")
+    figure = Figure(figsize=(max(6.0, 4.6 * n_cols), 5.6 * n_rows), layout="constrained")
     spec = figure.add_gridspec(2 * n_rows, n_cols, height_ratios=[3, 1] * n_rows)
     for i, panel in enumerate(panels):
         row, col = divmod(i, n_cols)
@@ -101,13 +101,14 @@ def reliability_figure(
         top.set_title(panel, fontsize=11)
         top.tick_params(labelbottom=False)
         top.grid(alpha=0.3)
-        top.legend(loc="best", fontsize=7)
+        # Under the histogram, off the curves.
+        bottom.legend(*top.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, -0.45), fontsize=7)
         bottom.set_yscale("log")
         bottom.set(xlabel="top-label confidence", ylabel="share")
         bottom.grid(alpha=0.3)
     figure.suptitle(
-        f"Test reliability pooled over seeds: {n_bins} equal-width bins, 95% Wilson intervals, "
-        f"bins under {min_count} samples not drawn"
+        f"Test reliability, pooled over seeds\n{n_bins} bins, 95% Wilson intervals, "
+        f"bins of under {min_count} samples not drawn"
     )
     return figure
 
@@ -126,7 +127,7 @@ def _mean_ece(jobs: Sequence[Job]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-Panels = dict[str, dict[str, list[Job]]]  # panel -> row label -> jobs (one implementation: the custom where present)
+Panels = dict[str, dict[str, Row]]  # panel -> row label -> its row (the custom implementation where present)
 
 
 def _panels(groups: Groups) -> Panels:
@@ -135,24 +136,22 @@ def _panels(groups: Groups) -> Panels:
         for variant, by_impl in variants.items():
             impl = CUSTOM if CUSTOM in by_impl else next(iter(by_impl))
             panel = panel_title(dataset, by_impl[impl][0].keep)
-            panels.setdefault(panel, {})[row_label(variant, impl)] = by_impl[impl]
+            panels.setdefault(panel, {})[row_label(variant, impl)] = Row(dataset, variant, impl, tuple(by_impl[impl]))
     return panels
 
 
-def chosen_rows(panels: Panels) -> list[str]:
-    """The rows drawn in every panel by default: the baseline (the first row whose loss is cce) and the rows of
+def chosen_rows(panels: Panels, sweep: Mapping[str, str]) -> list[str]:
+    """The rows drawn in every panel by default: the baseline (`auto_baseline` of the first panel) and the rows of
     lowest and highest test ECE (mean over seeds, then over the panels where the row is)."""
     eces: dict[str, list[float]] = {}
     for rows in panels.values():
-        for label, jobs in rows.items():
-            if not math.isnan(ece := _mean_ece(jobs)):
+        for label, row in rows.items():
+            if not math.isnan(ece := _mean_ece(row.jobs)):
                 eces.setdefault(label, []).append(ece)
     if not eces:
         return []
-    jobs_of = {label: jobs for rows in panels.values() for label, jobs in rows.items()}
-    baseline = next(
-        (label for label in eces if jobs_of[label][0].tags.get(tags.LOSS) == BASELINE_LOSS), next(iter(eces))
-    )
+    first = [row for label, row in next(iter(panels.values())).items() if label in eces]
+    baseline = row_label(auto_baseline(first, sweep).variant, CUSTOM) if first else next(iter(eces))
     others = sorted((label for label in eces if label != baseline), key=lambda label: np.mean(eces[label]))
     return [baseline, *others[:1], *others[1:][-1:]]
 
@@ -168,17 +167,17 @@ def _pooled(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.nd
 
 
 def reliability_curves(
-    client: MlflowClient, groups: Groups, chosen: Sequence[str] | None = None
+    client: MlflowClient, groups: Groups, sweep: Mapping[str, str], chosen: Sequence[str] | None = None
 ) -> list[ReliabilityCurve]:
     """The curves of the `chosen` rows (their `row_label`s; default `chosen_rows`) per dataset and evaluation, from
-    the test predictions the runs logged, the custom implementation's where a row has it."""
+    the test predictions the runs logged, the custom implementation's where a row has it. `sweep`: the launch's."""
     panels = _panels(groups)
-    labels = chosen_rows(panels) if chosen is None else chosen
+    labels = chosen_rows(panels, sweep) if chosen is None else chosen
     curves = []
     with tempfile.TemporaryDirectory(prefix="xent-report-") as tmp:
         for panel, rows in panels.items():
             for label in (label for label in labels if label in rows):
-                pooled = _pooled(client, rows[label], Path(tmp))
+                pooled = _pooled(client, rows[label].jobs, Path(tmp))
                 if pooled is not None:
                     curves.append(ReliabilityCurve(panel, label, *pooled))
     return curves
