@@ -28,7 +28,8 @@ from xent_lab.report.figures import (
     val_nll_figure,
     write_figures,
 )
-from xent_lab.report.figures.curves import _short, _split
+from xent_lab.report.figures.curves import _split
+from xent_lab.report.figures.layout import short
 from xent_lab.report.figures.reliability import wilson_interval
 from xent_lab.report.load import Launch, group_jobs, load_launch
 
@@ -41,8 +42,8 @@ def test_row_label_drops_what_the_panel_names():
 
 def test_a_variant_splits_into_its_panel_and_its_line():
     facet, line = _split("dataset=mnist, loss.from_logits=true, trainer.optimizer.learning_rate=0.1, loss=cce")
-    assert _short(facet) == "learning_rate=0.1"
-    assert _short(line) == "from_logits=true, cce"
+    assert short(facet) == "learning_rate=0.1"
+    assert short(line) == "from_logits=true, cce"
 
 
 # --------------------------------------------------------------------------- forest

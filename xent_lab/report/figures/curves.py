@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow.tracking import MlflowClient
 
-from xent_lab.report.figures.layout import PANEL_KEYS, colors, grid
+from xent_lab.report.figures.layout import PANEL_KEYS, colors, grid, legend, short, title
 from xent_lab.report.load import CUSTOM, Job
 from xent_lab.tracking import tags
 
@@ -73,8 +73,8 @@ def val_nll_figure(curves: Sequence[Curve], note: str = "") -> Figure | None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label.rsplit(" (n=", 1)[0], handle)
-    figure.legend(labels.values(), labels.keys(), loc="outside lower center", ncols=min(5, len(labels)), fontsize=8)
-    figure.suptitle("Validation NLL per epoch: mean over seeds, band min–max, dots at each seed's kept epoch")
+    legend(figure, list(labels.values()), list(labels))
+    title(figure, "Validation NLL per epoch: mean over seeds, band min–max, dots at each seed's kept epoch")
     if note:
         figure.supxlabel(note, fontsize=8)
     return figure
@@ -86,15 +86,6 @@ def _split(variant: str) -> tuple[list[str], list[str]]:
     line = [part for part in parts if part.split("=", 1)[0].startswith("loss")]
     facet = [part for part in parts if part not in line]
     return facet, line
-
-
-def _short(parts: Iterable[str]) -> str:
-    """`trainer.optimizer.learning_rate=0.1` -> `learning_rate=0.1`, `loss=cce` -> `cce`."""
-    out = []
-    for part in parts:
-        key, _, value = part.partition("=")
-        out.append(value if key == "loss" else f"{key.rsplit('.', 1)[-1]}={value}")
-    return ", ".join(out)
 
 
 def _same(a: Sequence[Mapping[int, float]], b: Sequence[Mapping[int, float]]) -> bool:
@@ -111,8 +102,8 @@ def val_nll_curves(client: MlflowClient, jobs: Iterable[Job]) -> tuple[list[Curv
     runs: dict[tuple[str, str, str], list[Job]] = {}
     for job in sorted((job for job in jobs if job.finished), key=lambda job: (job.dataset, job.variant, job.seed)):
         facet, line = _split(job.variant)
-        panel = f"{job.dataset}: {_short(facet)}" if facet else job.dataset
-        runs.setdefault((panel, _short(line) or job.tags.get(tags.LOSS, "?"), job.impl), []).append(job)
+        panel = f"{job.dataset}: {short(facet)}" if facet else job.dataset
+        runs.setdefault((panel, short(line) or job.tags.get(tags.LOSS, "?"), job.impl), []).append(job)
     histories = {
         key: [{m.step: m.value for m in client.get_metric_history(job.run_id, VAL_NLL)} for job in group]
         for key, group in runs.items()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from xent_lab.report.figures.layout import grid
+from xent_lab.report.figures.layout import grid, legend, title
 
 SEED_STYLE = {"color": "tab:blue", "marker": "o", "label": "seeds (Student t, 95%)"}
 COMBINED_STYLE = {"color": "tab:red", "marker": "s", "label": "seeds and test set combined (95%)"}
@@ -83,6 +83,6 @@ def forest_figure(rows: Sequence[ForestRow]) -> Figure | None:
     for ax in axes[1:]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
-    figure.legend(seen.values(), seen.keys(), loc="outside lower center", ncols=2, fontsize=8)
-    figure.suptitle("Difference against the baseline: mean over seeds with two 95% intervals")
+    legend(figure, list(seen.values()), list(seen))
+    title(figure, "Difference against the baseline: mean over seeds with two 95% intervals")
     return figure

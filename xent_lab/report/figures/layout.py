@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 
 from matplotlib.axes import Axes
@@ -28,13 +29,15 @@ COLORS = (
     "tab:cyan",
 )
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+# Rough text widths, inches per character: the figure-level title (12 pt) and legend (8 pt) fit the figure.
+TITLE_INCH_PER_CHAR, LEGEND_INCH_PER_CHAR = 0.105, 0.07
 
 
 def grid(n_panels: int, panel: tuple[float, float], n_cols: int = N_COLS) -> tuple[Figure, list[Axes]]:
     """A figure of `n_panels` axes, `n_cols` a row (spare cells left empty), each about `panel` inches."""
     n_cols = max(1, min(n_cols, n_panels))
     n_rows = max(1, math.ceil(n_panels / n_cols))
-    figure = Figure(figsize=(panel[0] * n_cols, panel[1] * n_rows), layout="constrained")
+    figure = Figure(figsize=(max(6.0, panel[0] * n_cols), panel[1] * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, n_cols, squeeze=False).flat
     for spare in list(axes)[n_panels:]:
         figure.delaxes(spare)
@@ -47,6 +50,15 @@ def row_label(variant: str, impl: str, impls: Iterable[str] = ()) -> str:
     parts = [part for part in variant.split(", ") if part.split("=", 1)[0] not in PANEL_KEYS]
     text = ", ".join(part.removeprefix("loss=") for part in parts) or variant
     return f"{text} [{impl}]" if len(set(impls)) > 1 else text
+
+
+def short(parts: Iterable[str]) -> str:
+    """`trainer.optimizer.learning_rate=0.1` -> `learning_rate=0.1`, `loss=cce` -> `cce`."""
+    out = []
+    for part in parts:
+        key, _, value = part.partition("=")
+        out.append(value if key == "loss" else f"{key.rsplit('.', 1)[-1]}={value}")
+    return ", ".join(out)
 
 
 def panel_title(dataset: str, evaluation: str | None = None) -> str:
@@ -66,3 +78,16 @@ def markers(labels: Sequence[str]) -> dict[str, str]:
     """One marker per distinct label, so rows are told apart in grey print too."""
     distinct = list(dict.fromkeys(labels))
     return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(distinct)}
+
+
+def title(figure: Figure, text: str) -> None:
+    """The figure's title, wrapped to its width."""
+    width = figure.get_figwidth()
+    figure.suptitle(textwrap.fill(text, max(20, int(width / TITLE_INCH_PER_CHAR))))
+
+
+def legend(figure: Figure, handles: Sequence, labels: Sequence[str]) -> None:
+    """One legend for the figure, under its panels, in as many columns as its width holds."""
+    longest = max((len(label) for label in labels), default=1)
+    fit = int(figure.get_figwidth() / (LEGEND_INCH_PER_CHAR * longest + 0.6))
+    figure.legend(handles, labels, loc="outside lower center", ncols=max(1, min(len(labels), fit)), fontsize=8)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from xent_lab.report.figures.layout import colors, grid, row_label
+from xent_lab.report.figures.layout import colors, grid, legend, row_label, title
 from xent_lab.report.load import Groups, Job
 from xent_lab.report.stats import finished_values
 from xent_lab.tracking import tags
@@ -53,6 +53,6 @@ def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
         ax.set(title=dataset, xlabel="class", ylabel="recall", ylim=(0, 1.05))
         ax.grid(axis="y", alpha=0.3)
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2, fontsize=8)
-    figure.suptitle("Per-class test recall, mean over seeds")
+    legend(figure, list(handles.values()), list(handles))
+    title(figure, "Per-class test recall, mean over seeds")
     return figure

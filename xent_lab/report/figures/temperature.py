@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from xent_lab.report.figures.layout import EVALUATION_NAMES, PANEL_KEYS, colors, grid, markers
+from xent_lab.report.figures.layout import EVALUATION_NAMES, PANEL_KEYS, colors, grid, markers, short, title
 from xent_lab.report.load import CUSTOM, Groups
 from xent_lab.tracking import tags
 
@@ -80,7 +80,7 @@ def temperature_figure(points: Sequence[TemperaturePoint]) -> Figure | None:
         ax.set(xlabel="focal γ (0 = cross-entropy)", ylabel="fitted temperature T", title=panel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    figure.suptitle("Fitted temperature against focal γ: seeds as points, mean over seeds as the line")
+    title(figure, "Fitted temperature against focal γ: seeds as points, mean over seeds as the line")
     return figure
 
 
@@ -115,6 +115,6 @@ def temperature_points(groups: Groups) -> list[TemperaturePoint]:
                 if gamma is None or temperature is None or not job.finished:
                     continue
                 evaluation = EVALUATION_NAMES.get(job.keep, job.keep) if job.keep else ""
-                series = ", ".join(filter(None, [evaluation, *rest])) or "all runs"
+                series = ", ".join(filter(None, [evaluation, short(rest)])) or "all runs"
                 points.append(TemperaturePoint(dataset, series, gamma, temperature))
     return points
