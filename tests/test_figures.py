@@ -63,10 +63,10 @@ def test_forest_has_a_panel_per_panel_and_metric_with_the_rows_labelled_top_down
     figure = forest_figure(_forest_rows())
     assert len(figure.axes) == 4
     assert [ax.get_title() for ax in figure.axes] == [
-        "imdb: kept epoch (best val. accuracy): ECE",
-        "imdb: kept epoch (best val. accuracy): NLL",
-        "imdb: last epoch: ECE",
-        "imdb: last epoch: NLL",
+        "imdb: kept epoch (best val. accuracy)\nECE",
+        "imdb: kept epoch (best val. accuracy)\nNLL",
+        "imdb: last epoch\nECE",
+        "imdb: last epoch\nNLL",
     ]
     ax = figure.axes[0]
     labels = {tick.get_text(): tick.get_position()[1] for tick in ax.get_yticklabels()}
@@ -267,7 +267,7 @@ def test_draw_figures_from_a_store_writes_each_figure_with_a_panel_per_dataset_a
     for name in written:
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figures["recall.png"][1] is None  # balanced data: no recall figure
-    assert _panels(figures["forest.png"][1]) == [f"{panel}: ECE" for panel in evaluations]
+    assert _panels(figures["forest.png"][1]) == [f"{panel}\nECE" for panel in evaluations]
     # One curve per training: each run once, though evaluated twice; its kept epoch (step 1) marked.
     val_nll = figures["val_nll.png"][1]
     assert _panels(val_nll) == ["imdb", "mnist"]

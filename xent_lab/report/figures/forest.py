@@ -74,7 +74,7 @@ def forest_figure(rows: Sequence[ForestRow]) -> Figure | None:
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(y, [row.label for row in cell_rows], fontsize=8)
         ax.set_ylim(-0.6, len(cell_rows) - 0.4)
-        ax.set_title(f"{panel}: {metric}", fontsize=10)
+        ax.set_title(f"{panel}\n{metric}", fontsize=10)
         ax.set_xlabel(f"Δ {metric} (row − baseline)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)

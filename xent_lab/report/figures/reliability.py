@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from mlflow.tracking import MlflowClient
 
 from xent_lab import calibration, heads
@@ -61,7 +62,7 @@ def reliability_figure(
         return None
     panels = list(dict.fromkeys(curve.panel for curve in curves))
     color, marker = colors([c.label for c in curves]), markers([c.label for c in curves])
-    n_cols = min(N_COLS, len(panels))
+    n_cols = 2 if len(panels) == 4 else min(N_COLS, len(panels))  # two datasets by two evaluations: a square
     n_rows = math.ceil(len(panels) / n_cols)
     figure = Figure(figsize=(max(6.0, 4.6 * n_cols), 5.6 * n_rows), layout="constrained")
     spec = figure.add_gridspec(2 * n_rows, n_cols, height_ratios=[3, 1] * n_rows)
@@ -104,6 +105,7 @@ def reliability_figure(
         # Under the histogram, off the curves.
         bottom.legend(*top.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, -0.45), fontsize=7)
         bottom.set_yscale("log")
+        bottom.yaxis.set_minor_formatter(NullFormatter())
         bottom.set(xlabel="top-label confidence", ylabel="share")
         bottom.grid(alpha=0.3)
     figure.suptitle(
