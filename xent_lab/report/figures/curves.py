@@ -73,10 +73,8 @@ def val_nll_figure(curves: Sequence[Curve], note: str = "") -> Figure | None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label.rsplit(" (n=", 1)[0], handle)
-    legend(figure, list(labels.values()), list(labels))
+    legend(figure, list(labels.values()), list(labels), note)
     title(figure, "Validation NLL per epoch: mean over seeds, band min–max, dots at each seed's kept epoch")
-    if note:
-        figure.supxlabel(note, fontsize=8)
     return figure
 
 
@@ -113,14 +111,15 @@ def val_nll_curves(client: MlflowClient, jobs: Iterable[Job]) -> tuple[list[Curv
         for key in histories
         if key[2] != CUSTOM and (custom := histories.get((key[0], key[1], CUSTOM))) and _same(histories[key], custom)
     }
-    impls = {(panel, impl) for (panel, _, impl), history in histories.items() if (panel, _, impl) not in twins}
+    # Implementations named where more than one is drawn anywhere in the figure, so a label keeps its colour.
+    several = len({impl for (_, _, impl) in histories.keys() - twins}) > 1
     curves = []
     for key, group in runs.items():
         if key in twins:
             continue
         panel, line, impl = key
-        several = len({i for p, i in impls if p == panel}) > 1
         kept = [None if (k := job.run.data.metrics.get(tags.KEPT_EPOCH)) is None else int(k) for job in group]
         curves.append(Curve(panel, f"{line} [{impl}]" if several else line, histories[key], kept))
-    note = f"{len(twins)} implementation(s) identical to the custom one, seed for seed, not drawn." if twins else ""
+    dropped = ", ".join(sorted({impl for _, _, impl in twins}))
+    note = f"Not drawn: {len(twins)} curves ({dropped}) identical to the custom one, seed for seed" if twins else ""
     return curves, note

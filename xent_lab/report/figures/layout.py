@@ -45,10 +45,9 @@ def grid(n_panels: int, panel: tuple[float, float], n_cols: int = N_COLS) -> tup
 
 
 def row_label(variant: str, impl: str, impls: Iterable[str] = ()) -> str:
-    """A variant as a figure's row reads it: without the keys its panel names, the `loss=` prefix dropped,
-    and `[impl]` only where the rows have more than one implementation."""
-    parts = [part for part in variant.split(", ") if part.split("=", 1)[0] not in PANEL_KEYS]
-    text = ", ".join(part.removeprefix("loss=") for part in parts) or variant
+    """A variant as a figure's row reads it: without the keys its panel names, in `short` form, and `[impl]` only
+    where the rows have more than one implementation."""
+    text = short(part for part in variant.split(", ") if part.split("=", 1)[0] not in PANEL_KEYS) or variant
     return f"{text} [{impl}]" if len(set(impls)) > 1 else text
 
 
@@ -86,8 +85,11 @@ def title(figure: Figure, text: str) -> None:
     figure.suptitle(textwrap.fill(text, max(20, int(width / TITLE_INCH_PER_CHAR))))
 
 
-def legend(figure: Figure, handles: Sequence, labels: Sequence[str]) -> None:
-    """One legend for the figure, under its panels, in as many columns as its width holds."""
+def legend(figure: Figure, handles: Sequence, labels: Sequence[str], note: str = "") -> None:
+    """One legend for the figure, under its panels, in as many columns as its width holds; `note` as its title."""
     longest = max((len(label) for label in labels), default=1)
     fit = int(figure.get_figwidth() / (LEGEND_INCH_PER_CHAR * longest + 0.6))
-    figure.legend(handles, labels, loc="outside lower center", ncols=max(1, min(len(labels), fit)), fontsize=8)
+    ncols = max(1, min(len(labels), fit))
+    figure.legend(
+        handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, title=note or None, title_fontsize=8
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +30,7 @@ from xent_lab.tracking import tags
 
 DEFAULT_N_BINS = 15
 MIN_COUNT = 20  # samples a bin needs to be drawn
+LABEL_CHARS = 60  # a legend line, wrapped to the panel's width
 Z_95 = 1.959963984540054
 
 
@@ -91,7 +93,7 @@ def reliability_figure(
                     markersize=4,
                     capsize=2,
                     linewidth=1.2,
-                    label=f"{curve.label} (ECE {bins.ece:.3f}, n={len(curve.labels)})",
+                    label=textwrap.fill(f"{curve.label} (ECE {bins.ece:.3f}, n={len(curve.labels)})", LABEL_CHARS),
                     **style,
                 )
                 lowest = min(lowest, float(low.min()))
