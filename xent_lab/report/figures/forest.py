@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from xent_lab.report.figures.layout import grid, legend, title
 
@@ -64,7 +65,7 @@ def forest_figure(rows: Sequence[ForestRow]) -> Figure | None:
     cells = [cell for cell in cells if any((row.panel, row.metric) == cell for row in rows)]
     most_rows = max(sum(1 for row in rows if (row.panel, row.metric) == cell) for cell in cells)
     longest = max(len(row.label) for row in rows)
-    width = 3.2 + 0.065 * longest
+    width = 3.6 + 0.068 * longest  # the labels take about 0.068 in a character; the axis about 3.6 in
     figure, axes = grid(len(cells), (width, 1.1 + ROW_INCHES * most_rows), n_cols=len(metrics))
     for ax, (panel, metric) in zip(axes, cells):
         cell_rows = [row for row in rows if (row.panel, row.metric) == (panel, metric)]
@@ -77,6 +78,7 @@ def forest_figure(rows: Sequence[ForestRow]) -> Figure | None:
         ax.set_title(f"{panel}\n{metric}", fontsize=10)
         ax.set_xlabel(f"Δ {metric} (row − baseline)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long tick labels of small differences: fewer of them
         ax.grid(axis="x", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     seen = dict(zip(labels, handles))
