@@ -86,7 +86,8 @@ def _child(
     failed: bool = False,
     commit: str = "abc123",
 ) -> None:
-    """A child run as xent_lab.train logs it: tags, params, final metrics, val/loss history, predictions."""
+    """A child run as xent_lab.train logs it: tags, params, final metrics, val/loss and val/nll histories,
+    predictions."""
     n_classes, head, model = (2, "sigmoid", "embedding_avg") if dataset == "imdb" else (10, "softmax", "mlp")
     if overrides is None:
         overrides = {"loss": loss, "loss.impl": impl, "seed": str(seed)}
@@ -116,6 +117,7 @@ def _child(
         "trainer.epochs": str(EPOCHS),
         "trainer.batch_size": "128",
         "calibration.n_bins": "10",
+        **({"loss.gamma": "flsd53" if loss.endswith("_flsd53") else "2.0"} if loss.startswith("focal") else {}),
     }
     store.client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
     if not failed:
@@ -123,8 +125,10 @@ def _child(
         metrics = {column.metric: float(rng.uniform(0.02, 0.98)) for column in report.COLUMNS}
         metrics["test/loss"] = float(rng.uniform(0.1, 0.5))
         metrics.update({f"test/recall/{k}": float(rng.uniform(0.5, 1)) for k in range(n_classes)})
+        # val/nll, the figure's, repeats val/loss: no further draws, so the pinned numbers below stay.
+        losses = [1 / (epoch + 1) + float(rng.uniform(0, 0.1)) for epoch in range(EPOCHS)]
         history = [
-            Metric("val/loss", 1 / (epoch + 1) + float(rng.uniform(0, 0.1)), start, epoch) for epoch in range(EPOCHS)
+            Metric(key, value, start, epoch) for key in ("val/loss", "val/nll") for epoch, value in enumerate(losses)
         ]
         store.client.log_batch(run_id, metrics=[Metric(k, v, start, 0) for k, v in metrics.items()] + history)
         store.metrics[name] = metrics
@@ -366,7 +370,7 @@ def test_setup_lists_settings_and_checksums(built):
 
 def test_plots_are_valid_pngs_linked_from_the_report(built):
     path, text = built
-    for name in ("val_loss.png", "reliability.png", "recall.png"):
+    for name in ("val_nll.png", "reliability.png", "temperature.png"):
         png = path.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         height, width, _ = image.imread(png).shape
@@ -413,17 +417,17 @@ Largest difference between the custom and built-in implementation over the seeds
 """
 EXPECTED_FIGURES = """## Figures
 
-### Validation loss
+### Validation NLL per epoch, the kept epoch marked
 
-![Validation loss](val_loss.png)
+![Validation NLL per epoch, the kept epoch marked](val_nll.png)
 
-### Reliability diagrams
+### Reliability, pooled over seeds (10 bins; bins under 20 samples not drawn)
 
-![Reliability diagrams](reliability.png)
+![Reliability, pooled over seeds (10 bins; bins under 20 samples not drawn)](reliability.png)
 
-### Per-class recall
+### Fitted temperature against focal γ
 
-![Per-class recall](recall.png)
+![Fitted temperature against focal γ](temperature.png)
 """
 EXPECTED_FAILED = """## Failed runs
 
@@ -443,7 +447,7 @@ def test_markdown_is_unchanged(store, built):
 
 def test_report_is_logged_to_the_parent_run(store, built):
     logged = {item.path for item in store.client.list_artifacts(store.parents["P2"], "report")}
-    assert logged == {"report/REPORT.md", "report/val_loss.png", "report/reliability.png", "report/recall.png"}
+    assert logged == {"report/REPORT.md", "report/val_nll.png", "report/reliability.png", "report/temperature.png"}
 
 
 def test_parent_run_id_selects_an_earlier_launch(store, tmp_path):

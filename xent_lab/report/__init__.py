@@ -1,10 +1,10 @@
 """Study report: one launch of a study, read back from MLflow and summarised as REPORT.md with plots.
 
 `python -m xent_lab.report STUDY` (or `xent-report STUDY`) takes the latest parent run of the study
-(or `--parent-run-id`), its child runs and the earlier runs it reused, and writes `REPORT.md`,
-`val_loss.png`, `reliability.png` and `recall.png` to `experiments/<STUDY>/` (or `--out-dir`); it
-then logs them to the parent run under `report/`. Exit status 2 with a one-line `error: ...` for a
-user error.
+(or `--parent-run-id`), its child runs and the earlier runs it reused, and writes `REPORT.md` and its
+figures (`val_nll.png`, `reliability.png`, `temperature.png`, `recall.png` for imbalanced data) to
+`experiments/<STUDY>/` (or `--out-dir`); it then logs them to the parent run under `report/`. Exit
+status 2 with a one-line `error: ...` for a user error.
 
 What it reads (written by the study callback, xent_lab.sweep, by each job through xent_lab.study, and by
 xent_lab.train; the names are those of `xent_lab.tracking.tags`):
@@ -13,7 +13,7 @@ xent_lab.train; the names are those of `xent_lab.tracking.tags`):
   launch that this launch reused instead of training again;
 - child runs: tags `mlflow.parentRunId`, `xent.role=child`, `xent.job_overrides`, `dataset`, `loss`,
   `impl`, `seed`, `device`, `git_commit`, `data_sha256.<file>`, `failure_reason`; params (the
-  flattened config); final `test/*` and `perf/*` metrics; the `val/loss` history; the artifact
+  flattened config); final `test/*` and `perf/*` metrics; the `val/nll` history; the artifact
   `predictions/test_predictions.npz`.
 
 Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
@@ -34,7 +34,15 @@ from xent_lab import atomic
 from xent_lab.report import learned, overfit, validity
 from xent_lab.report.claims import claims_section, compute_claims
 from xent_lab.report.document import render_report
-from xent_lab.report.figures import draw_figures, recall_figure, reliability_figure, val_loss_figure, write_figures
+from xent_lab.report.figures import (
+    draw_figures,
+    forest_figure,
+    recall_figure,
+    reliability_figure,
+    temperature_figure,
+    val_nll_figure,
+    write_figures,
+)
 from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
@@ -64,6 +72,7 @@ __all__ = [
     "compare_impls",
     "compute_findings",
     "detect_overfit",
+    "forest_figure",
     "group_jobs",
     "holm",
     "load_launch",
@@ -73,8 +82,9 @@ __all__ = [
     "reliability_figure",
     "render_report",
     "summarize",
+    "temperature_figure",
     "update_readme",
-    "val_loss_figure",
+    "val_nll_figure",
 ]
 
 REPORT_FILE = "REPORT.md"
