@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers.e2e import QUICK, ROOT, train_env
+from tests.helpers.e2e import LEAN, ROOT, create_store, train_env
 from xent_lab import console
 
 ABSL_INFO = re.compile(r"^I\d{4} ", re.MULTILINE)
@@ -58,8 +58,9 @@ def test_a_default_run_prints_no_startup_line_but_a_provoked_warning(tmp_path, c
     env = {key: value for key, value in train_env(cache_dir).items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env.pop(console.DEFAULTED_ENV, None)  # as a user's shell: set by xent_lab in this test process
     env["PYTHONPATH"] = str(ROOT)
+    create_store(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-c", _PROVOKING_RUN, QUICK],
+        [sys.executable, "-c", _PROVOKING_RUN, *LEAN],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -23,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from tests.helpers.e2e import (
+    LEAN,
     QUICK,
     create_store,
     history,
@@ -35,7 +36,7 @@ from tests.helpers.e2e import (
 from xent_lab.tracking import tags as T
 from xent_lab.tracking.server import start_server
 
-STUDY = ("experiment=mnist_losses", QUICK, "loss=cce", "loss.impl=builtin", "seed=0,1", "study.report=false")
+STUDY = ("experiment=mnist_losses", *LEAN, "loss=cce", "loss.impl=builtin", "seed=0,1", "study.report=false")
 PASSWORD = "s3cret-Pw-7731"
 
 
@@ -93,7 +94,7 @@ def test_two_launches_of_one_study_at_once_each_get_their_folder_parent_and_jobs
 
 @pytest.mark.subprocess
 def test_two_single_runs_at_once_on_a_fresh_store(tmp_path, cache_dir):
-    launches = [start_train(tmp_path, cache_dir, QUICK) for _ in range(2)]
+    launches = [start_train(tmp_path, cache_dir, *LEAN) for _ in range(2)]
     for process in launches:
         code, _, stderr = finish(process)
         assert code == 0, stderr[-3000:]
@@ -122,7 +123,7 @@ def test_the_tracking_password_is_in_no_file_after_a_run_and_a_study(tmp_path, c
     (tmp_path / "work").mkdir()
     with start_server(f"sqlite:///{server_dir / 'mlflow.db'}", server_dir / "mlartifacts") as server:
         uri = server.uri.replace("http://", f"http://alice:{PASSWORD}@")
-        single = run_train(tmp_path / "work", cache_dir, QUICK, f"tracking.uri={uri}")
+        single = run_train(tmp_path / "work", cache_dir, *LEAN, f"tracking.uri={uri}")
         assert single.returncode == 0, single.stderr[-3000:]
         study = run_train(
             tmp_path / "work", cache_dir, *STUDY[:-1], f"tracking.uri={uri}", f"study.report_dir={tmp_path / 'report'}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.e2e import QUICK, create_store, refused_here, train_env, train_here
+from tests.helpers.e2e import LEAN, QUICK, create_store, refused_here, train_env, train_here
 from xent_lab.errors import XentError
 from xent_lab.tracking import record
 from xent_lab.tracking import tags as T
@@ -80,7 +80,7 @@ def test_checkpoint_survives_a_sigkill_mid_save(tmp_path, cache_dir):
     uri = create_store(tmp_path)
     output_dir = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_THE_SECOND_SAVE, QUICK, "trainer.epochs=2"]
+        [sys.executable, "-c", KILLED_IN_THE_SECOND_SAVE, *LEAN, "trainer.epochs=2"]
         + [f"tracking.uri={uri}", f"hydra.run.dir={output_dir}"],
         cwd=tmp_path,
         env=train_env(cache_dir),

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers.e2e import EXPECTED_ARTIFACTS, QUICK, compose_config, refused_here, run_train, train_env
+from tests.helpers.e2e import EXPECTED_ARTIFACTS, LEAN, QUICK, compose_config, refused_here, run_train, train_env
 from tests.helpers.servers import artifact_files, download_artifact, rest_get, rest_post
 from xent_lab import config
 from xent_lab.tracking import record, runs
@@ -121,7 +121,7 @@ def test_training_logs_everything_through_the_server(tracking_server: Server, tm
 def test_password_in_an_http_tracking_uri_is_never_recorded(tracking_server: Server, tmp_path, cache_dir):
     """`http://user:password@host:port`: MLflow sends it as basic auth (this server ignores it); nothing records it."""
     with_credentials = tracking_server.uri.replace("http://", f"http://alice:{PASSWORD}@")
-    done = run_train(tmp_path, cache_dir, QUICK, f"tracking.uri={with_credentials}", timeout=600)
+    done = run_train(tmp_path, cache_dir, *LEAN, f"tracking.uri={with_credentials}", timeout=600)
     run_id = trained_run_id(done)
     assert_nothing_stored_locally(tmp_path)
     assert_not_recorded(PASSWORD, tracking_server.uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
@@ -132,7 +132,7 @@ def test_password_in_a_postgresql_tracking_uri_is_never_recorded(postgres_uri: s
     """The trainer writing straight to PostgreSQL: its password is in no param, tag, artifact or output."""
     password = re.match(r"postgresql://[^:]+:([^@]+)@", postgres_uri).group(1)
     done = run_train(
-        tmp_path, cache_dir, QUICK, f"tracking.uri={postgres_uri}", "tracking.experiment=direct-postgres", timeout=600
+        tmp_path, cache_dir, *LEAN, f"tracking.uri={postgres_uri}", "tracking.experiment=direct-postgres", timeout=600
     )
     run_id = trained_run_id(done)
     assert_not_recorded(password, postgres_uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
@@ -176,14 +176,14 @@ def test_query_password_never_written_by_a_run_on_postgresql(postgres_uri: str, 
     user, password, address = re.match(r"postgresql://([^:]+):([^@]+)@(.+)", postgres_uri).groups()
     uri = f"postgresql://{user}@{address}?password={password}"
     hidden = f"postgresql://{user}@{address}?password=***"
-    done = run_train(tmp_path, cache_dir, QUICK, f"tracking.uri='{uri}'", "tracking.experiment=query-password")
+    done = run_train(tmp_path, cache_dir, *LEAN, f"tracking.uri='{uri}'", "tracking.experiment=query-password")
     run_id = trained_run_id(done)
     assert_not_recorded(password, postgres_uri, run_id, tmp_path, stdout=done.stdout, stderr=done.stderr)
     hydra_files = [path for path in tmp_path.rglob(".hydra/*.yaml") if password.encode() in path.read_bytes()]
     assert not hydra_files, f"the password is in {hydra_files}"
     run = MlflowClient(postgres_uri).get_run(run_id)
     assert run.data.params["tracking.uri"] == hidden
-    assert run.data.tags[T.OVERRIDES] == f"{QUICK} tracking.uri='{hidden}' tracking.experiment=query-password"
+    assert run.data.tags[T.OVERRIDES] == f"{' '.join(LEAN)} tracking.uri='{hidden}' tracking.experiment=query-password"
     assert f"MLflow run {run_id} in {hidden} (experiment 'query-password')" in done.stdout
     assert f"mlflow ui --backend-store-uri {hidden}" in done.stdout
 

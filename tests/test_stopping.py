@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.e2e import QUICK, runs, train_here
+from tests.helpers.e2e import LEAN, runs, train_here
 from xent_lab import stopping
 from xent_lab.tracking import tags as T
 
 PACKAGE = Path(stopping.__file__).resolve().parent
 CALL = "stopping.check()"
 # Two epochs and a few batches: every site is reached (the second epoch's start, a validation batch).
-SMALL = (QUICK, "dataset.limit.train=512", "dataset.limit.test=256", "dataset.val_size=256", "trainer.epochs=2")
+SMALL = (*LEAN, "trainer.epochs=2")
 
 
 def sites() -> list[tuple[str, int]]:

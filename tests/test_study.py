@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tests.helpers.e2e import CONF_DIR, QUICK, ROOT, run_train, store_uri
+from tests.helpers.e2e import CONF_DIR, LEAN, ROOT, create_store, run_train, store_uri
 from xent_lab import config, study
 
 # Files whose name starts with "_" are shared bases (experiments/_study.yaml), not studies.
@@ -42,8 +42,11 @@ def study_runs(workdir: Path, experiment: str = "mnist_losses"):
 
 
 def launch(workdir: Path, cache_dir: Path, *overrides: str, report_dir: Path | None = None):
+    """A LEAN launch of mnist_losses on a migrated store (a fresh store's creation is tested once, in
+    test_reliability_launch)."""
     report = [f"study.report_dir={report_dir}"] if report_dir else ["study.report=false"]
-    return run_train(workdir, cache_dir, "experiment=mnist_losses", QUICK, *report, *overrides)
+    create_store(workdir)
+    return run_train(workdir, cache_dir, "experiment=mnist_losses", *LEAN, *report, *overrides)
 
 
 # --------------------------------------------------------------------------- composition
@@ -326,8 +329,9 @@ def test_a_job_that_fails_before_training_gets_a_failed_run(tmp_path, cache_dir)
 @pytest.mark.subprocess
 def test_a_plain_sweep_whose_jobs_fail_exits_1_and_says_which(tmp_path, cache_dir):
     # No study: no parent run to search, so the launch counts the FAILED files its jobs leave behind.
+    create_store(tmp_path)
     done = run_train(
-        tmp_path, cache_dir, "-m", QUICK, "seed=0,1", "dataset.data_dir=/nonexistent", "dataset.download=false"
+        tmp_path, cache_dir, "-m", *LEAN, "seed=0,1", "dataset.data_dir=/nonexistent", "dataset.download=false"
     )
     assert done.returncode == 1, done.stderr[-3000:]
     assert "2 job(s) of the sweep failed" in done.stderr and "/nonexistent" in done.stderr
@@ -341,8 +345,9 @@ def test_not_applicable_combinations_are_skipped_not_failed(tmp_path, cache_dir)
     before = published.read_bytes() if published.exists() else None
     # With the report on and no report_dir: a launch with command-line changes must not touch the
     # committed report; its report goes into the sweep folder.
+    create_store(tmp_path)
     done = run_train(
-        tmp_path, cache_dir, "experiment=mnist_losses", QUICK, "loss=focal_flsd53", "loss.impl=custom,builtin", "seed=0"
+        tmp_path, cache_dir, "experiment=mnist_losses", *LEAN, "loss=focal_flsd53", "loss.impl=custom,builtin", "seed=0"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (published.read_bytes() if published.exists() else None) == before

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers.e2e import (
     CONF_DIR,
-    QUICK,
+    LEAN,
     create_store,
     data_dir,
     run_train,
@@ -40,7 +40,7 @@ from xent_lab.tracking import lineage
 from xent_lab.tracking import tags as T
 
 # One job; checksums unverified so that a copy of the data with other labels is accepted, as in the issue.
-JOB = ("experiment=mnist_losses", QUICK, "loss=cce", "loss.impl=builtin", "seed=0", "dataset.verify_checksums=false")
+JOB = ("experiment=mnist_losses", *LEAN, "loss=cce", "loss.impl=builtin", "seed=0", "dataset.verify_checksums=false")
 PARENT_LINE = re.compile(r"study mnist_losses: parent run (\w+) in ")
 
 
@@ -58,6 +58,7 @@ def parent_of(stdout: str) -> str:
 def launched(tmp_path_factory, cache_dir) -> Path:
     """The folder of a finished one-job study launch (its store, outputs and report_dir=report)."""
     workdir = tmp_path_factory.mktemp("launched")
+    create_store(workdir)
     done = run_train(workdir, cache_dir, *JOB, f"study.report_dir={workdir / 'report'}")
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir
@@ -166,7 +167,7 @@ def test_a_killed_joblib_worker_ends_the_launch_in_one_line_with_no_run_left_run
         cache_dir,
         *JOB[:-2],
         "seed=0,1",
-        "trainer.epochs=40",  # long enough to kill a worker mid-training
+        "trainer.epochs=200",  # long enough to kill a worker mid-training
         "study.report=false",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",

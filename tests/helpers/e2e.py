@@ -35,6 +35,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 QUICK = "debug=quick"
 # With QUICK: IMDB also gets a smaller vocabulary and shorter reviews.
 IMDB_QUICK = ("dataset=imdb", "dataset.vocab_size=5000", "dataset.sequence_length=128")
+# For the tests of the process and the store (signals, locks, launches at once, reuse, failures): the smallest real
+# MNIST job, its evaluation cut to the temperature and no intervals or shifted sets. What a run scores is tested on
+# QUICK trainings in-process; here only that the process gets there.
+LEAN = (
+    QUICK,
+    "dataset.limit.train=500",
+    "dataset.limit.test=200",
+    "dataset.val_size=200",
+    "calibration.bootstrap=0",
+    "calibration.methods=[temperature]",
+    "evaluation.shift.image.rotate=[]",
+    "evaluation.shift.image.gaussian_noise=[]",
+    "trainer.verbose=0",
+)
 
 
 def data_dir() -> Path:
