@@ -262,11 +262,11 @@ def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
 
 @pytest.mark.subprocess
 def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
-    """4 jobs on 2 joblib worker processes, all writing to one SQLite file."""
+    """2 jobs at once on 2 joblib worker processes, both writing to one SQLite file."""
     done = launch(
         tmp_path,
         cache_dir,
-        "loss=cce,focal",
+        "loss=cce",
         "seed=0,1",
         "loss.impl=builtin",
         "hydra/launcher=joblib",
@@ -276,7 +276,7 @@ def test_parallel_jobs_share_one_sqlite_store(tmp_path, cache_dir):
     assert "database is locked" not in done.stdout + done.stderr
     parents, children = study_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     # Every job logged its whole history, none lost a write.
     client = MlflowClient(store_uri(tmp_path))
