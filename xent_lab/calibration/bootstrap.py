@@ -118,7 +118,7 @@ def bin_accuracy_band(
     return low, high
 
 
-def paired_bootstrap(
+def paired_resamples(
     probs_a: np.ndarray,
     probs_b: np.ndarray,
     labels: np.ndarray,
@@ -126,11 +126,10 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
     n_bins: int = 15,
-    level: float = 0.95,
-) -> dict[str, PairedDifference]:
-    """{metric: (m(b) - m(a), low, high)} for two models scored on the same test samples: both are resampled
-    with the same counts, and the interval is the percentile interval of the per-resample difference."""
-    _check_level(level)
+) -> dict[str, tuple[float, np.ndarray]]:
+    """{metric: (m(b) - m(a), its value on each resample (n_resamples,))} for two models scored on the same test
+    samples, both resampled with the same counts. The draws depend on `seed` and the number of samples only, so
+    pairs of models on one test set share them."""
     if np.shape(probs_a) != np.shape(probs_b):
         raise ValueError(
             f"the two models must score the same test set: shapes {np.shape(probs_a)} and {np.shape(probs_b)}"
@@ -145,7 +144,22 @@ def paired_bootstrap(
 
     observed = difference(np.ones((1, len(labels))))
     chunks = [difference(c) for c in _resampled_chunks(len(labels), n_resamples, seed)]
-    return {
-        name: PairedDifference(float(observed[name][0]), *_interval(np.concatenate([c[name] for c in chunks]), level))
-        for name in metrics
-    }
+    return {name: (float(observed[name][0]), np.concatenate([c[name] for c in chunks])) for name in metrics}
+
+
+def paired_bootstrap(
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    labels: np.ndarray,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    n_bins: int = 15,
+    level: float = 0.95,
+) -> dict[str, PairedDifference]:
+    """{metric: (m(b) - m(a), low, high)} for two models scored on the same test samples: both are resampled
+    with the same counts (`paired_resamples`), and the interval is the percentile interval of the per-resample
+    difference."""
+    _check_level(level)
+    found = paired_resamples(probs_a, probs_b, labels, metrics, n_resamples, seed, n_bins)
+    return {name: PairedDifference(observed, *_interval(values, level)) for name, (observed, values) in found.items()}
