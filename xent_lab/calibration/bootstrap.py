@@ -119,7 +119,7 @@ def bin_accuracy_band(
 
 
 def paired_resamples(
-    probs_a: np.ndarray,
+    probs_a: np.ndarray | None,
     probs_b: np.ndarray,
     labels: np.ndarray,
     metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
@@ -128,18 +128,21 @@ def paired_resamples(
     n_bins: int = 15,
 ) -> dict[str, tuple[float, np.ndarray]]:
     """{metric: (m(b) - m(a), its value on each resample (n_resamples,))} for two models scored on the same test
-    samples, both resampled with the same counts. The draws depend on `seed` and the number of samples only, so
-    pairs of models on one test set share them."""
-    if np.shape(probs_a) != np.shape(probs_b):
+    samples, both resampled with the same counts; `probs_a` None: m(b) itself. The draws depend on `seed` and the
+    number of samples only, so every model scored on one test set shares them."""
+    if probs_a is not None and np.shape(probs_a) != np.shape(probs_b):
         raise ValueError(
             f"the two models must score the same test set: shapes {np.shape(probs_a)} and {np.shape(probs_b)}"
         )
-    probs_a, labels = check_probs(probs_a, labels)
-    probs_b, _ = check_probs(probs_b, labels)
+    probs_b, labels = check_probs(probs_b, labels)
+    if probs_a is not None:
+        probs_a, _ = check_probs(probs_a, labels)
 
     def difference(counts: np.ndarray) -> dict[str, np.ndarray]:
-        a = resampled_metrics(probs_a, labels, counts, metrics, n_bins)
         b = resampled_metrics(probs_b, labels, counts, metrics, n_bins)
+        if probs_a is None:
+            return b
+        a = resampled_metrics(probs_a, labels, counts, metrics, n_bins)
         return {name: b[name] - a[name] for name in metrics}
 
     observed = difference(np.ones((1, len(labels))))

@@ -16,8 +16,10 @@ xent_lab.train; the names are those of `xent_lab.tracking.tags`):
   flattened config); final `test/*` and `perf/*` metrics; the `val/loss` history; the artifact
   `predictions/test_predictions.npz`.
 
-Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
-`findings` (every row against the baseline), `claims` (a paper's claims, verdicts from the numbers), `overfit`
+Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, the two-level interval,
+Holm), `paired` (per-seed differences with the test set's resamples), `learned` (runs that did not learn),
+`findings` (every row against the baseline, exploratory), `questions` (the declared questions and the one verdict
+rule), `claims` (a paper's claims, answered by the declared questions), `overfit`
 (over-fit detection from histories), `markdown`, `narrative` and `tables` (REPORT.md's sections), `document`
 (REPORT.md), `figures` (the plots), `readme` (README.md's findings block), `__main__` (the command line);
 `build_report` here ties them together.
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from xent_lab import atomic
-from xent_lab.report import overfit
+from xent_lab.report import overfit, tables
 from xent_lab.report.claims import compute_claims
 from xent_lab.report.document import render_report
 from xent_lab.report.figures import draw_figures, recall_figure, reliability_figure, val_loss_figure, write_figures
@@ -37,6 +39,7 @@ from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
 from xent_lab.report.overfit import Overfit, detect_overfit
+from xent_lab.report.questions import Answer, answer_questions
 from xent_lab.report.readme import update_readme
 from xent_lab.report.stats import ImplComparison, PairedTest, Summary, compare_impls, holm, paired_test, summarize
 from xent_lab.study import published_report_dir
@@ -47,6 +50,7 @@ __all__ = [
     "REPORT_FILE",
     "SETTINGS",
     "Column",
+    "Answer",
     "Comparison",
     "Findings",
     "Groups",
@@ -58,6 +62,7 @@ __all__ = [
     "ReportError",
     "Summary",
     "build_report",
+    "answer_questions",
     "compare_impls",
     "compute_findings",
     "detect_overfit",
@@ -115,13 +120,24 @@ def build_report(
     out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
-    claims = compute_claims(client, groups)  # likewise a bad study.claims
+    findings = findings._replace(answers=answer_questions(client, findings))  # likewise bad study.questions
+    claims = compute_claims(client, groups, findings.answers)  # likewise a bad study.claims
     figures = draw_figures(client, launch, groups)
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
     plots = {name: caption for name, (caption, figure) in figures.items() if figure is not None}
-    text = render_report(launch, groups, plots, findings, overfits, claims)
+    val_eces = tables.validation_eces(
+        client,
+        [
+            job
+            for dataset in groups.values()
+            for by_impl in dataset.values()
+            for jobs in by_impl.values()
+            for job in jobs
+        ],
+    )
+    text = render_report(launch, groups, plots, findings, overfits, claims, val_eces)
     if before_writing is not None:
         before_writing()
     out_dir.mkdir(parents=True, exist_ok=True)

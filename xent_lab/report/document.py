@@ -28,15 +28,17 @@ def render_report(
     findings: Findings | None = None,
     overfits: Mapping[str, Overfit | None] | None = None,
     claims: Claims | None = None,
+    val_eces: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """The whole REPORT.md. `overfits` (run id -> reading) adds the over-fitting tables, `claims` the section
-    "Against the paper"; None leaves them out."""
+    "Against the paper"; None leaves them out. `val_eces` (run id -> method -> validation ECE) picks the best
+    recalibration method."""
     lines = header_section(launch) + setup_section(launch.jobs)
     if findings is not None:
         lines += findings_section(findings, groups)
     for dataset, variants in groups.items():
         lines += results_section(dataset, variants) + bootstrap_section(variants) + temperature_section(variants)
-        lines += recalibration_section(variants)
+        lines += recalibration_section(variants, val_eces)
         if overfits is not None:
             lines += overfit_section(variants, overfits)
     if not groups:

@@ -48,14 +48,14 @@ PAPER_TABLE = [
     "Not quoted: the paper's text could not be read on this offline machine (the stored copies of arXiv "
     "2002.09437 are searchable only by their opening passage), so no number of it appears here. The numbers to put "
     "beside ours are the 20 Newsgroups (global-pooling CNN) and SST Binary (Tree-LSTM) rows of its tables of test "
-    "error and of ECE before and after temperature scaling with the optimal T (Tables 1 and 2 as issue 13 names "
-    "them; read them in the paper itself before quoting any).",
+    "error and of ECE before and after temperature scaling with the optimal T (Tables 1 and 2; "
+    "read them in the paper itself before quoting any).",
     "",
 ]
 THEIRS = {
-    "data": "20 Newsgroups; SST Binary (text tasks, as issue 13 names them)",
-    "model": "global-pooling CNN; Tree-LSTM (as issue 13 names them)",
-    "checkpoint evaluated": "best validation accuracy for the text models (as issue 13 states)",
+    "data": "20 Newsgroups; SST Binary (text tasks)",
+    "model": "global-pooling CNN; Tree-LSTM",
+    "checkpoint evaluated": "best validation accuracy for the text models",
 }
 
 

@@ -36,7 +36,11 @@ NON_INFERIORITY = ("not_higher", "not_lower")
 FIELDS = ("id", "row", "metric", "direction", "where", "baseline", "against", "margin", "label")
 REQUIRED = ("id", "row", "metric", "direction")
 # Derived from test/temperature (fitted on validation: no test-set noise).
-LOG_TEMPERATURE, ABS_LOG_TEMPERATURE, TEMPERATURE = "test/log_temperature", "test/abs_log_temperature", "test/temperature"
+LOG_TEMPERATURE, ABS_LOG_TEMPERATURE, TEMPERATURE = (
+    "test/log_temperature",
+    "test/abs_log_temperature",
+    "test/temperature",
+)
 METRIC_NAMES = (
     *(f"test/{m}" for m in METRICS),
     *(f"test/{m}_ts" for m in METRICS),
@@ -94,7 +98,9 @@ def parse_question(spec: Any, index: int) -> Question:
         raise ValueError(f"{at}: expected a mapping with keys {', '.join(REQUIRED)}, got {spec!r}")
     unknown = sorted(set(spec) - set(FIELDS))
     if unknown:
-        raise ValueError(f"{at}: unknown key(s) {', '.join(map(str, unknown))}; expected keys among {', '.join(FIELDS)}")
+        raise ValueError(
+            f"{at}: unknown key(s) {', '.join(map(str, unknown))}; expected keys among {', '.join(FIELDS)}"
+        )
     missing = [key for key in REQUIRED if spec.get(key) is None]
     if missing:
         raise ValueError(f"{at}: missing {', '.join(missing)}")
