@@ -228,7 +228,8 @@ def findings_section(findings: Findings, groups: Groups) -> list[str]:
     for dataset, variants in groups.items():
         jobs = [job for by_impl in variants.values() for impl_jobs in by_impl.values() for job in impl_jobs]
         lines.append(REGIME_LABEL + regime(dataset, jobs))
-    lines += [_baseline_line(findings), "", "### Declared questions", "", *_answers_lines(findings.answers)]
+    # The answers come first, before any sub-heading: README.md's findings block quotes them from here.
+    lines += [_baseline_line(findings), "", "**Declared questions:**", "", *_answers_lines(findings.answers)]
     lines += _not_learned_lines(findings)
     lines += METHOD
     lines += ["### Exploratory comparisons", ""]

@@ -65,6 +65,13 @@ def compare_impls(by_impl: Mapping[str, Sequence[Job]]) -> ImplComparison | None
     return ImplComparison(len(seeds), max_diff(tags.TEST_LOSS), max_diff(tags.TEST_ACCURACY))
 
 
+def constant(values: Sequence[float]) -> bool:
+    """Whether the values are equal up to float rounding (0.1 + 0.2 - 0.2 is not 0.1 exactly): their spread is no
+    evidence of anything, and a test on it would give p near 0 for a constant shift."""
+    d = np.asarray(values, dtype=np.float64)
+    return bool(np.ptp(d) <= 1e-12 * max(np.abs(d).max(), 1e-300))
+
+
 class PairedTest(NamedTuple):
     """Mean of paired differences, its Student-t interval and the two-sided paired t-test p-value."""
 
@@ -88,11 +95,11 @@ def paired_test(differences: Sequence[float]) -> PairedTest:
     summary = summarize(differences)
     if summary.n < 2:
         return PairedTest(summary.n, summary.mean, math.nan, math.nan, math.nan)
-    low, high = summary.mean - summary.half_width, summary.mean + summary.half_width
-    if summary.std == 0:
+    if constant(differences):
         if summary.mean != 0:
             return PairedTest(summary.n, summary.mean, math.nan, math.nan, math.nan)
-        return PairedTest(summary.n, summary.mean, low, high, 1.0)
+        return PairedTest(summary.n, 0.0, 0.0, 0.0, 1.0)
+    low, high = summary.mean - summary.half_width, summary.mean + summary.half_width
     p = float(stats.ttest_1samp(differences, 0.0).pvalue)
     return PairedTest(summary.n, summary.mean, low, high, p)
 
@@ -150,8 +157,9 @@ def two_level(observed: Sequence[float], resampled: np.ndarray | None = None) ->
     mean = float(d.mean()) if n else math.nan
     if n < 2:
         return TwoLevel(n, mean, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
-    v_seeds = float(d.var(ddof=1)) / n
-    v_test = 0.0 if resampled is None else float(np.var(np.mean(resampled, axis=0), ddof=1))
+    v_seeds = 0.0 if constant(d) else float(d.var(ddof=1)) / n
+    means = None if resampled is None else np.mean(resampled, axis=0)
+    v_test = 0.0 if means is None or constant(means) else float(np.var(means, ddof=1))
     se = math.sqrt(v_seeds + v_test)
     if se == 0:  # no noise at all: nothing to test a constant nonzero shift against (as `paired_test`)
         bound = 0.0 if mean == 0 else math.nan
