@@ -148,9 +148,11 @@ def two_level(observed: Sequence[float], resampled: np.ndarray | None = None) ->
     is shared by all the runs, so its noise does not average out over seeds). The variance of the mean is the sum
     of the seed part, var_s(d) / n, and the test part, var_b(mean_s d_sb); the interval is mean ± t_{0.975, df} se,
     df by Welch-Satterthwaite (the test part has B >> n draws: its df is taken as infinite). The seed part also
-    holds each seed's own share of test noise, which the test part counts again: the interval errs on the wide
-    side. A percentile bootstrap that resamples 3 or 5 seeds is too narrow (it treats the seeds' spread as known:
-    z in place of t with 2 or 4 df, and a (n-1)/n shrunk variance); the coverage test shows both.
+    holds each seed's own share of test noise, which the test part counts again. Simulated coverage of the 95%
+    interval (tests/test_questions.py): 0.925 to 0.953 at 3 seeds, 0.946 to 0.965 at 5, over seed-only to
+    test-dominated noise. A percentile bootstrap that resamples the seeds as well as the test samples is too narrow
+    with so few seeds (it treats their spread as known: z in place of t with 2 or 4 df, and a (n-1)/n shrunk
+    variance): 0.72 at 3 seeds and 0.84 at 5 when the seeds' noise dominates.
     """
     d = np.asarray(observed, dtype=np.float64)
     n = len(d)
