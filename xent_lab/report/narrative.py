@@ -137,7 +137,12 @@ def _not_learned_lines(findings: Findings) -> list[str]:
     if not findings.not_learned:
         return []
     lines = [f"**Runs that did not learn** ({learned.RULE}):", ""]
-    lines += [f"- {job.run.info.run_name} (`{job.run_id}`): {why}" for job, why in findings.not_learned]
+    lines += [
+        f"- {job.run.info.run_name}"
+        + (f", `trainer.keep={job.keep}`" if job.keep else "")
+        + f" (`{job.run_id}`): {why}"
+        for job, why in findings.not_learned
+    ]
     return [*lines, ""]
 
 
