@@ -19,7 +19,6 @@ non-inferiority margin), C4 |log T| of focal below CE's.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from xent_lab.report import overfit, paper
 from xent_lab.report.findings import Row, finished_by_seed, normal_value, rows_of
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, ReportError
 from xent_lab.report.markdown import NO_VALUE, markdown_table
-from xent_lab.report.narrative import direction, signed, span
+from xent_lab.report.narrative import direction, p_text, signed, span
 from xent_lab.report.paired import Measured, Paired, resampled_name
 from xent_lab.report.questions import Answer
 from xent_lab.report.stats import TwoLevel, finished_values, paired_test
@@ -242,9 +241,7 @@ def _answered(verdict: Verdict) -> str:
     a = verdict.answer
     if a is None:
         return "no declared question: the tests are exploratory"
-    return f"{a.question.id}, p_Holm {NO_VALUE if math.isnan(a.p_holm) else f'{a.p_holm:.3f}'}" + (
-        f" ({a.reason})" if a.reason else ""
-    )
+    return f"{a.question.id}, p_Holm {p_text(a.p_holm)}" + (f" ({a.reason})" if a.reason else "")
 
 
 def _view_lines(view: View) -> list[str]:

@@ -22,7 +22,7 @@ REGIME_KEYS = ("dataset.limit.train", "dataset.imbalance", "trainer.epochs", "mo
 DIGITS = 4
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
     if math.isnan(p):
         return NO_VALUE
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
@@ -30,7 +30,7 @@ def _p(p: float) -> str:
 
 def _p_relation(p: float) -> str:
     """`= 0.034`, or `< 0.001`."""
-    shown = _p(p)
+    shown = p_text(p)
     return shown if shown.startswith("<") or shown == NO_VALUE else f"= {shown}"
 
 
@@ -119,8 +119,8 @@ def _answers_lines(answers: Sequence[Answer]) -> list[str]:
                     NO_VALUE if interval is None else interval.n,
                     NO_VALUE if interval is None else signed(interval.mean),
                     NO_VALUE if interval is None else span(interval.low, interval.high),
-                    NO_VALUE if interval is None else _p(interval.p(a.question.threshold)),
-                    _p(a.p_holm),
+                    NO_VALUE if interval is None else p_text(interval.p(a.question.threshold)),
+                    p_text(a.p_holm),
                     a.verdict,
                 ]
             )

@@ -122,7 +122,8 @@ def _answer(question: Question, findings: Findings, paired: Paired) -> Answer:
     strata = {name: [r for r in rows if _matches(r, question.where)] for name, rows in findings.strata.items()}
     row, reason = _one([r for rows in strata.values() for r in rows], question.row, "row")
     if row is None:
-        return Answer(question, None, None, (), reason)
+        where = ", ".join(f"{k}: {v}" for k, v in question.where.items())
+        return Answer(question, None, None, (), reason + (f" where {{{where}}}" if where else ""))
     stratum = next(name for name, rows in strata.items() if row in rows)
     baseline = None
     if question.against is None:
