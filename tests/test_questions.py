@@ -20,7 +20,7 @@ from xent_lab.report import questions as Q
 from xent_lab.report import tables
 from xent_lab.report.learned import did_not_learn
 from xent_lab.report.load import Job
-from xent_lab.report.narrative import direction
+from xent_lab.report.narrative import _twins_lines, direction
 from xent_lab.report.stats import TwoLevel, paired_test, two_level
 from xent_lab.study.questions import parse_questions
 from xent_lab.tracking import tags as T
@@ -239,3 +239,20 @@ def test_cross_fitted_validation_ece_scores_each_method_on_samples_it_was_not_fi
     assert (
         tables.cross_fitted_ece(calibration.Predictions(logits[:30], labels[:30], "softmax"), ["temperature"], 15) == {}
     )
+
+
+# --------------------------------------------------------------------------- custom against built-in
+
+
+def test_a_built_in_row_with_a_custom_twin_goes_to_the_equivalence_table():
+    custom = F.Row("mnist", "loss=focal", "custom", (_job("c", 0, {}),))
+    builtin = custom._replace(impl="builtin")
+    alone = F.Row("mnist", "loss=bce", "builtin", (_job("b", 0, {}),))
+    assert F.twin_of(builtin, [custom, builtin, alone]) is custom
+    assert F.twin_of(alone, [custom, builtin, alone]) is None and F.twin_of(custom, [custom, builtin]) is None
+    compared = F.COMPARED[0]  # accuracy, margin 0.001
+    inside = F.Comparison(builtin, custom, compared, paired_test([0.0, 0.0]), None, two_level([0.0002, 0.0001, 0.0003]))
+    wide = inside._replace(primary=two_level([0.002, -0.001, 0.0]))
+    lines = "\n".join(_twins_lines([inside, wide]))
+    assert "| mnist | loss=focal | accuracy | 3 | +0.0002 |" in lines
+    assert lines.count("| equivalent within ±0.001 |") == 1 and "| not shown equivalent within ±0.001 |" in lines

@@ -13,8 +13,8 @@ xent_lab.train; the names are those of `xent_lab.tracking.tags`):
   launch that this launch reused instead of training again;
 - child runs: tags `mlflow.parentRunId`, `xent.role=child`, `xent.job_overrides`, `dataset`, `loss`,
   `impl`, `seed`, `device`, `git_commit`, `data_sha256.<file>`, `failure_reason`; params (the
-  flattened config); final `test/*` and `perf/*` metrics; the `val/loss` history; the artifact
-  `predictions/test_predictions.npz`.
+  flattened config, `study.questions` among them); final `test/*` and `perf/*` metrics; the `val/loss` history;
+  the artifacts `predictions/test_predictions.npz` and `predictions/val_predictions.npz`.
 
 Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, the two-level interval,
 Holm), `paired` (per-seed differences with the test set's resamples), `learned` (runs that did not learn),
