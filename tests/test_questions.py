@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from scipy import special, stats
 
 from tests.helpers.e2e import CONF_DIR
@@ -22,7 +22,7 @@ from xent_lab.report.learned import did_not_learn
 from xent_lab.report.load import Job
 from xent_lab.report.narrative import _twins_lines, direction
 from xent_lab.report.stats import TwoLevel, paired_test, two_level
-from xent_lab.study.questions import parse_questions
+from xent_lab.study.questions import KEY, parse_questions
 from xent_lab.tracking import tags as T
 
 # --------------------------------------------------------------------------- the config
@@ -256,3 +256,14 @@ def test_a_built_in_row_with_a_custom_twin_goes_to_the_equivalence_table():
     lines = "\n".join(_twins_lines([inside, wide]))
     assert "| mnist | loss=focal | accuracy | 3 | +0.0002 |" in lines
     assert lines.count("| equivalent within ±0.001 |") == 1 and "| not shown equivalent within ±0.001 |" in lines
+
+
+def test_the_launchs_questions_come_before_those_a_reused_run_carries():
+    q = "[{'id': 'Q9', 'row': {'loss': 'focal'}, 'metric': 'test/nll', 'direction': 'lower'}]"
+    old = "[{'id': 'Q1', 'row': {'loss': 'focal'}, 'metric': 'test/ece', 'direction': 'lower'}]"
+    info = RunInfo("p", "0", "", "RUNNING", 0, None, "active", run_name="p")
+    reused = Job(Run(info, RunData([], [Param(KEY, old)], [])), reused=True)
+    parent = Run(info, RunData([], [], [RunTag(T.QUESTIONS, q)]))
+    assert [x.id for x in Q.declared([reused], parent)] == ["Q9"]
+    assert [x.id for x in Q.declared([reused])] == ["Q1"]  # a store from before the tag
+    assert Q.declared([reused], Run(info, RunData([], [], [RunTag(T.QUESTIONS, "[]")]))) == ()

@@ -8,7 +8,7 @@ user error.
 
 What it reads (written by the study callback, xent_lab.sweep, by each job through xent_lab.study, and by
 xent_lab.train; the names are those of `xent_lab.tracking.tags`):
-- parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `git_commit`,
+- parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `xent.questions`, `git_commit`,
   `xent.launch_host`, and `xent.reused.<config_hash>` = run id of a finished run of an earlier
   launch that this launch reused instead of training again;
 - child runs: tags `mlflow.parentRunId`, `xent.role=child`, `xent.job_overrides`, `dataset`, `loss`,
@@ -120,7 +120,9 @@ def build_report(
     out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
-    findings = findings._replace(answers=answer_questions(client, findings))  # likewise bad study.questions
+    findings = findings._replace(
+        answers=answer_questions(client, findings, launch.parent)
+    )  # likewise bad study.questions
     claims = compute_claims(client, groups, findings.answers)  # likewise a bad study.claims
     figures = draw_figures(client, launch, groups)
     overfits = (

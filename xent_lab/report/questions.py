@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from xent_lab.report.findings import Findings, Row, finished_by_seed, normal_value
@@ -32,6 +33,7 @@ from xent_lab.report.load import Job, ReportError
 from xent_lab.report.paired import Measured, Paired, resampled_name
 from xent_lab.report.stats import TwoLevel, holm
 from xent_lab.study.questions import KEY, Question, parse_questions
+from xent_lab.tracking import tags
 
 ALPHA = 0.05
 SUPPORTED, CONTRADICTED, UNDECIDED, NOT_TESTED = "supported", "contradicted", "undecided", "not tested"
@@ -90,16 +92,22 @@ class Answer(NamedTuple):
         return verdict(self.p_holm, self.decision[1])
 
 
-def declared(jobs: Sequence[Job]) -> tuple[Question, ...]:
-    """`study.questions` as the runs logged it (this launch's runs first); () when none."""
-    for job in sorted(jobs, key=lambda job: job.reused):
-        text = job.params.get(KEY)
+def declared(jobs: Sequence[Job], parent: Run | None = None) -> tuple[Question, ...]:
+    """`study.questions` as the launch's parent run recorded it (tag `xent.questions`), else as the runs logged
+    it (this launch's runs first: a reused run carries the questions of the launch that trained it); () when none."""
+    logged = []
+    if parent is not None:
+        logged.append(
+            (f"the parent run {parent.info.run_id}'s tag {tags.QUESTIONS}", parent.data.tags.get(tags.QUESTIONS))
+        )
+    logged += [(f"run {job.run_id}'s params", job.params.get(KEY)) for job in sorted(jobs, key=lambda j: j.reused)]
+    for where, text in logged:
         if text is None:
             continue
         try:
             return parse_questions(ast.literal_eval(text))
         except (ValueError, SyntaxError) as exc:
-            raise ReportError(f"invalid {KEY} in run {job.run_id}'s params: {exc}") from None
+            raise ReportError(f"invalid {KEY} in {where}: {exc}") from None
     return ()
 
 
@@ -140,10 +148,11 @@ def _answer(question: Question, findings: Findings, paired: Paired) -> Answer:
     return Answer(question, row, baseline, parts, f"no value of {', '.join(missing)}" if missing else "")
 
 
-def answer_questions(client: MlflowClient, findings: Findings) -> tuple[Answer, ...]:
-    """Each declared question of the runs answered, Holm-adjusted over the declared questions alone."""
+def answer_questions(client: MlflowClient, findings: Findings, parent: Run | None = None) -> tuple[Answer, ...]:
+    """Each declared question of the launch (`declared`) answered, Holm-adjusted over the declared questions
+    alone."""
     jobs = [job for rows in findings.strata.values() for row in rows for job in row.jobs]
-    questions = declared(jobs)
+    questions = declared(jobs, parent)
     if not questions:
         return ()
     names = [n for q in questions for m in q.metrics if (n := resampled_name(m)) is not None]
