@@ -211,7 +211,8 @@ def auto_baseline(rows: Sequence[Row], sweep: Mapping[str, str]) -> Row:
 
 AUTO_RULE = (
     f"automatic: the `loss={BASELINE_LOSS}` row, of the custom implementation where the rows have one (of the "
-    "built-in when the rows differ by implementation only), other swept keys at their first swept value; "
+    "built-in when the rows differ by implementation only or have no custom row), other swept keys at their first "
+    "swept value; "
     f"a study sets another with `{BASELINE_KEY}: {{KEY: VALUE, ...}}`"
 )
 
