@@ -15,10 +15,16 @@ PROBS = np.array([[1.0, 0.0, 0.0], [0.25, 0.5, 0.25], [0.3, 0.45, 0.25], [0.8, 0
 LABELS = np.array([0, 2, 1, 2, 0])
 
 
+def _overconfidence(probs, labels):
+    """Mean top-label confidence minus accuracy, written out."""
+    return float(probs.max(axis=1).mean() - cal.accuracy(probs, labels))
+
+
 def _explicit(probs, labels, counts, n_bins):
     index = np.repeat(np.arange(len(labels)), counts.astype(int))
     return {
         **cal.calibration_metrics(probs[index], labels[index], n_bins),
+        "overconfidence": _overconfidence(probs[index], labels[index]),
         **cal.estimator_metrics(probs[index], labels[index], n_bins),
         **cal.selective_metrics(probs[index], labels[index]),
     }
@@ -33,6 +39,8 @@ def test_resampled_metrics_by_hand():
     # Bins: (.25, .5] {c: .45, 1}, (.5, .75] {e: .6, 1}, (.75, 1] {a, a: 1, 1; d: .8, 0} -> conf .9333, acc 2/3.
     assert got["ece"][0] == pytest.approx((0.55 + 0.4 + 3 * abs(2 / 3 - 2.8 / 3)) / 5)
     assert got["mce"][0] == pytest.approx(0.55)
+    # Confidences 1, 1, .45, .8, .6: mean .77, accuracy .8.
+    assert got["overconfidence"][0] == pytest.approx(0.77 - 0.8)
     # A row of ones is the test set itself.
     ones = resampled_metrics(PROBS, LABELS, np.ones((1, 5)), cal.BOOTSTRAP_METRICS, n_bins=4)
     assert {k: v[0] for k, v in ones.items()} == pytest.approx(_explicit(PROBS, LABELS, np.ones(5), 4))
@@ -64,6 +72,7 @@ def test_every_metric_is_defined_once_and_has_an_interval():
     assert tuple(cal.METRICS) == cal.BOOTSTRAP_METRICS
     point = {
         **cal.calibration_metrics(probs, labels, 10),
+        "overconfidence": _overconfidence(probs, labels),
         **cal.estimator_metrics(probs, labels, 10),
         **cal.selective_metrics(probs, labels),
     }

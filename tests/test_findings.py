@@ -6,6 +6,7 @@ The store (experiment "findings"), one launch, 3 seeds of each row on one shared
 - `loss=focal` [custom]: a planted effect: the baseline's logits times 0.3 (same argmax, so the same
   accuracy; softer probabilities, so a higher ECE in every seed);
 - `loss=sparse_cce` [custom]: noise: logits from the same distribution as the baseline, other draws.
+The runs log `study.questions` (QUESTIONS): the planted effect, the noise, and a property of the baseline alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.helpers.e2e import create_store
 from xent_lab import calibration, report
 from xent_lab.report import findings as F
 from xent_lab.report import readme, tables
-from xent_lab.report.load import Job, ReportError, group_jobs, load_launch
+from xent_lab.report.load import Job, ReportError, group_jobs, job_predictions, load_launch
 from xent_lab.tracking import tags as T
 
 STUDY = "findings"
@@ -34,6 +35,18 @@ N, K = 2000, 5
 T0 = 1_700_000_000_000
 RECAL = {"temperature": 0.01, "isotonic": 0.02}  # method -> offset of its test ECE from the seed's ECE
 CI = (0.9, 0.95)  # test/accuracy/ci_low, /ci_high of every run, plus the seed / 100
+QUESTIONS = [
+    {"id": "Q1", "row": {"loss": "focal"}, "metric": "test/ece", "direction": "higher"},
+    {"id": "Q2", "row": {"loss": "sparse_cce"}, "metric": "test/nll", "direction": "lower"},
+    {
+        "id": "Q3",
+        "label": "CE is under-confident",
+        "row": {"loss": "cce"},
+        "metric": "test/overconfidence",
+        "direction": "lower",
+        "against": 0,
+    },
+]
 
 
 def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
@@ -65,6 +78,7 @@ def _log_run(client, experiment_id, parent_id, tmp: Path, loss: str, seed: int, 
         "calibration.bootstrap": "200",
         "calibration.bootstrap_seed": "0",
         "calibration.n_bins": "15",
+        "study.questions": str(QUESTIONS),
     }
     probs = calibration.probabilities(logits, "softmax")
     scores = calibration.calibration_metrics(probs, labels, 15)
@@ -131,6 +145,7 @@ def built(store, tmp_path_factory):
     client_, launch = load_launch(STUDY, uri)
     groups = group_jobs(launch.jobs)
     found = F.compute_findings(client_, groups, launch.sweep)
+    found = found._replace(answers=report.answer_questions(client_, found))
     path = report.build_report(STUDY, tracking_uri=uri, out_dir=tmp_path_factory.mktemp("findings-report"))
     return found, path.read_text()
 
@@ -160,7 +175,10 @@ def test_paired_test_matches_the_closed_form_of_student_t_with_2_degrees_of_free
     assert test.n == 3 and test.mean == pytest.approx(2.0)
     assert test.p == pytest.approx(1 - t / math.sqrt(2 + t**2), rel=1e-9)
     assert (test.low, test.high) == pytest.approx((2 - half, 2 + half))
-    assert report.paired_test([0.0, 0.0]).p == 1.0 and report.paired_test([0.1, 0.1]).p == 0.0
+    assert report.paired_test([0.0, 0.0]).p == 1.0
+    # A constant nonzero shift has no spread to test it against: no interval, no p (not p = 0).
+    shift = report.paired_test([0.1, 0.1, 0.1])
+    assert math.isnan(shift.p) and math.isnan(shift.low) and math.isnan(shift.high)
     assert math.isnan(report.paired_test([0.3]).p)
 
 
@@ -175,6 +193,10 @@ def test_overfit_detected_when_train_accuracy_is_high_and_val_nll_rose():
 
 def test_no_overfit_below_the_accuracy_threshold_or_with_the_minimum_at_the_last_epoch():
     assert not report.detect_overfit({0: 0.9, 1: 0.989}, {0: 0.4, 1: 0.3, 2: 0.5}).overfitted
+    # A rise below 5% of the minimum is an epoch's wobble: 0.3 -> 0.3003 (0.1%) and 0.314 (4.7%) are not
+    # over-fitting, 0.315 (5%) is.
+    for last, expected in ((0.3003, False), (0.314, False), (0.315, True)):
+        assert report.detect_overfit({0: 0.995}, {0: 0.4, 1: 0.3, 2: last}).overfitted is expected, last
     last = report.detect_overfit({0: 0.99, 1: 1.0}, {0: 0.4, 1: 0.3, 2: 0.2})
     assert not last.overfitted and last.best_epoch == 2 and last.rise == 0
     assert report.detect_overfit({0: 1.0}, {0: 0.2, 1: 0.2}).best_epoch == 0  # ties: the earliest epoch
@@ -184,60 +206,69 @@ def test_no_overfit_below_the_accuracy_threshold_or_with_the_minimum_at_the_last
 # --------------------------------------------------------------------------- findings on the store
 
 
-def test_planted_difference_is_significant_with_the_hand_computed_mean(store, built):
+def test_planted_difference_has_the_hand_computed_mean_and_an_interval_above_zero(store, built):
     _, _, scores = store
     found, _ = built
     ece = _get(found, "loss=focal", "ECE")
     planted = [scores["focal", s]["ece"] - scores["cce", s]["ece"] for s in SEEDS]
     assert min(planted) > 0.05  # the planted effect is real in every seed
-    assert ece.seeds.mean == pytest.approx(np.mean(planted)) and ece.verdict == "significant"
-    assert ece.p_holm < 0.05 and ece.p_holm >= ece.seeds.p
+    assert ece.seeds.mean == pytest.approx(np.mean(planted)) and ece.primary.mean == pytest.approx(np.mean(planted))
+    assert 0 < ece.primary.low < ece.primary.mean < ece.primary.high
+    # The primary interval holds the test set's noise besides the seeds': its se is the root of both parts.
+    assert ece.primary.se == pytest.approx(math.hypot(ece.primary.se_seeds, ece.primary.se_test))
+    assert ece.primary.se_test > 0 and ece.primary.se_seeds == pytest.approx(np.std(planted, ddof=1) / math.sqrt(3))
     # The test-set bootstrap sees it in every seed pair; its observed differences are those of the logged metrics.
     assert ece.bootstrap.pairs == 3 and ece.bootstrap.excluding_zero == 3
     assert ece.bootstrap.difference == pytest.approx(np.mean(planted), abs=1e-9)
     assert 0 < ece.bootstrap.low < ece.bootstrap.difference < ece.bootstrap.high
-    # Dividing logits by a constant keeps the argmax: no accuracy difference at all.
+    # Dividing logits by a constant keeps the argmax: no accuracy difference at all, in any resample.
     accuracy = _get(found, "loss=focal", "accuracy")
-    assert accuracy.seeds.mean == 0 and accuracy.verdict == "not significant"
+    assert accuracy.seeds.mean == 0 and (accuracy.primary.low, accuracy.primary.high) == (0, 0)
 
 
-def test_noise_is_not_significant(built):
+def test_noise_has_intervals_spanning_zero(built):
     found, _ = built
     for compared in F.COMPARED:
-        assert _get(found, "loss=sparse_cce", compared.label).verdict == "not significant", compared
+        primary = _get(found, "loss=sparse_cce", compared.label).primary
+        assert primary.low < 0 < primary.high, compared
 
 
-def test_holm_runs_over_every_comparison_of_the_report(built):
+def test_comparisons_are_exploratory_in_the_tables_order_and_the_questions_a_family_of_their_own(built):
     found, text = built
-    assert len(found.comparisons) == 2 * len(F.COMPARED)
-    assert [c.p_holm for c in found.comparisons] == pytest.approx(
-        sorted(report.holm([c.seeds.p for c in found.comparisons]))
-    )
-    assert "Holm–Bonferroni adjusted over the 8 tests of this report" in text
+    assert [(c.row.variant, c.compared.label) for c in found.comparisons] == [
+        (variant, c.label) for variant in ("loss=focal", "loss=sparse_cce") for c in F.COMPARED
+    ]
+    # Holm over the 3 declared questions only, not over the 12 comparisons.
+    assert [a.p_holm for a in found.answers] == pytest.approx(report.holm([a.p for a in found.answers]))
+    smallest = min(found.answers, key=lambda a: a.p)
+    assert smallest.p_holm == pytest.approx(min(1.0, 3 * smallest.p))  # m = 3 questions, not 12 + 3 tests
+    assert [a.verdict for a in found.answers] == ["supported", "undecided", "supported"]
+    section = text.split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+    assert "### Exploratory comparisons" in section and "significant" not in section
 
 
 def _sentences(text: str) -> list[str]:
-    section = text.split("## Findings\n", 1)[1].split("\n#", 1)[0]
+    section = text.split("## Findings\n", 1)[1].split("\n## ", 1)[0]
     return [line.split(". ", 1)[1] for line in section.splitlines() if line[:1].isdigit()]
 
 
-def test_findings_sentences_follow_the_numbers(built):
+def test_each_declared_question_is_one_sentence_with_its_numbers_and_verdict(built):
     found, text = built
-    ece = _get(found, "loss=focal", "ECE")
-    b = ece.bootstrap
+    q1, q2, q3 = found.answers
+    (part,) = q1.parts
+    p = part.primary
+    assert p.mean == pytest.approx(_get(found, "loss=focal", "ECE").primary.mean)
     expected = (
-        f"`loss=focal` [custom] has a higher ECE than `loss=cce` [custom]: {ece.seeds.mean:+.4f} "
-        f"[{ece.seeds.low:+.4f}, {ece.seeds.high:+.4f}] over 3 seeds, p_Holm "
-        f"{'< 0.001' if ece.p_holm < 0.001 else f'= {ece.p_holm:.3f}'}, significant; on the test set "
-        f"{b.difference:+.4f} [{b.low:+.4f}, {b.high:+.4f}], excluding 0 in 3 of 3 seed pairs."
+        f"**Q1**: `loss=focal` [custom] against `loss=cce` [custom] on mnist, predicted higher: ECE {p.mean:+.4f} "
+        f"[{p.low:+.4f}, {p.high:+.4f}] over 3 seeds (higher); p_Holm < 0.001: **supported**."
     )
     sentences = _sentences(text)
-    assert expected in sentences and len(sentences) == 8
-    assert "`loss=focal` [custom] has the same accuracy as `loss=cce` [custom]: +0.0000" in text
-    shown = [float(s.split("p_Holm ")[1].split(",")[0].lstrip("=< ")) for s in sentences]
-    assert shown == sorted(shown)  # most significant first
-    assert (
-        "- **Regime:** mnist: `dataset.limit.train`=20000, `trainer.epochs`=4, `model.name`=mlp, seeds 0, 1, 2" in text
+    assert sentences[0] == expected and len(sentences) == 3
+    assert "(interval spans 0); p_Holm = " in sentences[1] and sentences[1].endswith("**undecided**.")
+    # A property of one row: the baseline's logits are sharp and right 4 times in 5, so it is under-confident.
+    assert sentences[2].startswith("**Q3** CE is under-confident: `loss=cce` [custom] alone on mnist, predicted lower")
+    assert "- **Regime:** mnist: `dataset.limit.train`=20000, `trainer.epochs`=4, `model.name`=mlp, seeds 0, 1, 2" in (
+        text
     )
     assert "- **Baseline:** mnist: `loss=cce` [custom] (automatic" in text
 
@@ -292,7 +323,7 @@ def test_recalibration_table_shows_mean_and_interval_per_method_and_the_best(sto
         values = np.array([scores["focal", s]["ece"] + offset for s in SEEDS])
         half = 4.302653 * values.std(ddof=1) / math.sqrt(3)  # t_{0.975, 2}
         assert row[method] == f"{values.mean():.4f} [{values.mean() - half:.4f}, {values.mean() + half:.4f}]"
-    assert row["best"] == "temperature"
+    assert row["best on validation"] == "–"  # the store logs no validation predictions
     assert row["none"].startswith(f"{np.mean([scores['focal', s]['ece'] for s in SEEDS]):.4f} [")
 
 
@@ -410,7 +441,7 @@ def test_a_run_kept_at_its_best_epoch_is_two_rows_reading_their_own_metrics_and_
         assert job.metric("test/nll") is None  # the kept epoch's own test/nll is not the last epoch's
         assert job.metric("train/kept_epoch") == 3  # the last of 4 epochs, from 0
         assert job.metrics["perf/epochs_run"] == 4
-        predictions = F.job_predictions(client_, job, tmp_path / "download")
+        predictions = job_predictions(client_, job, tmp_path / "download")
         assert np.allclose(
             predictions.logits,
             LAST * calibration.load_predictions(tmp_path / job.run_id / "test_predictions.npz").logits,

@@ -248,17 +248,9 @@ def test_binned_ece_floor_matches_the_binomial_mean_absolute_deviation():
 # --------------------------------------------------------------------------- did not learn
 
 
-def test_did_not_learn_by_hand():
-    assert learned.at_chance(0.36, 3) and not learned.at_chance(0.37, 3)  # 1.1 / 3 = 0.3667
-    assert learned.at_chance(0.55, 2) and not learned.at_chance(0.56, 2)
-    assert learned.constant_nll(0.99 * math.log(2), 2) and not learned.constant_nll(0.98 * math.log(2), 2)
-    assert learned.did_not_learn(0.9, 0.6925, 2)  # IMDB's MMCE: a fine accuracy cannot hide a constant NLL
-    assert not learned.did_not_learn(0.9, 0.3, 2) and not learned.did_not_learn(0.1, 0.1, None)
-
-
 def test_the_store_flags_the_constant_runs_only(store):
-    client, launch = load_launch(STUDY, store[0])
-    flagged = learned.unlearned(client, list(launch.jobs))
+    _, launch = load_launch(STUDY, store[0])
+    flagged = learned.unlearned(launch.jobs)
     assert {job.tags["loss"] for job in launch.jobs if job.run_id in flagged} == {"mmce"} and len(flagged) == 3
 
 

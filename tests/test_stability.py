@@ -183,7 +183,9 @@ def _job(impl: str, seed: int, accuracy: float | None, lr: float = 0.03) -> Job:
 
 def test_paths_are_equal_only_when_the_paired_interval_lies_inside_the_margin():
     custom = [0.900, 0.910, 0.920]
-    builtin = [a + 0.001 for a in custom]  # a constant 0.001 shift: interval [0.001, 0.001], inside ±0.005
+    # Shifts 0.001, 0.0012, 0.0008: interval 0.001 ± 4.303 x 0.0002 / sqrt(3) = [0.0005, 0.0015], inside ±0.005.
+    # (A constant shift has no spread to build an interval from: `stats.paired_test` leaves it untested.)
+    builtin = [a + shift for a, shift in zip(custom, (0.001, 0.0012, 0.0008), strict=True)]
     naive_close = [0.902, 0.905, 0.925]  # differences +0.002 -0.005 +0.005: mean 0.0007, interval wider than ±0.005
     jobs = [_job("custom", s, a) for s, a in enumerate(custom)]
     jobs += [_job("builtin", s, a) for s, a in enumerate(builtin)]

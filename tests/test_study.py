@@ -225,6 +225,8 @@ def test_mini_study_groups_runs_reports_and_resumes(tmp_path, cache_dir):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["xent.study"] == "mnist_losses"
     assert json.loads(parent.data.tags["xent.sweep"])["loss"] == "cce,focal"
+    # The launch's declared questions, read by the report before those of any reused run.
+    assert parent.data.tags["xent.questions"].startswith("[{'id': 'Q1', 'label': 'FLSD-53 lowers the ECE")
     # One progress line per finished job; the parent run keeps the last.
     assert "job 1/4 done (mnist-" in done.stdout and "left" in done.stdout
     assert parent.data.tags["xent.progress"].startswith("job 4/4 done (mnist-")

@@ -2,8 +2,8 @@
 
 One real short training (its model logged) writes a SQLite store; a real `mlflow server` serves it (the run's
 artifacts stay where the trainer wrote them, on local disk, and the server reads them from there), one Chromium for
-the module's tests. Selenium drives the system Chromium through: experiments list -> experiment "xent-lab" -> the run, by name -> its metric
-charts -> its artifacts, where the reliability diagram must load as an image.
+the module's tests. Selenium drives the system Chromium through: experiments list -> experiment "xent-lab" -> the
+run, by name -> its metric charts -> its artifacts, where the reliability diagram must load as an image.
 
 Chromium and chromedriver come from `bash .ci/system-packages`; without them the test FAILS and says so.
 On a failed wait, a screenshot and the page source are saved in the test's tmp folder (named in the message).

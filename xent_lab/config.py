@@ -21,6 +21,8 @@ from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.data.shift import SHIFTS, level_error
 from xent_lab.errors import ConfigError, invalid_value
 from xent_lab.losses._checks import is_int, is_number
+from xent_lab.study.questions import KEY as QUESTIONS_KEY
+from xent_lab.study.questions import parse_questions
 
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -313,6 +315,11 @@ def _validate_study(cfg: DictConfig) -> None:
     metric = OmegaConf.select(cfg, "study.optimized_metric")
     if metric is not None and (not isinstance(metric, str) or not metric):
         _fail("study.optimized_metric", metric, "null or a final metric's name, e.g. val/kept_nll")
+    questions = OmegaConf.select(cfg, QUESTIONS_KEY)
+    try:
+        parse_questions(OmegaConf.to_container(questions) if OmegaConf.is_config(questions) else questions)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config value {exc}") from None
 
 
 def validate(cfg: DictConfig) -> None:

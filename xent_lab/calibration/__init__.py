@@ -32,6 +32,7 @@ from xent_lab.calibration.bootstrap import (
     bin_accuracy_band,
     bootstrap_ci,
     paired_bootstrap,
+    paired_resamples,
 )
 from xent_lab.calibration.estimators import debiased_ece, ece_sweep, estimator_metrics, smooth_ece, smooth_reliability
 from xent_lab.calibration.metrics import (
@@ -115,6 +116,7 @@ __all__ = [
     "methods_for",
     "nll",
     "paired_bootstrap",
+    "paired_resamples",
     "per_class_recall",
     "probabilities",
     "recalibrate",

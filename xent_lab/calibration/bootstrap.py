@@ -118,6 +118,38 @@ def bin_accuracy_band(
     return low, high
 
 
+def paired_resamples(
+    probs_a: np.ndarray | None,
+    probs_b: np.ndarray,
+    labels: np.ndarray,
+    metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    n_bins: int = 15,
+) -> dict[str, tuple[float, np.ndarray]]:
+    """{metric: (m(b) - m(a), its value on each resample (n_resamples,))} for two models scored on the same test
+    samples, both resampled with the same counts; `probs_a` None: m(b) itself. The draws depend on `seed` and the
+    number of samples only, so every model scored on one test set shares them."""
+    if probs_a is not None and np.shape(probs_a) != np.shape(probs_b):
+        raise ValueError(
+            f"the two models must score the same test set: shapes {np.shape(probs_a)} and {np.shape(probs_b)}"
+        )
+    probs_b, labels = check_probs(probs_b, labels)
+    if probs_a is not None:
+        probs_a, _ = check_probs(probs_a, labels)
+
+    def difference(counts: np.ndarray) -> dict[str, np.ndarray]:
+        b = resampled_metrics(probs_b, labels, counts, metrics, n_bins)
+        if probs_a is None:
+            return b
+        a = resampled_metrics(probs_a, labels, counts, metrics, n_bins)
+        return {name: b[name] - a[name] for name in metrics}
+
+    observed = difference(np.ones((1, len(labels))))
+    chunks = [difference(c) for c in _resampled_chunks(len(labels), n_resamples, seed)]
+    return {name: (float(observed[name][0]), np.concatenate([c[name] for c in chunks])) for name in metrics}
+
+
 def paired_bootstrap(
     probs_a: np.ndarray,
     probs_b: np.ndarray,
@@ -129,23 +161,8 @@ def paired_bootstrap(
     level: float = 0.95,
 ) -> dict[str, PairedDifference]:
     """{metric: (m(b) - m(a), low, high)} for two models scored on the same test samples: both are resampled
-    with the same counts, and the interval is the percentile interval of the per-resample difference."""
+    with the same counts (`paired_resamples`), and the interval is the percentile interval of the per-resample
+    difference."""
     _check_level(level)
-    if np.shape(probs_a) != np.shape(probs_b):
-        raise ValueError(
-            f"the two models must score the same test set: shapes {np.shape(probs_a)} and {np.shape(probs_b)}"
-        )
-    probs_a, labels = check_probs(probs_a, labels)
-    probs_b, _ = check_probs(probs_b, labels)
-
-    def difference(counts: np.ndarray) -> dict[str, np.ndarray]:
-        a = resampled_metrics(probs_a, labels, counts, metrics, n_bins)
-        b = resampled_metrics(probs_b, labels, counts, metrics, n_bins)
-        return {name: b[name] - a[name] for name in metrics}
-
-    observed = difference(np.ones((1, len(labels))))
-    chunks = [difference(c) for c in _resampled_chunks(len(labels), n_resamples, seed)]
-    return {
-        name: PairedDifference(float(observed[name][0]), *_interval(np.concatenate([c[name] for c in chunks]), level))
-        for name in metrics
-    }
+    found = paired_resamples(probs_a, probs_b, labels, metrics, n_resamples, seed, n_bins)
+    return {name: PairedDifference(observed, *_interval(values, level)) for name, (observed, values) in found.items()}

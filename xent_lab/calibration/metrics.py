@@ -10,6 +10,8 @@
   n < M or when ties merge them.
 - Classwise ECE (Kull et al. 2019, "Beyond temperature scaling"): the mean over classes j of the
   equal-width-bin ECE of the scores P_ij against the outcomes 1[y_i == j].
+- Over-confidence = (1/n) sum_i (c_i - a_i), mean top-label confidence minus accuracy: > 0 is over-confident
+  (the signed gap of Guo et al. 2017's reliability diagrams; the ECE of one bin is its absolute value).
 - Brier = (1/n) sum_i sum_j (P_ij - 1[y_i == j])^2, in [0, 2].
 - NLL = -(1/n) sum_i log max(P_{i,y_i}, 1e-12): the clip keeps a zero true-class probability finite
   (at most -log 1e-12 ~ 27.6 nats per sample); it only touches predictions that are wrong with near
@@ -59,6 +61,7 @@ METRICS: dict[str, Callable[[Statistics], np.ndarray]] = {
     "mce": lambda stats: max_gap(*_means(stats.width_bins)),
     "adaece": lambda stats: expected_gap(*_means(stats.mass_bins)),
     "classwise_ece": _classwise,
+    "overconfidence": lambda stats: (stats.width_bins[1].sum(axis=-1) - stats.width_bins[2].sum(axis=-1)) / stats.n,
     **ESTIMATORS,
     **SELECTIVE,
 }

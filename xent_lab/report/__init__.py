@@ -8,21 +8,23 @@ status 2 with a one-line `error: ...` for a user error.
 
 What it reads (written by the study callback, xent_lab.sweep, by each job through xent_lab.study, and by
 xent_lab.train; the names are those of `xent_lab.tracking.tags`):
-- parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `git_commit`,
+- parent run: tags `xent.study`, `xent.role=parent`, `xent.command`, `xent.sweep`, `xent.questions`, `git_commit`,
   `xent.launch_host`, and `xent.reused.<config_hash>` = run id of a finished run of an earlier
   launch that this launch reused instead of training again;
 - child runs: tags `mlflow.parentRunId`, `xent.role=child`, `xent.job_overrides`, `dataset`, `loss`,
   `impl`, `seed`, `device`, `git_commit`, `data_sha256.<file>`, `failure_reason`; params (the
-  flattened config); final `test/*` and `perf/*` metrics; the `val/nll` history; the artifact
-  `predictions/test_predictions.npz`.
+  flattened config, `study.questions` among them); final `test/*` and `perf/*` metrics; the `val/nll` history;
+  the artifacts `predictions/test_predictions.npz` and `predictions/val_predictions.npz`.
 
-Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, Holm),
-`findings` (every row against the baseline), `claims` (a paper's claims, verdicts from the numbers), `overfit`
-(over-fit detection from histories), `learned` (runs that did not learn), `power` (seeds from a pilot's spread),
-`headline` (the summary and headline tables), `paper` and `paper_numbers` (the authors' numbers beside ours),
-`validity` (threats to validity, the binned-ECE noise floor), `markdown`, `narrative` and `tables` (REPORT.md's
-other sections), `document` (REPORT.md), `figures` (the plots), `readme` (the answers block and README.md's
-findings block), `__main__` (the command line); `build_report` here ties them together.
+Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t-test, the two-level interval,
+Holm), `paired` (per-seed differences with the test set's resamples), `learned` (runs that did not learn),
+`findings` (every row against the baseline, exploratory), `questions` (the declared questions and the one verdict
+rule), `claims` (a paper's claims, answered by the declared questions), `overfit` (over-fit detection from
+histories), `power` (seeds from a pilot's spread), `headline` (the summary and headline tables), `paper` and
+`paper_numbers` (the authors' numbers beside ours), `validity` (threats to validity, the binned-ECE noise floor),
+`markdown`, `narrative` and `tables` (REPORT.md's other sections), `document` (REPORT.md), `figures` (the plots),
+`readme` (the answers block and README.md's findings block), `__main__` (the command line); `build_report` here
+ties them together.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from xent_lab import atomic
-from xent_lab.report import learned, overfit, validity
-from xent_lab.report.claims import claims_section, compute_claims
+from xent_lab.report import learned, overfit, tables, validity
+from xent_lab.report.claims import compute_claims
+from xent_lab.report.declared import questions_section
 from xent_lab.report.document import render_report
 from xent_lab.report.figures import (
     draw_figures,
     forest_figure,
+    forest_rows,
     recall_figure,
     reliability_figure,
     temperature_figure,
@@ -46,8 +50,9 @@ from xent_lab.report.figures import (
 from xent_lab.report.findings import Comparison, Findings, compute_findings
 from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
-from xent_lab.report.narrative import findings_section
+from xent_lab.report.narrative import comparisons_section
 from xent_lab.report.overfit import Overfit, detect_overfit
+from xent_lab.report.questions import Answer, answer_questions
 from xent_lab.report.readme import update_readme
 from xent_lab.report.stats import ImplComparison, PairedTest, Summary, compare_impls, holm, paired_test, summarize
 from xent_lab.study import published_report_dir
@@ -58,6 +63,7 @@ __all__ = [
     "REPORT_FILE",
     "SETTINGS",
     "Column",
+    "Answer",
     "Comparison",
     "Findings",
     "Groups",
@@ -69,6 +75,7 @@ __all__ = [
     "ReportError",
     "Summary",
     "build_report",
+    "answer_questions",
     "compare_impls",
     "compute_findings",
     "detect_overfit",
@@ -128,12 +135,19 @@ def build_report(
     out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
     findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
-    claims = compute_claims(client, groups)  # likewise a bad study.claims
-    figures = draw_figures(client, launch, groups)
+    findings = findings._replace(
+        answers=answer_questions(client, findings, launch.parent)
+    )  # likewise bad study.questions
+    claims = compute_claims(client, groups, findings.answers)  # likewise a bad study.claims
+    figures = draw_figures(client, launch, groups, forest_rows(findings.comparisons))
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )
     plots = {name: caption for name, (caption, figure) in figures.items() if figure is not None}
+    val_eces = tables.validation_eces(
+        client,
+        [job for variants in groups.values() for rows in variants.values() for jobs in rows.values() for job in jobs],
+    )
     text = render_report(
         launch,
         groups,
@@ -141,11 +155,12 @@ def build_report(
         findings,
         overfits,
         claims,
-        questions=claims_section(claims) if claims is not None else [],
-        comparisons=findings_section(findings, groups),
-        unlearned=learned.unlearned(client, list(launch.jobs)),
+        questions=questions_section(findings, claims),
+        comparisons=comparisons_section(findings, groups),
+        unlearned=learned.unlearned(launch.jobs),
         floors=validity.noise_floors(client, groups),
         sizes=validity.model_sizes(client, groups),
+        val_eces=val_eces,
     )
     if before_writing is not None:
         before_writing()

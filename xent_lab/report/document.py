@@ -29,12 +29,17 @@ from xent_lab.report.validity import Floor, largest_ece_ts_differences, threats_
 APPENDIX = ["# Appendix", "", "Everything the sections above were computed from, row by row.", ""]
 
 
-def details_section(groups: Groups, overfits: Mapping[str, Overfit | None] | None) -> list[str]:
-    """Per dataset: every row's means, intervals, bootstrap bounds, temperature, recalibration and over-fitting."""
+def details_section(
+    groups: Groups,
+    overfits: Mapping[str, Overfit | None] | None,
+    val_eces: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[str]:
+    """Per dataset: every row's means, intervals, bootstrap bounds, temperature, recalibration (the best method
+    chosen on `val_eces`: run id -> method -> validation ECE) and over-fitting."""
     lines = []
     for dataset, variants in groups.items():
         lines += results_section(dataset, variants) + bootstrap_section(variants) + temperature_section(variants)
-        lines += recalibration_section(variants)
+        lines += recalibration_section(variants, val_eces)
         if overfits is not None:
             lines += overfit_section(variants, overfits)
     return lines or ["## Results", "", "No jobs in this launch.", ""]
@@ -53,6 +58,7 @@ def render_report(
     unlearned: Collection[str] = frozenset(),
     floors: Mapping[str, Floor] | None = None,
     sizes: Mapping[str, str] | None = None,
+    val_eces: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """The whole REPORT.md.
 
@@ -60,7 +66,8 @@ def render_report(
     (`readme.answers_lines`) the summary counts; `comparisons`: the full comparison table, first in the appendix;
     `unlearned`: the run ids that did not learn (`learned.unlearned`); `floors` and `sizes`: the binned-ECE noise
     floors and model sizes of `validity`; `overfits` (run id -> reading) adds the over-fitting tables; `claims`
-    adds the paper's numbers beside ours. None or empty leaves each out."""
+    adds the paper's numbers beside ours; `val_eces` (run id -> method -> validation ECE) picks the best
+    recalibration method. None or empty leaves each out."""
     tables = compute_headline(groups, findings, unlearned)
     answers = verdict_counts(parse_answers(list(questions)))
     lines = title_section(launch) + summary_section(launch.study, groups, tables, answers) + headline_section(tables)
@@ -68,6 +75,6 @@ def render_report(
     lines += paper.paper_lines(claims.settings, groups) if claims is not None else []
     lines += threats_section(groups, floors or {}, sizes or {}, largest_ece_ts_differences(tables))
     lines += APPENDIX + header_section(launch) + list(comparisons) + comparison_section(groups)
-    lines += details_section(groups, overfits)
+    lines += details_section(groups, overfits, val_eces)
     lines += stability_section(launch.jobs)  # only when the runs diverged or logged the gradient probe
     return "\n".join(lines + setup_section(launch.jobs) + failures_section(launch.jobs))

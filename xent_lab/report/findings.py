@@ -1,15 +1,17 @@
 """Findings: every row of a study against its baseline row, over seeds and on the shared test set.
 
-For each dataset, each row (variant and implementation) other than the baseline is compared with it on
-test accuracy, NLL, ECE and ECE after temperature scaling:
+For each dataset, each row (variant and implementation) other than the baseline is compared with it on the
+metrics of `COMPARED` (`paired.Paired`): d_s = row_s - baseline_s per seed, runs matched by seed, and
 
-- over seeds: the runs are matched by seed, d_s = row_s - baseline_s, and `stats.paired_test` gives the
-  mean of d, its 95% Student-t interval and the paired t-test p-value;
-- on the test set: for each seed pair, `calibration.paired_bootstrap` scores both runs' logged test
-  predictions on the same resamples (Koehn 2004); over the pairs, the mean of the observed differences
-  and the mean of the interval bounds, and how many pairs' intervals exclude 0;
-- the p-values of all the report's tests are Holm-adjusted (`stats.holm`); a finding is significant when
-  its adjusted p-value is below 5%.
+- the primary interval, `stats.two_level`: the seeds' noise and the shared test set's together;
+- secondary: the seeds' Student-t interval (`stats.paired_test`) and, for each seed pair, the paired percentile
+  bootstrap of the test samples (Koehn 2004), summarised as the mean of the bounds and the pairs excluding 0.
+
+These comparisons are exploratory: unadjusted intervals, no test. The study's declared questions
+(`study.questions`, answered in `questions`) are the confirmatory family. A built-in row whose custom twin is in
+the launch is no comparison of its own: it goes to the custom-against-built-in equivalence (`twins`), unless the
+baseline is chosen by implementation (`study.baseline: {loss.impl: ...}`). Runs that did not learn
+(`learned.did_not_learn`) are kept out.
 
 The baseline is `study.baseline` ({key: value} of the swept keys or any config key, from the runs'
 params) when a study sets it, else chosen by `auto_baseline`. With `study.baseline_within` ([key, ...]),
@@ -22,7 +24,6 @@ on the `within` keys.
 from __future__ import annotations
 
 import ast
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,34 +32,35 @@ from typing import NamedTuple
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from xent_lab import calibration, heads
-from xent_lab.report.load import BUILTIN, CUSTOM, NOT_VARIANT, Groups, Job, ReportError, job_predictions
-from xent_lab.report.stats import PairedTest, holm, paired_test
+from xent_lab.report.learned import did_not_learn
+from xent_lab.report.load import BUILTIN, CUSTOM, NOT_VARIANT, Groups, Job, ReportError
+from xent_lab.report.paired import Measured, Paired, resampled_name
+from xent_lab.report.stats import PairedTest, TwoLevel, paired_test
 from xent_lab.tracking import tags
 
-ALPHA = 0.05
 BASELINE_KEY = "study.baseline"
 WITHIN_KEY = "study.baseline_within"
 UNSET = "unset"  # a within key's value in a row whose runs do not have it
 BASELINE_LOSS = "cce"
-DEFAULT_RESAMPLES = 1000
 
 
 class Compared(NamedTuple):
-    """One metric the findings compare: its MLflow name, its label, its paired_bootstrap metric."""
+    """One metric the findings compare: its MLflow name and its label."""
 
     metric: str
     label: str
-    bootstrap: str
-    scaled: bool  # bootstrapped on the temperature-scaled predictions
 
 
 COMPARED = (
-    Compared(tags.TEST_ACCURACY, "accuracy", "accuracy", False),
-    Compared(tags.test_metric("nll"), "NLL", "nll", False),
-    Compared(tags.TEST_ECE, "ECE", "ece", False),
-    Compared(tags.TEST_ECE_TS, "ECE after temperature scaling", "ece", True),
+    Compared(tags.TEST_ACCURACY, "accuracy"),
+    Compared(tags.test_metric("nll"), "NLL"),
+    Compared(tags.test_metric("brier"), "Brier"),
+    Compared(tags.test_metric("debiased_ece"), "debiased ECE"),
+    Compared(tags.TEST_ECE, "ECE"),
+    Compared(tags.TEST_ECE_TS, "ECE after temperature scaling"),
 )
+# Custom against built-in: the metrics of the equivalence, and the margin within which the two are equivalent.
+EQUIVALENCE = {tags.TEST_ACCURACY: 0.001, tags.test_metric("nll"): 0.001}
 
 
 class Row(NamedTuple):
@@ -94,23 +96,21 @@ class Comparison(NamedTuple):
     row: Row
     baseline: Row
     compared: Compared
-    seeds: PairedTest
-    bootstrap: Bootstrap | None  # None: no seed pair logged comparable predictions, or bootstrap off
-    p_holm: float = math.nan
-
-    @property
-    def verdict(self) -> str:
-        if math.isnan(self.p_holm):
-            return "not tested"
-        return "significant" if self.p_holm < ALPHA else "not significant"
+    seeds: PairedTest  # secondary: the seeds' Student-t interval
+    bootstrap: Bootstrap | None  # secondary; None: no seed pair logged comparable predictions, or bootstrap off
+    primary: TwoLevel  # the interval with the seeds' and the test set's noise
 
 
 class Findings(NamedTuple):
-    comparisons: tuple[Comparison, ...]  # sorted by significance: adjusted p-value, then effect size
+    comparisons: tuple[Comparison, ...]  # exploratory, in the tables' order: stratum, row, metric
     # dataset -> its baseline row (None: no row matches study.baseline); with study.baseline_within, one per
     # stratum: "dataset (key=value, ...)" -> its baseline row
     baselines: dict[str, Row | None]
     rule: str  # how the baselines were chosen
+    strata: dict[str, list[Row]]  # the rows that share a baseline, by the names of `baselines`
+    twins: tuple[Comparison, ...]  # each built-in row against its custom twin (equivalence)
+    not_learned: tuple[tuple[Job, str], ...]  # runs kept out of every comparison, and why
+    answers: tuple = ()  # `questions.Answer` of each declared question (`questions.answer_questions`)
 
 
 def normal_value(value: object) -> str:
@@ -210,8 +210,9 @@ def auto_baseline(rows: Sequence[Row], sweep: Mapping[str, str]) -> Row:
 
 
 AUTO_RULE = (
-    f"automatic: the `loss={BASELINE_LOSS}` row with the custom implementation (the built-in when the rows differ "
-    "by implementation only), other swept keys at their first swept value; "
+    f"automatic: the `loss={BASELINE_LOSS}` row, of the custom implementation where the rows have one (of the "
+    "built-in when the rows differ by implementation only or have no custom row), other swept keys at their first "
+    "swept value; "
     f"a study sets another with `{BASELINE_KEY}: {{KEY: VALUE, ...}}`"
 )
 
@@ -239,81 +240,42 @@ def choose_baselines(
     return baselines, f"`{BASELINE_KEY}: {{{shown}}}` from the study's config"
 
 
-class _Pairs:
-    """Seed pairs of a row and its baseline, with the paired bootstrap of their test predictions."""
-
-    def __init__(self, client: MlflowClient, folder: Path) -> None:
-        self.client, self.folder = client, folder
-        self.predictions: dict[str, calibration.Predictions | None] = {}
-
-    def _predictions(self, job: Job) -> calibration.Predictions | None:
-        key = job.predictions_artifact + job.run_id  # a run's two evaluations have their own predictions
-        if key not in self.predictions:
-            self.predictions[key] = job_predictions(self.client, job, self.folder)
-        return self.predictions[key]
-
-    def _probabilities(self, job: Job, predictions: calibration.Predictions, scaled: bool) -> np.ndarray | None:
-        if not scaled:
-            return heads.probabilities(predictions.logits, predictions.head)
-        temperature = job.metric(tags.TEST_TEMPERATURE)
-        return None if temperature is None else heads.probabilities(predictions.logits / temperature, predictions.head)
-
-    def bootstrap(self, base: Job, job: Job, scaled: bool) -> dict[str, calibration.PairedDifference] | None:
-        """{metric: row - baseline} on the same resamples; None without comparable predictions or resamples."""
-        params = base.params
-        resamples = int(params.get("calibration.bootstrap", DEFAULT_RESAMPLES))
-        a, b = self._predictions(base), self._predictions(job)
-        if resamples == 0 or a is None or b is None or not np.array_equal(a.labels, b.labels):
-            return None
-        probs = [self._probabilities(j, p, scaled) for j, p in ((base, a), (job, b))]
-        if probs[0] is None or probs[1] is None:
-            return None
-        metrics = tuple(sorted({c.bootstrap for c in COMPARED if c.scaled == scaled}))
-        return calibration.paired_bootstrap(
-            *probs,
-            a.labels,
-            metrics,
-            n_resamples=resamples,
-            seed=int(params.get("calibration.bootstrap_seed", 0)),
-            n_bins=int(params.get("calibration.n_bins", 15)),
-        )
-
-
 def finished_by_seed(row: Row) -> dict[str, Job]:
-    return {job.seed: job for job in row.jobs if job.finished}
+    """The row's finished runs that learned, by seed."""
+    return {job.seed: job for job in row.jobs if job.finished and did_not_learn(job) is None}
 
 
-def _combine(differences: Sequence[calibration.PairedDifference]) -> Bootstrap | None:
-    if not differences:
+def _combine(per_pair: Sequence) -> Bootstrap | None:
+    if not per_pair:
         return None
     return Bootstrap(
-        len(differences),
-        float(np.mean([d.difference for d in differences])),
-        float(np.mean([d.low for d in differences])),
-        float(np.mean([d.high for d in differences])),
-        sum(d.low > 0 or d.high < 0 for d in differences),
+        len(per_pair),
+        float(np.mean([d.difference for d in per_pair])),
+        float(np.mean([d.low for d in per_pair])),
+        float(np.mean([d.high for d in per_pair])),
+        sum(d.low > 0 or d.high < 0 for d in per_pair),
     )
 
 
-def _compare(row: Row, baseline: Row, pairs: _Pairs) -> list[Comparison]:
-    """The four comparisons of `row` with `baseline` over their common finished seeds."""
+def comparison(row: Row, baseline: Row, compared: Compared, measured: Measured | None) -> Comparison | None:
+    if measured is None:
+        return None
+    seeds = paired_test(list(measured.observed))
+    return Comparison(row, baseline, compared, seeds, _combine(measured.per_pair), measured.primary)
+
+
+def _compare(row: Row, baseline: Row, paired: Paired, compared: Sequence[Compared] = COMPARED) -> list[Comparison]:
+    """The comparisons of `row` with `baseline` over their common finished seeds."""
     base_jobs, row_jobs = finished_by_seed(baseline), finished_by_seed(row)
-    seeds = sorted(base_jobs.keys() & row_jobs.keys())
-    boots = {scaled: [pairs.bootstrap(base_jobs[s], row_jobs[s], scaled) for s in seeds] for scaled in (False, True)}
-    comparisons = []
-    for compared in COMPARED:
-        values = [(row_jobs[s].metric(compared.metric), base_jobs[s].metric(compared.metric)) for s in seeds]
-        differences = [r - b for r, b in values if r is not None and b is not None]
-        if not differences:
-            continue
-        boot = [d[compared.bootstrap] for d in boots[compared.scaled] if d is not None]
-        comparisons.append(Comparison(row, baseline, compared, paired_test(differences), _combine(boot)))
-    return comparisons
+    found = (comparison(row, baseline, c, paired.measure(row_jobs, base_jobs, c.metric)) for c in compared)
+    return [c for c in found if c is not None]
 
 
-def _significance(comparison: Comparison) -> tuple:
-    p = comparison.p_holm
-    return (math.isnan(p), p, -abs(comparison.seeds.mean))
+def twin_of(row: Row, rows: Sequence[Row]) -> Row | None:
+    """The custom row of a built-in row's variant, when there is one."""
+    if row.impl != BUILTIN:
+        return None
+    return next((r for r in rows if r.impl == CUSTOM and r.variant == row.variant), None)
 
 
 def compute_findings(
@@ -323,8 +285,8 @@ def compute_findings(
     spec: Mapping[str, str] | None = None,
     within: Sequence[str] | None = None,
 ) -> Findings:
-    """Every row against its dataset's (or stratum's) baseline, Holm-adjusted across the report, most
-    significant first.
+    """Every row against its dataset's (or stratum's) baseline, in the tables' order, and each built-in row
+    against its custom twin; the declared questions are answered apart (`questions.answer_questions`).
 
     `spec` overrides the runs' `study.baseline` ({key: value}), `within` their `study.baseline_within`
     ([key, ...]); `sweep` is the launch's swept key -> values."""
@@ -332,17 +294,21 @@ def compute_findings(
     jobs = [job for dataset_rows in rows.values() for row in dataset_rows for job in row.jobs]
     within = within_spec(jobs) if within is None else list(within)
     shared = strata(rows, within)
-    baselines, rule = choose_baselines(shared, spec or baseline_spec(jobs), sweep)
+    chosen = spec or baseline_spec(jobs)
+    baselines, rule = choose_baselines(shared, chosen, sweep)
     rule += _within_rule(within) if within else ""
+    by_impl = "loss.impl" in (chosen or {})
     comparisons: list[Comparison] = []
+    twins: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="xent-findings-") as tmp:
-        pairs = _Pairs(client, Path(tmp))
+        paired = Paired(client, Path(tmp), [n for c in COMPARED if (n := resampled_name(c.metric)) is not None])
         for name, stratum_rows in shared.items():
             baseline = baselines[name]
-            if baseline is not None:
-                for row in stratum_rows:
-                    if row is not baseline:
-                        comparisons += _compare(row, baseline, pairs)
-    adjusted = holm([c.seeds.p for c in comparisons])
-    ranked = sorted((c._replace(p_holm=p) for c, p in zip(comparisons, adjusted)), key=_significance)
-    return Findings(tuple(ranked), baselines, rule)
+            for row in stratum_rows:
+                twin = twin_of(row, stratum_rows)
+                if twin is not None:
+                    twins += _compare(row, twin, paired, [c for c in COMPARED if c.metric in EQUIVALENCE])
+                if baseline is not None and row is not baseline and (twin is None or by_impl):
+                    comparisons += _compare(row, baseline, paired)
+    not_learned = tuple((job, why) for job in jobs if (why := did_not_learn(job)) is not None)
+    return Findings(tuple(comparisons), baselines, rule, shared, tuple(twins), not_learned)

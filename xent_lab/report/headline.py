@@ -162,8 +162,8 @@ def headline_section(tables: Sequence[Table]) -> list[str]:
         f"Mean over seeds [{CONFIDENCE:.0%} Student-t interval over seeds]; Δ: row − baseline by seed, mean "
         f"[{CONFIDENCE:.0%} t interval]. Smooth ECE: the kernel-smoothed ECE of Błasiok & Nakkiran (low bias at "
         "these test sizes); TS: temperature scaling fitted on the validation split; T: the fitted temperature. "
-        f"One implementation per loss (the custom one where both ran). A row that {learned.rule()} is marked "
-        "and not compared.",
+        "One implementation per loss (the custom one where both ran). A row with a run that did not learn is marked "
+        f"and not compared: {learned.RULE}.",
         "",
     ]
     if not tables:

@@ -252,14 +252,16 @@ def group_jobs(jobs: Iterable[Job]) -> Groups:
     return groups
 
 
-def job_predictions(client: MlflowClient, job: Job, folder: Path) -> calibration.Predictions | None:
-    """The test predictions a finished job logged (the last epoch's for that evaluation), downloaded under
-    `folder`; None when it logged none.
+def job_predictions(
+    client: MlflowClient, job: Job, folder: Path, artifact: str | None = None
+) -> calibration.Predictions | None:
+    """The test predictions a finished job logged (the last epoch's for that evaluation), or its `artifact`,
+    downloaded under `folder`; None when it logged none.
 
     The artifact is listed first: downloading a missing one raises."""
     if not job.finished:
         return None
-    artifact = job.predictions_artifact
+    artifact = artifact or job.predictions_artifact
     listed = client.list_artifacts(job.run_id, artifact.rsplit("/", 1)[0])
     if not any(item.path == artifact for item in listed):
         return None

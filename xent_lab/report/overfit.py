@@ -1,7 +1,8 @@
 """Over-fit detection from a run's per-epoch history: training accuracy near 1 while validation NLL rises.
 
 A run over-fitted when it ends with training accuracy >= 0.99 (it fits its training set) and its
-validation NLL reached its minimum at an epoch before the last (it got worse on held-out data since):
+validation NLL at the last epoch is at least 5% above its minimum, reached at an earlier epoch (it got worse on
+held-out data since, by more than an epoch's wobble):
 the memorisation regime in which cross-entropy training becomes over-confident (Guo et al. 2017, "On
 Calibration of Modern Neural Networks", section 3: "NLL overfitting").
 """
@@ -17,6 +18,11 @@ from xent_lab.report.load import Job, ReportError
 from xent_lab.tracking import tags
 
 TRAIN_ACCURACY_THRESHOLD = 0.99
+RISE_THRESHOLD = 0.05  # relative: last val NLL >= (1 + 5%) x its minimum
+RULE = (
+    f"final train accuracy ≥ {TRAIN_ACCURACY_THRESHOLD}, and val NLL at the last epoch ≥ {1 + RISE_THRESHOLD:g} × its "
+    "minimum"
+)
 TRAIN_ACCURACY = tags.metric_name("accuracy")  # train/accuracy
 VAL_NLL = tags.val_metric("nll")
 # `study.overfit` in the runs' params: true shows the section, false hides it, auto (or absent) shows it when a
@@ -40,7 +46,11 @@ class Overfit(NamedTuple):
 
     @property
     def overfitted(self) -> bool:
-        return self.final_train_accuracy >= TRAIN_ACCURACY_THRESHOLD and self.best_epoch < self.last_epoch
+        return (
+            self.final_train_accuracy >= TRAIN_ACCURACY_THRESHOLD
+            and self.best_epoch < self.last_epoch
+            and self.last_val_nll >= (1 + RISE_THRESHOLD) * self.best_val_nll
+        )
 
 
 def detect_overfit(train_accuracy: Mapping[int, float], val_nll: Mapping[int, float]) -> Overfit | None:

@@ -1,15 +1,22 @@
 """Per-row tables of a dataset beyond the results: the runs' bootstrap intervals, calibration before and after
-temperature scaling, the test ECE after each recalibration method, and over-fitting (`overfit`)."""
+temperature scaling, the test ECE after each recalibration method (the best chosen on validation), and
+over-fitting (`overfit`)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+from mlflow.tracking import MlflowClient
 
-from xent_lab.report.load import Job
+from xent_lab import calibration
+from xent_lab.calibration.recalibration import MIN_FIT_SAMPLES
+from xent_lab.report.load import Job, job_predictions
 from xent_lab.report.markdown import COLUMNS, NO_VALUE, interval_cell, markdown_table
-from xent_lab.report.overfit import TRAIN_ACCURACY_THRESHOLD, Overfit
+from xent_lab.report.overfit import RULE as OVERFIT_RULE
+from xent_lab.report.overfit import Overfit
 from xent_lab.report.stats import CONFIDENCE, Summary, finished_values, summarize
 from xent_lab.tracking import tags
 
@@ -119,8 +126,57 @@ def recal_methods(jobs: Sequence[Job]) -> list[str]:
     return sorted(methods)
 
 
-def recalibration_section(variants: Variants) -> list[str]:
-    """Test ECE before and after each logged recalibration method, mean [t interval] over seeds; the best."""
+def cross_fitted_ece(predictions: calibration.Predictions, methods: Sequence[str], n_bins: int) -> dict[str, float]:
+    """{method: its ECE on validation, cross-fitted}: fitted on one half of the validation samples (a fixed
+    random split) and scored on the other, both ways, the mean of the two. Scoring a method on the samples it was
+    fitted on would favour the methods with most parameters."""
+    logits, labels = predictions.logits, predictions.labels
+    order = np.random.default_rng(0).permutation(len(labels))
+    halves = order[: len(order) // 2], order[len(order) // 2 :]
+    if min(len(h) for h in halves) < MIN_FIT_SAMPLES:
+        return {}
+    scores: dict[str, list[float]] = {}
+    for fit, held_out in (halves, halves[::-1]):
+        fitted = calibration.fit_methods(logits[fit], labels[fit], predictions.head, methods, n_bins)
+        for name, method in fitted.items():
+            scored = calibration.ece(method.predict_proba(logits[held_out]), labels[held_out], n_bins)
+            scores.setdefault(name, []).append(scored)
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def validation_eces(client: MlflowClient, jobs: Sequence[Job]) -> dict[str, dict[str, float]]:
+    """run id -> `cross_fitted_ece` of each logged recalibration method, from the run's logged validation
+    predictions (of its kept weights: a last-epoch evaluation has none); only when there is a choice to make."""
+    methods = recal_methods(jobs)
+    found: dict[str, dict[str, float]] = {}
+    if len(methods) < 2:
+        return found
+    with tempfile.TemporaryDirectory(prefix="xent-recal-") as tmp:
+        for job in jobs:
+            if job.keep == tags.KEEP_LAST or job.run_id in found:
+                continue
+            predictions = job_predictions(client, job, Path(tmp), tags.VAL_PREDICTIONS_ARTIFACT)
+            if predictions is not None:
+                n_bins = int(job.params.get("calibration.n_bins", 15))
+                found[job.run_id] = cross_fitted_ece(predictions, methods, n_bins)
+    return found
+
+
+def _best_on_validation(jobs: Sequence[Job], val_eces: Mapping[str, Mapping[str, float]]) -> str:
+    """The method of lowest mean cross-fitted validation ECE over the row's seeds that have it."""
+    per_method: dict[str, list[float]] = {}
+    for job in jobs:
+        if job.finished and job.keep != tags.KEEP_LAST:
+            for method, value in val_eces.get(job.run_id, {}).items():
+                per_method.setdefault(method, []).append(value)
+    if not per_method:
+        return NO_VALUE
+    return min(per_method, key=lambda m: np.mean(per_method[m]))
+
+
+def recalibration_section(variants: Variants, val_eces: Mapping[str, Mapping[str, float]] | None = None) -> list[str]:
+    """Test ECE before and after each logged recalibration method, mean [t interval] over seeds; the best method
+    chosen on validation (`validation_eces`), never on the test ECE shown beside it."""
     methods = recal_methods([job for _, _, row_jobs in _rows(variants) for job in row_jobs])
     heading = ["### Test ECE after recalibration", ""]
     if not methods:
@@ -128,18 +184,18 @@ def recalibration_section(variants: Variants) -> list[str]:
     rows = []
     for variant, impl, row_jobs in _rows(variants):
         summaries = {m: summarize(finished_values(row_jobs, tags.recal_metric(m, "ece"))) for m in methods}
-        best = min((m for m, s in summaries.items() if s is not None), key=lambda m: summaries[m].mean, default=None)
+        best = methods[0] if len(methods) == 1 else _best_on_validation(row_jobs, val_eces or {})
         before = summarize(finished_values(row_jobs, tags.TEST_ECE))
         cells = [_mean_interval(s, 4) for s in summaries.values()]
-        rows.append(
-            [variant, impl, sum(job.finished for job in row_jobs), _mean_interval(before, 4), *cells, best or NO_VALUE]
-        )
+        rows.append([variant, impl, sum(job.finished for job in row_jobs), _mean_interval(before, 4), *cells, best])
     return [
         *heading,
         f"Mean over seeds [{CONFIDENCE:.0%} Student-t interval]; each method is fitted on the validation split "
-        f"and scored on test; `{UNCALIBRATED}`: before recalibration; best: the method of lowest mean ECE.",
+        f"and scored on test; `{UNCALIBRATED}`: before recalibration. Best on validation: the method of lowest "
+        "mean validation ECE, each method fitted on one half of the validation samples and scored on the other, "
+        f"both ways ({NO_VALUE}: no validation predictions logged, as for a last-epoch evaluation).",
         "",
-        *markdown_table(["variant", "impl", "seeds", UNCALIBRATED, *methods, "best"], rows),
+        *markdown_table(["variant", "impl", "seeds", UNCALIBRATED, *methods, "best on validation"], rows),
         "",
     ]
 
@@ -168,8 +224,7 @@ def overfit_section(variants: Variants, overfits: Mapping[str, Overfit | None]) 
     return [
         "### Over-fitting",
         "",
-        f"A run over-fitted when its final training accuracy is >= {TRAIN_ACCURACY_THRESHOLD} and its "
-        "validation NLL reached its minimum before the last epoch. Epochs count from 1, one per seed; the "
+        f"A run over-fitted when its {OVERFIT_RULE}. Epochs count from 1, one per seed; the "
         "min and the rise after it (last epoch − min) are means over seeds.",
         "",
         *markdown_table([*header, "min val NLL", "rise after min"], rows),

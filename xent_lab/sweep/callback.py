@@ -135,6 +135,8 @@ class StudyCallback(Callback):
             T.STUDY: config.study.name,
             T.ROLE: T.ROLE_PARENT,
             T.SWEEP: scrub(json.dumps(sweep, sort_keys=True), uri),
+            # The launch's own: a reused run carries the questions of the launch that trained it.
+            T.QUESTIONS: str(OmegaConf.to_container(config.study.questions, resolve=True)),
             T.COMMAND: scrub(shlex.join(["python", "-m", "xent_lab.train", *sys.argv[1:]]), uri),
             T.PUBLISHED: str(is_published(config)).lower(),
             T.LAUNCH_HOST: f"{socket.gethostname()}: {_cpu_description()}, {os.cpu_count()} CPU cores",

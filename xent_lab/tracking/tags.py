@@ -51,6 +51,7 @@ CONFIG_HASH = "xent.config_hash"
 DATA_DIGEST = "xent.data_digest"  # `train:<digest>,val:<digest>,test:<digest>`, the datasets' digests (lineage)
 JOB_OVERRIDES = "xent.job_overrides"  # JSON: swept key -> this job's value
 SWEEP = "xent.sweep"  # JSON: swept key -> its values as written
+QUESTIONS = "xent.questions"  # the launch's study.questions, as a run's param spells them (a Python list)
 SWEEP_DIR = "xent.sweep_dir"
 COMMAND = "xent.command"
 PUBLISHED = "xent.published"  # "true" when launched exactly as the study file defines it

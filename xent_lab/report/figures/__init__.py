@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from xent_lab import atomic
 from xent_lab.report.figures.curves import Curve, val_nll_curves, val_nll_figure
-from xent_lab.report.figures.forest import ForestRow, forest_figure
+from xent_lab.report.figures.forest import ForestRow, forest_figure, forest_rows
 from xent_lab.report.figures.layout import DPI, panel_title, row_label
 from xent_lab.report.figures.recall import recall_figure
 from xent_lab.report.figures.reliability import (
@@ -42,6 +42,7 @@ __all__ = [
     "TemperaturePoint",
     "draw_figures",
     "forest_figure",
+    "forest_rows",
     "panel_title",
     "recall_figure",
     "reliability_curves",

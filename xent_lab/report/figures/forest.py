@@ -6,6 +6,7 @@ Drawn from plain rows (`ForestRow`): the report computes the differences and bot
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -14,11 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from xent_lab.report.figures.layout import grid, legend, title
+from xent_lab.report.findings import Comparison
 
 SEED_STYLE = {"color": "tab:blue", "marker": "o", "label": "seeds (Student t, 95%)"}
 COMBINED_STYLE = {"color": "tab:red", "marker": "s", "label": "seeds and test set combined (95%)"}
 OFFSET = 0.17  # vertical distance of each interval from its row's line
 ROW_INCHES = 0.32
+# The metrics the forest draws, of the report's comparisons: the proper scores and calibration before and after scaling.
+METRICS = ("NLL", "debiased ECE", "ECE after temperature scaling")
 
 
 class ForestRow(NamedTuple):
@@ -30,6 +34,23 @@ class ForestRow(NamedTuple):
     difference: float
     seed_interval: tuple[float, float]
     combined_interval: tuple[float, float] | None  # None: not computed for this row (drawn without it)
+
+
+def forest_rows(comparisons: Sequence[Comparison]) -> list[ForestRow]:
+    """The forest's rows from the report's comparisons (each row against its baseline) of METRICS; a row whose
+    difference could not be computed is left out."""
+    return [
+        ForestRow(
+            c.row.dataset,
+            c.row.label,
+            c.compared.label,
+            c.primary.mean,
+            (c.seeds.low, c.seeds.high),
+            (c.primary.low, c.primary.high) if math.isfinite(c.primary.low) else None,
+        )
+        for c in comparisons
+        if c.compared.label in METRICS and math.isfinite(c.primary.mean) and math.isfinite(c.seeds.low)
+    ]
 
 
 def _errorbar(ax, rows: Sequence[ForestRow], y: np.ndarray, intervals: list, style: dict) -> None:
