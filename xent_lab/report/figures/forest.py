@@ -14,8 +14,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from xent_lab.report.figures.layout import grid, legend, title
+from xent_lab.report.figures.layout import grid, legend, panel_title, row_label, title
 from xent_lab.report.findings import Comparison
+from xent_lab.report.load import KEEP_KEY
 
 SEED_STYLE = {"color": "tab:blue", "marker": "o", "label": "seeds (Student t, 95%)"}
 COMBINED_STYLE = {"color": "tab:red", "marker": "s", "label": "seeds and test set combined (95%)"}
@@ -37,20 +38,28 @@ class ForestRow(NamedTuple):
 
 
 def forest_rows(comparisons: Sequence[Comparison]) -> list[ForestRow]:
-    """The forest's rows from the report's comparisons (each row against its baseline) of METRICS; a row whose
-    difference could not be computed is left out."""
-    return [
-        ForestRow(
-            c.row.dataset,
-            c.row.label,
-            c.compared.label,
-            c.primary.mean,
-            (c.seeds.low, c.seeds.high),
-            (c.primary.low, c.primary.high) if math.isfinite(c.primary.low) else None,
-        )
+    """The forest's rows from the report's comparisons (each row against its baseline) of METRICS, one panel per
+    dataset and evaluation; a row whose difference could not be computed is left out."""
+    chosen = [
+        c
         for c in comparisons
         if c.compared.label in METRICS and math.isfinite(c.primary.mean) and math.isfinite(c.seeds.low)
     ]
+    impls = {c.row.impl for c in chosen}
+    rows = []
+    for c in chosen:
+        values = dict(part.split("=", 1) for part in c.row.variant.split(", ") if "=" in part)
+        rows.append(
+            ForestRow(
+                panel_title(c.row.dataset, values.get(KEEP_KEY)),
+                row_label(c.row.variant, c.row.impl, impls),
+                c.compared.label,
+                c.primary.mean,
+                (c.seeds.low, c.seeds.high),
+                (c.primary.low, c.primary.high) if math.isfinite(c.primary.low) else None,
+            )
+        )
+    return rows
 
 
 def _errorbar(ax, rows: Sequence[ForestRow], y: np.ndarray, intervals: list, style: dict) -> None:
