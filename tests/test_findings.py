@@ -247,26 +247,22 @@ def test_comparisons_are_exploratory_in_the_tables_order_and_the_questions_a_fam
     assert "### Exploratory comparisons" in section and "significant" not in section
 
 
-def _sentences(text: str) -> list[str]:
-    section = text.split("## Findings\n", 1)[1].split("\n## ", 1)[0]
-    return [line.split(". ", 1)[1] for line in section.splitlines() if line[:1].isdigit()]
-
-
-def test_each_declared_question_is_one_sentence_with_its_numbers_and_verdict(built):
+def test_each_declared_question_is_one_answer_with_its_numbers_and_verdict(built):
     found, text = built
     q1, q2, q3 = found.answers
     (part,) = q1.parts
     p = part.primary
     assert p.mean == pytest.approx(_get(found, "loss=focal", "ECE").primary.mean)
-    expected = (
-        f"**Q1**: `loss=focal` [custom] against `loss=cce` [custom] on mnist, predicted higher: ECE {p.mean:+.4f} "
-        f"[{p.low:+.4f}, {p.high:+.4f}] over 3 seeds (higher); p_Holm < 0.001: **supported**."
+    answers = readme.parse_answers(text.splitlines())
+    assert [(a.question.split(":")[0], a.verdict) for a in answers][0] == ("Q1", "supported") and len(answers) == 3
+    assert answers[0].numbers == (
+        f"`loss=focal` [custom] against `loss=cce` [custom] on mnist, predicted higher: ECE {p.mean:+.4f} "
+        f"[{p.low:+.4f}, {p.high:+.4f}] over 3 seeds (higher); p_Holm < 0.001"
     )
-    sentences = _sentences(text)
-    assert sentences[0] == expected and len(sentences) == 3
-    assert "(interval spans 0); p_Holm = " in sentences[1] and sentences[1].endswith("**undecided**.")
+    assert "(interval spans 0); p_Holm = " in answers[1].numbers and answers[1].verdict == "undecided"
     # A property of one row: the baseline's logits are sharp and right 4 times in 5, so it is under-confident.
-    assert sentences[2].startswith("**Q3** CE is under-confident: `loss=cce` [custom] alone on mnist, predicted lower")
+    assert answers[2].question == "Q3: CE is under-confident"
+    assert answers[2].numbers.startswith("`loss=cce` [custom] alone on mnist, predicted lower")
     assert "- **Regime:** mnist: `dataset.limit.train`=20000, `trainer.epochs`=4, `model.name`=mlp, seeds 0, 1, 2" in (
         text
     )

@@ -370,11 +370,11 @@ def test_setup_lists_settings_and_checksums(built):
 
 def test_plots_are_valid_pngs_linked_from_the_report(built):
     path, text = built
-    for name in ("val_nll.png", "reliability.png", "temperature.png"):
+    for name in ("forest.png", "val_nll.png", "reliability.png", "temperature.png"):
         png = path.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         height, width, _ = image.imread(png).shape
-        assert height > 200 and width > 200
+        assert height > 100 and width > 200  # the forest of this store's few rows is one short line of panels
         assert f"]({name})" in text
     assert not list(path.parent.glob(".*.tmp"))  # no temporary file left behind
 
@@ -417,6 +417,10 @@ Largest difference between the custom and built-in implementation over the seeds
 """
 EXPECTED_FIGURES = """## Figures
 
+### Differences against the baseline: seed interval and combined (seeds and test set) interval
+
+![Differences against the baseline: seed interval and combined (seeds and test set) interval](forest.png)
+
 ### Validation NLL per epoch, the kept epoch marked
 
 ![Validation NLL per epoch, the kept epoch marked](val_nll.png)
@@ -447,7 +451,9 @@ def test_markdown_is_unchanged(store, built):
 
 def test_report_is_logged_to_the_parent_run(store, built):
     logged = {item.path for item in store.client.list_artifacts(store.parents["P2"], "report")}
-    assert logged == {"report/REPORT.md", "report/val_nll.png", "report/reliability.png", "report/temperature.png"}
+    assert logged == {
+        f"report/{name}" for name in ("REPORT.md", "forest.png", "val_nll.png", "reliability.png", "temperature.png")
+    }
 
 
 def test_parent_run_id_selects_an_earlier_launch(store, tmp_path):
