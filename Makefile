@@ -40,17 +40,20 @@ format: $(STAMP)  ## ruff: fix what can be fixed, and format
 # a tracking server or the SLURM cluster carry one `xdist_group` each, so one worker runs them (--dist loadgroup).
 WORKERS ?= logical
 XDIST := -n $(WORKERS) --dist loadgroup
+# Bytecode written even where the shell sets PYTHONDONTWRITEBYTECODE: the suite starts a hundred-odd Python
+# processes, and each would compile the project's modules again (about a second of CPU each).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest
 # The inner loop: no process, server, cluster or browser started, no training past debug=quick.
 FAST := not subprocess and not server and not slurm and not ui and not train and not slow
 
 test: lint  ## lint, then the whole test suite (unit + real trainings on real data), on every CPU
-	$(PY) -m pytest $(XDIST) $(ARGS)
+	$(PYTEST) $(XDIST) $(ARGS)
 
 test-fast: $(STAMP)  ## the inner loop (about 3 minutes): no subprocess, server, SLURM, browser or long training
-	$(PY) -m pytest $(XDIST) -m "$(FAST)" $(ARGS)
+	$(PYTEST) $(XDIST) -m "$(FAST)" $(ARGS)
 
 test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
-	$(PY) -m pytest -m ui $(ARGS)
+	$(PYTEST) -m ui $(ARGS)
 
 bench: $(STAMP)  ## benchmark figures -> bench-results.json
 	$(PY) -m xent_lab.bench $(ARGS)
