@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from tests.helpers.e2e import composed
 from xent_lab.data import DataError, Dataset, DataSettings, fetch, imdb, load_dataset, mnist
 from xent_lab.data.fetch import RemoteFile
 from xent_lab.data.splits import long_tail_indices
@@ -432,7 +432,6 @@ def test_known_variants_are_accepted_and_hashing_is_memoized(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------------------------------------- settings
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 REQUIRED = {"name": "mnist", "cache_dir": "/cache", "val_size": 10, "val_seed": 3}
 # One change of each setting that shapes the cached IMDB arrays (all of DataSettings.shaping but two).
 KEY_CHANGES = {"val_size": 3, "val_seed": 1, "limit_train": 5, "limit_test": 4, "vocab_size": 50, "sequence_length": 8}
@@ -440,8 +439,7 @@ KEY_CHANGES = {"val_size": 3, "val_seed": 1, "limit_train": 5, "limit_test": 4, 
 
 def harness_settings(*overrides: str) -> DataSettings:
     """What the harness builds from the composed config."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+    cfg = composed(*overrides)
     return DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True))
 
 
