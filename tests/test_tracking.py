@@ -117,8 +117,7 @@ def test_successful_run_is_finished(store):
 def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tmp_path, monkeypatch):
     # MLflow's default root is ./mlruns of wherever the experiment was first created: a later launch from
     # another directory, or deleting that one, would lose the runs' artifacts while the database lists them.
-    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    (tmp_path / "store").mkdir()
+    store = create_store(tmp_path / "store")
     for cwd in ("first", "second"):
         (tmp_path / cwd).mkdir()
         monkeypatch.chdir(tmp_path / cwd)
@@ -132,7 +131,7 @@ def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tm
 def test_experiment_names_share_or_escape_no_artifact_folder(tmp_path):
     # "a/b" and "a_b" shared mlruns/a_b, "实验" and "测试" shared mlruns/__, and ".." wrote beside mlflow.db: deleting
     # one experiment's folder deleted another's artifacts. Each folder is a slug and a hash of the exact name.
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = create_store(tmp_path)
     names = ["a/b", "a_b", "实验", "测试", "..", "A", "a"]
     folders = {}
     for name in names:
@@ -154,7 +153,7 @@ def test_experiment_names_share_or_escape_no_artifact_folder(tmp_path):
 
 def test_experiment_names_an_existing_experiment_keeps_its_folder(tmp_path):
     # A store made before the hash suffix: its experiment keeps writing where its runs already are.
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = create_store(tmp_path)
     old = tmp_path / "mlruns" / "a_b"
     MlflowClient(store).create_experiment("a/b", artifact_location=str(old))
     with tracking.Tracker(store, "a/b").run("r") as run:
