@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
+import xent_lab.sweep  # noqa: F401 - registers ${launch_id:}, which the composed `hydra` node resolves
 from tests.helpers.e2e import CONF_DIR, QUICK, ROOT, composed, run_train, store_uri
 from xent_lab import config, study
 
