@@ -84,6 +84,7 @@ def composed(*overrides: str) -> DictConfig:
         return _hydra_compose(list(overrides))
     choices = tuple(o.input_line for o in parsed if _is_choice(o))
     cfg = copy.deepcopy(_composed_choices(choices))
+    # Private, but the very step compose runs after the merge: no re-implementation of Hydra's override semantics.
     ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not _is_choice(o)], cfg)
     return cfg
 
