@@ -25,7 +25,6 @@ Layers: `load` (the runs of one launch), `stats` (summaries over seeds, paired t
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from xent_lab.report.claims import compute_claims
 from xent_lab.report.document import render_report
 from xent_lab.report.figures import draw_figures, recall_figure, reliability_figure, val_loss_figure, write_figures
 from xent_lab.report.findings import Comparison, Findings, compute_findings
-from xent_lab.report.load import Groups, Job, JobPredictions, Launch, ReportError, group_jobs, load_launch
+from xent_lab.report.load import Groups, Job, Launch, ReportError, group_jobs, load_launch
 from xent_lab.report.markdown import COLUMNS, SETTINGS, Column, markdown_table
 from xent_lab.report.overfit import Overfit, detect_overfit
 from xent_lab.report.readme import update_readme
@@ -115,12 +114,9 @@ def build_report(
     client, launch = load_launch(study, tracking_uri, experiment, parent_run_id)
     out_dir = _out_dir(launch, out_dir)
     groups = group_jobs(launch.jobs)
-    with tempfile.TemporaryDirectory(prefix="xent-report-") as tmp:
-        predictions = JobPredictions(client, Path(tmp))  # each run's predictions downloaded once, for all parts
-        # Findings first: a bad baseline writes nothing; likewise a bad study.claims.
-        findings = compute_findings(client, groups, launch.sweep, baseline, predictions=predictions)
-        claims = compute_claims(client, groups, predictions)
-        figures = draw_figures(client, launch, groups, predictions)
+    findings = compute_findings(client, groups, launch.sweep, baseline)  # first: a bad baseline writes nothing
+    claims = compute_claims(client, groups)  # likewise a bad study.claims
+    figures = draw_figures(client, launch, groups)
     overfits = (
         {job.run_id: overfit.job_overfit(client, job) for job in launch.jobs} if overfit.wanted(launch.jobs) else None
     )

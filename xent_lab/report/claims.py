@@ -25,7 +25,7 @@ from xent_lab import heads
 from xent_lab.calibration.binning import top_label
 from xent_lab.report import overfit, paper
 from xent_lab.report.findings import Row, finished_by_seed, normal_value, rows_of
-from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, JobPredictions, ReportError
+from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, ReportError, job_predictions
 from xent_lab.report.markdown import NO_VALUE, markdown_table
 from xent_lab.report.narrative import signed, span
 from xent_lab.report.stats import PairedTest, finished_values, paired_test
@@ -193,12 +193,12 @@ def _log_t_difference(f: Job, ce: Job) -> float | None:
 class _Reader:
     """The client-side readings of the CE runs: their test predictions and their over-fit histories."""
 
-    def __init__(self, client: MlflowClient, predictions: JobPredictions) -> None:
-        self.client, self.predictions = client, predictions
+    def __init__(self, client: MlflowClient, folder: Path) -> None:
+        self.client, self.folder = client, folder
 
     def c1(self, ce: Row) -> Verdict:
         jobs = [job for job in ce.jobs if job.finished]
-        gaps = [overconfidence(*p) for job in jobs if (p := self.predictions(job)) is not None]
+        gaps = [overconfidence(*p) for job in jobs if (p := job_predictions(self.client, job, self.folder)) is not None]
         temps = [t - 1 for job in jobs if (t := job.metric(tags.TEST_TEMPERATURE)) is not None]
         readings = [o for job in jobs if (o := overfit.job_overfit(self.client, job)) is not None]
         fitted = f"{sum(o.overfitted for o in readings)}/{len(readings)}" if readings else "not logged"
@@ -256,9 +256,8 @@ def _view(dataset: str, view: str, rows: Sequence[Row], chosen: ClaimSet, reader
     )
 
 
-def compute_claims(client: MlflowClient, groups: Groups, predictions: JobPredictions | None = None) -> Claims | None:
-    """The verdicts per dataset and view for the runs' `study.claims`; None when it is null. `predictions` reads
-    the jobs' test predictions (as in `compute_findings`)."""
+def compute_claims(client: MlflowClient, groups: Groups) -> Claims | None:
+    """The verdicts per dataset and view for the runs' `study.claims`; None when it is null."""
     rows = rows_of(groups)
     jobs = [job for dataset_rows in rows.values() for row in dataset_rows for job in row.jobs]
     name = claim_set(jobs)
@@ -266,7 +265,7 @@ def compute_claims(client: MlflowClient, groups: Groups, predictions: JobPredict
         return None
     views = []
     with tempfile.TemporaryDirectory(prefix="xent-claims-") as tmp:
-        reader = _Reader(client, predictions or JobPredictions(client, Path(tmp)))
+        reader = _Reader(client, Path(tmp))
         for dataset, dataset_rows in rows.items():
             by_view: dict[str, list[Row]] = {}
             for row in dataset_rows:

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow.tracking import MlflowClient
 
 from xent_lab import atomic, calibration, heads
-from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, JobPredictions, Launch
+from xent_lab.report.load import BUILTIN, CUSTOM, Groups, Job, Launch, job_predictions
 from xent_lab.report.stats import finished_values
 from xent_lab.tracking import tags
 
@@ -104,11 +104,11 @@ def val_loss_figure(client: MlflowClient, groups: Groups) -> Figure | None:
     return figure
 
 
-def _pooled_probabilities(read: JobPredictions, jobs: Iterable[Job]) -> tuple[np.ndarray, np.ndarray] | None:
+def _pooled_probabilities(client: MlflowClient, jobs: Iterable[Job], tmp: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Test probabilities and labels of the finished jobs, concatenated; None when none logged predictions."""
     probs, labels = [], []
     for job in jobs:
-        predictions = read(job)
+        predictions = job_predictions(client, job, tmp)
         if predictions is not None:
             probs.append(heads.probabilities(predictions.logits, predictions.head))
             labels.append(predictions.labels)
@@ -131,18 +131,14 @@ def _reliability_panel(ax: Axes, probs: np.ndarray, labels: np.ndarray, n_bins: 
     ax.set_title(f"{title} n={len(labels)}, ECE={bins.ece:.4f}", fontsize=9)
 
 
-def reliability_figure(
-    client: MlflowClient, groups: Groups, jobs: Sequence[Job], predictions: JobPredictions | None = None
-) -> Figure | None:
-    """Reliability diagrams pooled over seeds: one row per dataset and variant, one column per implementation
-    (`predictions` reads the jobs' test predictions, as in `compute_findings`)."""
+def reliability_figure(client: MlflowClient, groups: Groups, jobs: Sequence[Job]) -> Figure | None:
+    """Reliability diagrams pooled over seeds: one row per dataset and variant, one column per implementation."""
     rows = [(dataset, variant) for dataset, variants in groups.items() for variant in variants]
     impls = sorted({impl for variants in groups.values() for by_impl in variants.values() for impl in by_impl})
     n_bins = _n_bins(jobs)
     with tempfile.TemporaryDirectory(prefix="xent-report-") as tmp:
-        read = predictions or JobPredictions(client, Path(tmp))
         pooled = {
-            (dataset, variant, impl): _pooled_probabilities(read, groups[dataset][variant].get(impl, ()))
+            (dataset, variant, impl): _pooled_probabilities(client, groups[dataset][variant].get(impl, ()), Path(tmp))
             for dataset, variant in rows
             for impl in impls
         }
@@ -205,13 +201,11 @@ def recall_figure(groups: Groups, jobs: Sequence[Job]) -> Figure | None:
 Figures = dict[str, tuple[str, Figure | None]]  # file name -> (caption, the figure, None when it has no data)
 
 
-def draw_figures(
-    client: MlflowClient, launch: Launch, groups: Groups, predictions: JobPredictions | None = None
-) -> Figures:
+def draw_figures(client: MlflowClient, launch: Launch, groups: Groups) -> Figures:
     """The report's figures, drawn but not yet written."""
     return {
         "val_loss.png": ("Validation loss", val_loss_figure(client, groups)),
-        "reliability.png": ("Reliability diagrams", reliability_figure(client, groups, launch.jobs, predictions)),
+        "reliability.png": ("Reliability diagrams", reliability_figure(client, groups, launch.jobs)),
         "recall.png": ("Per-class recall", recall_figure(groups, launch.jobs)),
     }
 

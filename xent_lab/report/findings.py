@@ -32,7 +32,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xent_lab import calibration, heads
-from xent_lab.report.load import BUILTIN, CUSTOM, NOT_VARIANT, Groups, Job, JobPredictions, ReportError
+from xent_lab.report.load import BUILTIN, CUSTOM, NOT_VARIANT, Groups, Job, ReportError, job_predictions
 from xent_lab.report.stats import PairedTest, holm, paired_test
 from xent_lab.tracking import tags
 
@@ -242,8 +242,15 @@ def choose_baselines(
 class _Pairs:
     """Seed pairs of a row and its baseline, with the paired bootstrap of their test predictions."""
 
-    def __init__(self, predictions: JobPredictions) -> None:
-        self._predictions = predictions
+    def __init__(self, client: MlflowClient, folder: Path) -> None:
+        self.client, self.folder = client, folder
+        self.predictions: dict[str, calibration.Predictions | None] = {}
+
+    def _predictions(self, job: Job) -> calibration.Predictions | None:
+        key = job.predictions_artifact + job.run_id  # a run's two evaluations have their own predictions
+        if key not in self.predictions:
+            self.predictions[key] = job_predictions(self.client, job, self.folder)
+        return self.predictions[key]
 
     def _probabilities(self, job: Job, predictions: calibration.Predictions, scaled: bool) -> np.ndarray | None:
         if not scaled:
@@ -315,14 +322,12 @@ def compute_findings(
     sweep: Mapping[str, str],
     spec: Mapping[str, str] | None = None,
     within: Sequence[str] | None = None,
-    predictions: JobPredictions | None = None,
 ) -> Findings:
     """Every row against its dataset's (or stratum's) baseline, Holm-adjusted across the report, most
     significant first.
 
     `spec` overrides the runs' `study.baseline` ({key: value}), `within` their `study.baseline_within`
-    ([key, ...]); `sweep` is the launch's swept key -> values; `predictions` reads the jobs' test predictions
-    (a report shares one reader between its parts; by default they are read here)."""
+    ([key, ...]); `sweep` is the launch's swept key -> values."""
     rows = rows_of(groups)
     jobs = [job for dataset_rows in rows.values() for row in dataset_rows for job in row.jobs]
     within = within_spec(jobs) if within is None else list(within)
@@ -331,7 +336,7 @@ def compute_findings(
     rule += _within_rule(within) if within else ""
     comparisons: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="xent-findings-") as tmp:
-        pairs = _Pairs(predictions or JobPredictions(client, Path(tmp)))
+        pairs = _Pairs(client, Path(tmp))
         for name, stratum_rows in shared.items():
             baseline = baselines[name]
             if baseline is not None:

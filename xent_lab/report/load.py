@@ -260,18 +260,3 @@ def job_predictions(client: MlflowClient, job: Job, folder: Path) -> calibration
         return None
     path = client.download_artifacts(job.run_id, artifact, str(folder / job.run_id))
     return calibration.load_predictions(path)
-
-
-class JobPredictions:
-    """`job_predictions` of each job read once, downloaded under `folder`: a report's findings, claims and figures
-    read the same runs' predictions."""
-
-    def __init__(self, client: MlflowClient, folder: Path) -> None:
-        self.client, self.folder = client, folder
-        self._cache: dict[str, calibration.Predictions | None] = {}
-
-    def __call__(self, job: Job) -> calibration.Predictions | None:
-        key = job.predictions_artifact + job.run_id  # a run's two evaluations have their own predictions
-        if key not in self._cache:
-            self._cache[key] = job_predictions(self.client, job, self.folder)
-        return self._cache[key]
