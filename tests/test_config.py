@@ -8,20 +8,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.helpers.e2e import CONF_DIR, composed
+from tests.helpers.e2e import CONF_DIR
+from tests.helpers.e2e import composed as compose_config  # each set of group choices composed once
 from xent_lab import config
 from xent_lab.errors import ConfigError, NotApplicable
 
 
 class TestCompose:
     def test_defaults_are_mnist_mlp_cce(self):
-        cfg = composed()
+        cfg = compose_config()
         assert (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.loss.impl) == ("mnist", "mlp", "cce", "builtin")
         assert cfg.loss.from_logits is True
         config.validate(cfg)
 
     def test_imdb_defaults_to_a_text_model(self):
-        cfg = composed("dataset=imdb")
+        cfg = compose_config("dataset=imdb")
         assert cfg.model.name == "embedding_avg" and cfg.model.input == "text"
         config.validate(cfg)
 
@@ -32,7 +33,7 @@ class TestCompose:
     @pytest.mark.parametrize("loss", ["bce", "cce", "sparse_cce", "focal"])
     @pytest.mark.parametrize("impl", ["builtin", "custom", "naive"])
     def test_every_combination_validates(self, dataset, model, loss, impl):
-        cfg = composed(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}")
+        cfg = compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", f"loss.impl={impl}")
         config.validate(cfg)
         assert (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.loss.impl) == (dataset, model, loss, impl)
         # Every loss file starts from loss/_common.yaml: the shared keys are there with their defaults.
@@ -42,27 +43,27 @@ class TestCompose:
     @pytest.mark.parametrize("dataset", ["mnist", "imdb"])
     @pytest.mark.parametrize("loss", ["sparse_focal", "poly1", "brier", "mmce", "confidence_penalty", "mbls", "mdca"])
     def test_our_own_losses_default_to_custom_and_are_not_applicable_elsewhere(self, dataset, loss):
-        cfg = composed(f"dataset={dataset}", f"loss={loss}")
+        cfg = compose_config(f"dataset={dataset}", f"loss={loss}")
         config.validate(cfg)
         assert (cfg.loss.name, cfg.loss.impl) == (loss, "custom")
         for impl in ("builtin", "naive"):
             # NotApplicable: a sweep over loss x impl skips these jobs instead of failing them.
             with pytest.raises(NotApplicable, match=f"invalid config value loss.impl='{impl}': expected 'custom'"):
-                config.validate(composed(f"dataset={dataset}", f"loss={loss}", f"loss.impl={impl}"))
+                config.validate(compose_config(f"dataset={dataset}", f"loss={loss}", f"loss.impl={impl}"))
 
     def test_preset_defaults(self):
-        assert composed("loss=poly1").loss.poly_epsilon == 1.0
-        mmce = composed("loss=mmce").loss
+        assert compose_config("loss=poly1").loss.poly_epsilon == 1.0
+        mmce = compose_config("loss=mmce").loss
         assert (mmce.mmce_weight, mmce.mmce_kernel_width, mmce.mmce_weighted) == (4.0, 0.4, False)
-        assert composed("loss=confidence_penalty").loss.cp_beta == 0.1
-        mbls = composed("loss=mbls").loss
+        assert compose_config("loss=confidence_penalty").loss.cp_beta == 0.1
+        mbls = compose_config("loss=mbls").loss
         assert (mbls.mbls_margin, mbls.mbls_weight) == (10.0, 0.1)
-        assert composed("loss=mdca").loss.mdca_beta == 1.0
-        focal = composed("loss=sparse_focal").loss
+        assert compose_config("loss=mdca").loss.mdca_beta == 1.0
+        focal = compose_config("loss=sparse_focal").loss
         assert (focal.gamma, focal.alpha, focal.ignore_class) == (2.0, 1.0, None)
 
     def test_flatten_gives_dotted_string_params(self):
-        flat = config.flatten(composed("loss=focal"))
+        flat = config.flatten(compose_config("loss=focal"))
         assert flat["loss.gamma"] == "2.0"
         assert flat["trainer.optimizer._target_"] == "keras.optimizers.Adam"
         assert flat["dataset.limit.train"] == "None"
@@ -113,7 +114,7 @@ class TestCompose:
 )
 def test_invalid_value_is_rejected_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=f"invalid config value {key}="):
-        config.validate(composed(*overrides))
+        config.validate(compose_config(*overrides))
 
 
 @pytest.mark.parametrize(
@@ -174,33 +175,33 @@ def test_invalid_value_is_rejected_naming_the_key(overrides, key):
 def test_loss_errors_are_one_line_naming_the_key_and_its_values(overrides, message):
     """The loss checks come from the registry (xent_lab/losses/registry.py); the messages are the hand checks'."""
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(*overrides))
+        config.validate(compose_config(*overrides))
     assert str(raised.value) == message
 
 
 def test_custom_sparse_loss_accepts_label_smoothing():
-    cfg = composed("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1")
+    cfg = compose_config("loss=sparse_cce", "loss.impl=custom", "loss.label_smoothing=0.1")
     config.validate(cfg)
     assert cfg.loss.label_smoothing == 0.1
     # The same smoothing on Keras' built-in, which has none, is the rejected case.
     with pytest.raises(ConfigError, match="loss.label_smoothing"):
-        config.validate(composed("loss=sparse_cce", "loss.impl=builtin", "loss.label_smoothing=0.1"))
+        config.validate(compose_config("loss=sparse_cce", "loss.impl=builtin", "loss.label_smoothing=0.1"))
 
 
 def test_naive_impl_takes_flsd53_and_sparse_label_smoothing():
     # The textbook focal factor with gamma 5 or 3 is plain arithmetic; naive's sparse loss smooths like ours.
-    config.validate(composed("loss=focal", "loss.impl=naive", "loss.gamma=flsd53"))
-    config.validate(composed("loss=sparse_cce", "loss.impl=naive", "loss.label_smoothing=0.1"))
-    config.validate(composed("loss=sparse_focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]", "loss.ignore_class=3"))
-    config.validate(composed("loss=poly1", "loss.poly_epsilon=-1"))  # the boundary is allowed
+    config.validate(compose_config("loss=focal", "loss.impl=naive", "loss.gamma=flsd53"))
+    config.validate(compose_config("loss=sparse_cce", "loss.impl=naive", "loss.label_smoothing=0.1"))
+    config.validate(compose_config("loss=sparse_focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]", "loss.ignore_class=3"))
+    config.validate(compose_config("loss=poly1", "loss.poly_epsilon=-1"))  # the boundary is allowed
 
 
 def test_per_class_alpha_of_the_right_length_is_accepted():
-    cfg = composed("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]")
+    cfg = compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,1,2]")
     config.validate(cfg)
     assert list(cfg.loss.alpha) == [1] * 9 + [2]
     with pytest.raises(ConfigError, match="loss.alpha"):  # one weight short
-        config.validate(composed("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,2]"))
+        config.validate(compose_config("loss=focal", "loss.alpha=[1,1,1,1,1,1,1,1,2]"))
 
 
 @pytest.mark.parametrize(
@@ -248,39 +249,39 @@ def test_per_class_alpha_of_the_right_length_is_accepted():
 )
 def test_shift_values_are_refused_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(*overrides))
+        config.validate(compose_config(*overrides))
     assert str(raised.value) == message
 
 
 def test_shift_lists_default_to_the_full_plan_and_quick_to_a_small_one():
-    shift = composed().evaluation.shift
+    shift = compose_config().evaluation.shift
     assert list(shift.image.rotate) == list(range(0, 181, 15))
     assert {name: list(levels) for name, levels in shift.image.items() if name != "rotate"} == {
         name: [1, 2, 3, 4, 5] for name in ("gaussian_noise", "gaussian_blur", "contrast")
     }
-    quick = composed("debug=quick").evaluation.shift
+    quick = compose_config("debug=quick").evaluation.shift
     assert OmegaConf.to_container(quick) == {
         "seed": 0,
         "bootstrap": 50,
         "image": {"rotate": [0, 90], "gaussian_noise": [3], "gaussian_blur": [], "contrast": []},
         "text": {"word_dropout": [0.2], "oov": []},
     }
-    config.validate(composed("evaluation.shift.image.rotate=[]", "evaluation.shift.bootstrap=0"))
+    config.validate(compose_config("evaluation.shift.image.rotate=[]", "evaluation.shift.bootstrap=0"))
 
 
 def test_debug_quick_shrinks_any_run_and_experiment():
     for overrides in ((), ("dataset=imdb",), ("experiment=mnist_losses",)):
-        cfg = composed(*overrides, "debug=quick")
+        cfg = compose_config(*overrides, "debug=quick")
         config.validate(cfg)
         assert (cfg.dataset.limit.train, cfg.dataset.limit.test, cfg.dataset.val_size) == (2000, 1000, 1000)
         assert cfg.trainer.epochs == 1
     # Without it, the study keeps its own sizes.
-    assert composed("experiment=mnist_losses").dataset.limit.train == 20000
+    assert compose_config("experiment=mnist_losses").dataset.limit.train == 20000
 
 
 def test_a_base_file_is_not_a_loss():
     with pytest.raises(ConfigError, match="loss.name"):
-        config.validate(composed("loss=_common"))
+        config.validate(compose_config("loss=_common"))
 
 
 def _one_job_per_value(jobs: list[list[str]]) -> list[list[str]]:
@@ -363,14 +364,14 @@ def test_committed_studies_compose_and_hash_as_before(name, digest):
 )
 def test_config_runs_no_code_but_a_keras_optimizer(override, message):
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(override))
+        config.validate(compose_config(override))
     assert str(raised.value) == message
 
 
 def test_config_runs_no_code_the_optimizer_is_built_from_the_allowlist_only():
     from xent_lab.training.fit import make_optimizer
 
-    cfg = composed("trainer.optimizer._target_=keras.optimizers.SGD", "+trainer.optimizer.momentum=0.9")
+    cfg = compose_config("trainer.optimizer._target_=keras.optimizers.SGD", "+trainer.optimizer.momentum=0.9")
     config.validate(cfg)
     optimizer = make_optimizer(cfg.trainer.optimizer)
     assert (type(optimizer).__name__, optimizer.momentum) == ("SGD", 0.9)
@@ -382,12 +383,12 @@ def test_config_runs_no_code_the_optimizer_is_built_from_the_allowlist_only():
 @pytest.mark.parametrize("name", ["a/b", "../../x", "a:b", "..", " "])
 def test_register_as_a_name_mlflow_refuses_fails_before_training(name):
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(f"tracking.register_as='{name}'"))
+        config.validate(compose_config(f"tracking.register_as='{name}'"))
     assert str(raised.value) == (
         f"invalid config value tracking.register_as={name!r}: expected null or a registered model name of 1 to 256 "
         "characters, without '/' or ':', not '.' or '..'"
     )
-    config.validate(composed("tracking.register_as='mnist-mlp v1.2'"))  # MLflow takes spaces and dots
+    config.validate(compose_config("tracking.register_as='mnist-mlp v1.2'"))  # MLflow takes spaces and dots
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug"])
@@ -395,9 +396,9 @@ def test_unknown_experiment_or_debug_option_is_refused(group):
     from hydra.errors import MissingConfigException
 
     with pytest.raises(MissingConfigException, match=f"Could not find '{group}/nosuch'"):
-        composed(f"{group}=nosuch")
+        compose_config(f"{group}=nosuch")
     # Left out, the two groups still add nothing.
-    assert composed().trainer.epochs == 10
+    assert compose_config().trainer.epochs == 10
 
 
 @pytest.mark.parametrize(
@@ -437,22 +438,24 @@ def test_unknown_experiment_or_debug_option_is_refused(group):
 )
 def test_values_that_failed_after_training_are_refused_up_front(overrides, message):
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(*overrides))
+        config.validate(compose_config(*overrides))
     assert str(raised.value) == message
 
 
 def test_values_that_failed_after_training_their_bounds_are_accepted():
-    config.validate(composed("seed=4294967295"))
-    config.validate(composed("calibration.n_bins=10000"))
-    config.validate(composed("dataset.val_size=20"))
-    config.validate(composed("dataset.val_size=10", "calibration.temperature_scaling=false", "calibration.methods=[]"))
-    config.validate(composed("tracking.run_name='my run'"))
+    config.validate(compose_config("seed=4294967295"))
+    config.validate(compose_config("calibration.n_bins=10000"))
+    config.validate(compose_config("dataset.val_size=20"))
+    config.validate(
+        compose_config("dataset.val_size=10", "calibration.temperature_scaling=false", "calibration.methods=[]")
+    )
+    config.validate(compose_config("tracking.run_name='my run'"))
 
 
 @pytest.mark.parametrize("name", ["", " ", ".", "..", "a\nb"])
 def test_experiment_names_that_cannot_name_a_folder_are_refused(name):
     with pytest.raises(ConfigError) as raised:
-        config.validate(composed(f"tracking.experiment='{name}'"))
+        config.validate(compose_config(f"tracking.experiment='{name}'"))
     assert str(raised.value) == (
         f"invalid config value tracking.experiment={name!r}: expected a name of 1 to 500 characters, not blank, "
         "'.' or '..', without control characters"
@@ -465,7 +468,7 @@ def test_experiment_names_that_cannot_name_a_folder_are_refused(name):
 def test_experiment_names_of_the_committed_studies_stay_valid(study):
     from xent_lab.tracking.store import artifact_folder
 
-    cfg = composed(f"experiment={study}")
+    cfg = compose_config(f"experiment={study}")
     config.validate(cfg)
     assert cfg.tracking.experiment == study
     assert artifact_folder(study).startswith(f"{study}-")

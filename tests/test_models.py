@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import special
 
-from tests.helpers.e2e import composed
+from tests.test_config import compose_config
 from xent_lab.models import Probabilities, build_model, logits_model
 from xent_lab.objectives import build_objective
 
@@ -16,7 +16,7 @@ SHAPES = {"mnist": (28, 28, 1), "imdb": (32,)}
 
 
 def build(dataset: str, model: str, loss: str, *overrides: str) -> keras.Model:
-    cfg = composed(f"dataset={dataset}", f"model={model}", f"loss={loss}", *overrides)
+    cfg = compose_config(f"dataset={dataset}", f"model={model}", f"loss={loss}", *overrides)
     objective = build_objective(cfg.loss, 10 if dataset == "mnist" else 2)
     return build_model(cfg.model, SHAPES[dataset], objective, vocab_size=100)
 
@@ -83,6 +83,6 @@ def test_mixed_precision_keeps_the_head_in_float32():
 
 def test_unknown_model_name_is_an_error():
     cfg = OmegaConf.create({"name": "resnet", "input": "image"})
-    objective = build_objective(composed().loss, 10)
+    objective = build_objective(compose_config().loss, 10)
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model(cfg, (28, 28, 1), objective)
