@@ -516,7 +516,8 @@ def test_callback_writes_metrics_into_logs():
     logits = keras.layers.Dense(3, name="logits")(keras.layers.Dense(16, activation="relu")(inputs))
     logits_model = keras.Model(inputs, logits)
     model = keras.Model(inputs, keras.layers.Softmax()(logits))  # trained model ends in a softmax
-    model.compile("adam", "sparse_categorical_crossentropy")
+    # Eager steps: the callback is under test, not the traced training step (tracing it costs most of the test).
+    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
 
     def mean_max_logit(logits, labels):
         assert len(labels) == len(logits) == 40
@@ -546,7 +547,7 @@ def test_callback_defaults_to_trained_model_with_sigmoid_head():
     rng = np.random.default_rng(10)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])  # one logit
-    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), run_eagerly=True)  # as above
     callback = CalibrationCallback(x, y, "sigmoid")
     recorder = _LogsRecorder()
     model.fit(x, y.astype("float32"), epochs=1, callbacks=[callback, recorder], verbose=0)

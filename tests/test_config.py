@@ -6,16 +6,12 @@ import hashlib
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from tests.helpers.e2e import CONF_DIR
+from tests.helpers.e2e import composed as compose_config  # each set of group choices composed once
 from xent_lab import config
 from xent_lab.errors import ConfigError, NotApplicable
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 class TestCompose:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from tests.helpers.e2e import composed
 from xent_lab.data import DataError, Dataset, DataSettings, fetch, imdb, load_dataset, mnist
 from xent_lab.data.fetch import RemoteFile
 from xent_lab.data.splits import long_tail_indices
@@ -432,7 +432,6 @@ def test_known_variants_are_accepted_and_hashing_is_memoized(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------------------------------------- settings
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 REQUIRED = {"name": "mnist", "cache_dir": "/cache", "val_size": 10, "val_seed": 3}
 # One change of each setting that shapes the cached IMDB arrays (all of DataSettings.shaping but two).
 KEY_CHANGES = {"val_size": 3, "val_seed": 1, "limit_train": 5, "limit_test": 4, "vocab_size": 50, "sequence_length": 8}
@@ -440,8 +439,7 @@ KEY_CHANGES = {"val_size": 3, "val_seed": 1, "limit_train": 5, "limit_test": 4, 
 
 def harness_settings(*overrides: str) -> DataSettings:
     """What the harness builds from the composed config."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+    cfg = composed(*overrides)
     return DataSettings.from_mapping(OmegaConf.to_container(cfg.dataset, resolve=True))
 
 
@@ -700,8 +698,15 @@ def test_checksum_tables_match_the_shared_sha256sums(real_data_dir: Path) -> Non
     assert "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe" in imdb.SHA256  # the original
 
 
-def test_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
-    ds = load_real_mnist(real_data_dir, tmp_path)
+@pytest.fixture(scope="module")
+def real_mnist(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Path]:
+    """The balanced real MNIST and its cache folder, read once for the module's tests."""
+    cache = tmp_path_factory.mktemp("mnist-cache")
+    return load_real_mnist(real_data_dir, cache), cache
+
+
+def test_real_mnist(real_data_dir: Path, real_mnist: tuple[Dataset, Path]) -> None:
+    ds, cache = real_mnist
     assert ds.x_train.shape == (55000, 28, 28, 1) and ds.x_val.shape == (5000, 28, 28, 1)
     assert ds.x_test.shape == (10000, 28, 28, 1) and ds.x_train.dtype == np.float32
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
@@ -710,7 +715,7 @@ def test_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
     assert ds.checksums == mnist.SHA256
     for name, md5 in MNIST_PUBLISHED_MD5.items():
         assert hashlib.md5((real_data_dir / "mnist" / name).read_bytes()).hexdigest() == md5
-    assert list(tmp_path.iterdir()) == []  # MNIST needs no cache
+    assert list(cache.iterdir()) == []  # MNIST needs no cache
 
 
 @pytest.fixture(scope="module")
@@ -766,8 +771,10 @@ def test_long_tail_rejects_bad_ratios(ratio) -> None:
         long_tail_indices(np.zeros(4, dtype=np.int64), 2, ratio)
 
 
-def test_real_imbalanced_mnist_keeps_test_balanced(real_data_dir: Path, tmp_path: Path) -> None:
-    balanced = load_real_mnist(real_data_dir, tmp_path)
+def test_real_imbalanced_mnist_keeps_test_balanced(
+    real_data_dir: Path, real_mnist: tuple[Dataset, Path], tmp_path: Path
+) -> None:
+    balanced, _ = real_mnist
     ds = load_real_mnist(real_data_dir, tmp_path, imbalance=100)
     train = np.bincount(ds.y_train, minlength=10)
     assert train[0] == np.sum(balanced.y_train == 0) and train[9] == round(np.sum(balanced.y_train == 9) / 100)

@@ -1120,8 +1120,9 @@ def test_saved_model_restores_loss(loss, tmp_path):
         y = labels
     else:
         y = labels[:, None].astype("float32") if binary else np.eye(3, dtype="float32")[labels]
-    # The restored loss drives the compiled (traced) evaluation just like the original, eagerly.
-    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(float(loss(y, model(x))), rel=1e-6)
+    # The restored loss drives the compiled (traced) test step just like the original, eagerly (test_on_batch: the
+    # step `evaluate` runs, without building a tf.data pipeline for one batch).
+    assert loaded.test_on_batch(x, y) == pytest.approx(float(loss(y, model(x))), rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------

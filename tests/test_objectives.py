@@ -10,11 +10,10 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import xent_lab.losses
-from tests.helpers.e2e import CONF_DIR, ROOT
+from tests.helpers.e2e import CONF_DIR, ROOT, composed
 from xent_lab import objectives
 from xent_lab.heads import Head
 from xent_lab.losses import registry
@@ -208,16 +207,15 @@ PRESETS = sorted(Path(CONF_DIR, "loss").glob("[!_]*.yaml"))
 
 
 def test_every_loss_has_a_preset_of_its_name_and_every_preset_is_a_loss():
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        composed = {path.stem: compose("config", overrides=[f"loss={path.stem}"]).loss for path in PRESETS}
-    assert {name: composed[name].name for name in registry.LOSSES} == {name: name for name in registry.LOSSES}
-    assert {cfg.name for cfg in composed.values()} == set(registry.LOSSES)
+    presets = {path.stem: composed(f"loss={path.stem}").loss for path in PRESETS}
+    assert {name: presets[name].name for name in registry.LOSSES} == {name: name for name in registry.LOSSES}
+    assert {cfg.name for cfg in presets.values()} == set(registry.LOSSES)
     common = set(yaml.safe_load(Path(CONF_DIR, "loss", "_common.yaml").read_text()))
     assert common == {"impl", "from_logits", "label_smoothing", "class_weight", "epsilon"}
     assert common == {"impl"} | {key.name for key in registry.COMMON_KEYS}
     for name, loss in registry.LOSSES.items():
         # The registry checks every key the preset sets, and the preset sets every key the registry reads.
-        assert set(composed[name]) == common | {"name"} | {key.name for key in loss.keys}, name
+        assert set(presets[name]) == common | {"name"} | {key.name for key in loss.keys}, name
 
 
 def test_the_readme_loss_table_is_the_registrys():

@@ -17,7 +17,8 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tests.helpers.e2e import CONF_DIR, LEAN, ROOT, create_store, run_train, store_uri
+import xent_lab.sweep  # noqa: F401 - registers ${launch_id:}, which the composed `hydra` node resolves
+from tests.helpers.e2e import CONF_DIR, LEAN, ROOT, composed, create_store, run_train, store_uri
 from xent_lab import config, study
 
 # Files whose name starts with "_" are shared bases (experiments/_study.yaml), not studies.
@@ -26,6 +27,8 @@ STUDIES = sorted(path.stem for path in (ROOT / "experiments").glob("*.yaml") if 
 
 def compose_config(*overrides: str, hydra: bool = True):
     """The composed config; `hydra=False` gives what a job's task function sees (no `hydra` node)."""
+    if not hydra:
+        return composed(*overrides)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 

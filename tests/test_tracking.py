@@ -117,8 +117,7 @@ def test_successful_run_is_finished(store):
 def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tmp_path, monkeypatch):
     # MLflow's default root is ./mlruns of wherever the experiment was first created: a later launch from
     # another directory, or deleting that one, would lose the runs' artifacts while the database lists them.
-    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    (tmp_path / "store").mkdir()
+    store = create_store(tmp_path / "store")
     for cwd in ("first", "second"):
         (tmp_path / cwd).mkdir()
         monkeypatch.chdir(tmp_path / cwd)
@@ -132,7 +131,7 @@ def test_artifacts_live_beside_the_sqlite_file_whatever_the_working_directory(tm
 def test_experiment_names_share_or_escape_no_artifact_folder(tmp_path):
     # "a/b" and "a_b" shared mlruns/a_b, "实验" and "测试" shared mlruns/__, and ".." wrote beside mlflow.db: deleting
     # one experiment's folder deleted another's artifacts. Each folder is a slug and a hash of the exact name.
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = create_store(tmp_path)
     names = ["a/b", "a_b", "实验", "测试", "..", "A", "a"]
     folders = {}
     for name in names:
@@ -154,7 +153,7 @@ def test_experiment_names_share_or_escape_no_artifact_folder(tmp_path):
 
 def test_experiment_names_an_existing_experiment_keeps_its_folder(tmp_path):
     # A store made before the hash suffix: its experiment keeps writing where its runs already are.
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = create_store(tmp_path)
     old = tmp_path / "mlruns" / "a_b"
     MlflowClient(store).create_experiment("a/b", artifact_location=str(old))
     with tracking.Tracker(store, "a/b").run("r") as run:
@@ -180,7 +179,8 @@ def test_the_mlflow_sink_logs_each_epoch_with_its_step(store):
     x = np.random.default_rng(0).random((64, 4)).astype("float32")
     y = (x.sum(axis=1) > 2).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    # Eager steps: the sink is under test, not the traced training step (tracing it costs most of the test).
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"], run_eagerly=True)
     with tracker.run("fit") as run:
         logger = EpochEvents([MlflowSink(run)])
         model.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[logger])
