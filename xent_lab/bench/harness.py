@@ -36,7 +36,7 @@ from xent_lab.training.pipeline import fit_callbacks, fit_model
 
 # Epochs of each role per round of the harness and server figures, in ABBA order, each paired with the epoch of
 # the other role next to it: load that lasts two epochs hits both alike.
-BLOCKS_PER_ROUND = 4
+BLOCKS_PER_ROUND = 6
 RATIO_TARGET, SPREAD_TARGET = 1.05, 1.10
 
 
