@@ -4,8 +4,8 @@ Every figure compares two things run alternately in one process on the same data
 load and thermal state affect both alike; the JSON holds each round's timings, the median ratio and
 the target it is held to. Tests check that this runs and writes sane numbers, never the numbers.
 
-`--quick` only checks that every figure's code runs: 256 training samples, 2 epochs (epoch 0 traces, so
-one steady one), one round of the fewest blocks, steps and calls, batches of 256 for the loss figures, and
+`--quick` only checks that every figure's code runs: 256 training samples, one round of the fewest blocks
+(one timed epoch of each role, after an untimed one), steps and calls, batches of 256 for the loss figures, and
 under XLA only the control and one cell (BinaryCrossentropy at (batch, 1)) of the forward/backward figure.
 """
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         "--blocks",
         type=int,
         default=harness.BLOCKS_PER_ROUND,
-        help=f"runs of each kind per round of the harness and server figures (default {harness.BLOCKS_PER_ROUND})",
+        help=f"epochs of each role per round of the harness and server figures (default {harness.BLOCKS_PER_ROUND})",
     )
     parser.add_argument(
         "--only",
@@ -78,21 +78,17 @@ def main(argv: list[str] | None = None) -> None:
 
     # The data of every training in the bench, its own runs included: the loaded arrays are theirs.
     data = QUICK_DATA if quick else ("dataset.limit.train=null",)
-    # Only the harness and losses sections train on arrays of this process (the server's runs load their own).
-    dataset = pipeline.load_data(config(*data)) if only & {"harness", "losses"} else None
-    # A block is one run: 3 epochs give 2 steady ones (epoch 0 traces), and 2 intervals between epochs' logs.
-    epochs, blocks = (2, 1) if quick else (3, args.blocks)
+    # A block of the harness and server figures is one epoch of each role.
+    blocks = 1 if quick else args.blocks
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if section("harness", "harness vs plain model.fit (MNIST MLP)"):
-            figures.update(
-                harness.harness_overhead(dataset, data, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir)
-            )
+            figures.update(harness.harness_overhead(data, blocks=blocks, rounds=rounds, workdir=workdir))
         if section("server", "HTTP tracking server vs local SQLite"):
             with start_server(sqlite_store(workdir / "server.db"), workdir / "mlartifacts") as server:
                 figures.update(
                     harness.tracking_server_overhead(
-                        data, epochs=epochs, blocks=blocks, rounds=rounds, workdir=workdir, server_uri=server.uri
+                        data, blocks=blocks, rounds=rounds, workdir=workdir, server_uri=server.uri
                     )
                 )
         if section("startup", "launch to first training step"):
@@ -114,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if section("losses", "custom vs built-in losses"):
         figures["training_step_custom_over_builtin"] = losses.training_step_ratio(
-            dataset,
+            pipeline.load_data(config(*data)),
             steps=2 if quick else 30,
             rounds=rounds,
             blocks=2 if quick else losses.BLOCKS_PER_ROUND,

@@ -54,17 +54,20 @@ def fit(
     callbacks: list[keras.callbacks.Callback],
     class_weight: dict[int, float] | None = None,
     nonfinite: StopOnNonFiniteLoss | None = None,
+    initial_epoch: int = 0,
 ) -> keras.callbacks.History:
     """Train; `callbacks` run after the stop-signal and NaN checks and early stopping, in the order given.
 
     `nonfinite`: the NaN check (default: one that raises, trainer.on_nonfinite=fail); pass one to read its
-    `divergence` afterwards."""
+    `divergence` afterwards. `initial_epoch`: the first epoch's index (Keras runs `initial_epoch` to
+    `trainer.epochs - 1`), for fitting a model on from where an earlier fit left it."""
     nonfinite = nonfinite if nonfinite is not None else StopOnNonFiniteLoss()
     return model.fit(
         *train,
         validation_data=val,
         class_weight=class_weight,
         epochs=trainer.epochs,
+        initial_epoch=initial_epoch,
         batch_size=trainer.batch_size,
         callbacks=[StopOnSignal(), nonfinite, *early_stopping(trainer), *callbacks],
         # 1: Keras' progress bar. From 2 on, the pipeline prints its own compact line per epoch (events.ConsoleLine),

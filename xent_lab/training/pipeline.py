@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -87,6 +88,48 @@ def _evaluated(cfg: DictConfig, setup: Setup, shift: bool = True) -> tuple[dict[
     return logits, evaluation
 
 
+@dataclass(frozen=True)
+class FitCallbacks:
+    """The callbacks of a training's fit, in the order they run after `fit.fit`'s stops, and those read after it."""
+
+    callbacks: list[keras.callbacks.Callback]
+    events: EpochEvents
+    nonfinite: StopOnNonFiniteLoss
+    keep: KeepBestValAccuracy | None
+
+
+def fit_callbacks(
+    cfg: DictConfig, setup: Setup, sinks: Sequence[EpochSink], output_dir: Path | None = None
+) -> FitCallbacks:
+    """The per-epoch callbacks as configured, each epoch handed to `sinks` (and to the console line,
+    trainer.verbose >= 2)."""
+    if cfg.trainer.verbose >= EPOCH_LINE_VERBOSE:
+        sinks = [*sinks, ConsoleLine(cfg.trainer.epochs)]
+    events = EpochEvents(sinks)
+    keep = KeepBestValAccuracy() if cfg.trainer.keep == T.KEEP_BEST else None
+    nonfinite = StopOnNonFiniteLoss(cfg.trainer.on_nonfinite, sinks)
+    callbacks = [*_callbacks(cfg, setup, output_dir), *([keep] if keep is not None else []), events]
+    return FitCallbacks(callbacks, events, nonfinite, keep)
+
+
+def fit_model(
+    cfg: DictConfig, setup: Setup, callbacks: FitCallbacks, initial_epoch: int = 0
+) -> keras.callbacks.History:
+    """`fit.fit` of the setup's model on its training split, validated on its validation split, with `callbacks`,
+    from `initial_epoch` up to `trainer.epochs`."""
+    dataset, objective = setup.dataset, setup.objective
+    return fit.fit(
+        setup.model,
+        cfg.trainer,
+        (dataset.x_train, objective.encode_labels(dataset.y_train)),
+        (dataset.x_val, objective.encode_labels(dataset.y_val)),
+        callbacks.callbacks,
+        fit.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
+        callbacks.nonfinite,
+        initial_epoch,
+    )
+
+
 def fit_and_evaluate(
     cfg: DictConfig,
     setup: Setup,
@@ -94,25 +137,13 @@ def fit_and_evaluate(
     output_dir: Path | None = None,
     launched_at: float | None = None,
 ) -> RunResult:
-    """Fit with the per-epoch callbacks, each epoch handed to `sinks` (and to the console line, trainer.verbose
-    >= 2), then evaluate on the test split."""
-    dataset, objective = setup.dataset, setup.objective
-    if cfg.trainer.verbose >= EPOCH_LINE_VERBOSE:
-        sinks = [*sinks, ConsoleLine(cfg.trainer.epochs)]
-    epochs = EpochEvents(sinks)
-    keep = KeepBestValAccuracy() if cfg.trainer.keep == T.KEEP_BEST else None
-    nonfinite = StopOnNonFiniteLoss(cfg.trainer.on_nonfinite, sinks)
+    """Fit with the per-epoch callbacks (`fit_callbacks`), each epoch handed to `sinks`, then evaluate on the
+    test split."""
+    callbacks = fit_callbacks(cfg, setup, sinks, output_dir)
     stopping.check()
     started = time.perf_counter()
-    history = fit.fit(
-        setup.model,
-        cfg.trainer,
-        (dataset.x_train, objective.encode_labels(dataset.y_train)),
-        (dataset.x_val, objective.encode_labels(dataset.y_val)),
-        [*_callbacks(cfg, setup, output_dir), *([keep] if keep is not None else []), epochs],
-        fit.class_weights(dataset.y_train, dataset.num_classes, cfg.loss.class_weight),
-        nonfinite,
-    )
+    history = fit_model(cfg, setup, callbacks)
+    epochs, keep, nonfinite = callbacks.events, callbacks.keep, callbacks.nonfinite
     result = RunResult(setup, history.history, epochs.epoch_seconds, time.perf_counter() - started)
     result.divergence = nonfinite.divergence
     if launched_at is not None:
