@@ -15,6 +15,7 @@ from scipy import special, stats
 from tests.helpers.e2e import CONF_DIR
 from xent_lab import calibration, config
 from xent_lab.errors import ConfigError
+from xent_lab.questions import KEY, parse_questions
 from xent_lab.report import findings as F
 from xent_lab.report import questions as Q
 from xent_lab.report import tables
@@ -22,7 +23,6 @@ from xent_lab.report.learned import did_not_learn
 from xent_lab.report.load import Job
 from xent_lab.report.narrative import _twins_lines, direction
 from xent_lab.report.stats import TwoLevel, paired_test, two_level
-from xent_lab.study.questions import KEY, parse_questions
 from xent_lab.tracking import tags as T
 
 # --------------------------------------------------------------------------- the config

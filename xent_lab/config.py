@@ -21,8 +21,8 @@ from xent_lab.data import FACTS, DatasetFacts
 from xent_lab.data.shift import SHIFTS, level_error
 from xent_lab.errors import ConfigError, invalid_value
 from xent_lab.losses._checks import is_int, is_number
-from xent_lab.study.questions import KEY as QUESTIONS_KEY
-from xent_lab.study.questions import parse_questions
+from xent_lab.questions import KEY as QUESTIONS_KEY
+from xent_lab.questions import parse_questions
 
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from xent_lab.questions import ABS_LOG_TEMPERATURE, LOG_TEMPERATURE
 from xent_lab.report import overfit, paper
 from xent_lab.report.findings import Row, finished_by_seed, normal_value, rows_of
 from xent_lab.report.load import CUSTOM, KEEP_KEY, Groups, Job, ReportError
@@ -35,7 +36,6 @@ from xent_lab.report.narrative import direction, p_text, signed, span
 from xent_lab.report.paired import Measured, Paired, resampled_name
 from xent_lab.report.questions import Answer
 from xent_lab.report.stats import TwoLevel, finished_values, paired_test
-from xent_lab.study.questions import ABS_LOG_TEMPERATURE, LOG_TEMPERATURE
 from xent_lab.tracking import tags
 
 KEY = "study.claims"

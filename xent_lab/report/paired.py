@@ -20,9 +20,9 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xent_lab import calibration, heads
+from xent_lab.questions import ABS_LOG_TEMPERATURE, LOG_TEMPERATURE, TEMPERATURE
 from xent_lab.report.load import Job, job_predictions
 from xent_lab.report.stats import TwoLevel, two_level
-from xent_lab.study.questions import ABS_LOG_TEMPERATURE, LOG_TEMPERATURE, TEMPERATURE
 from xent_lab.tracking import tags
 
 DEFAULT_RESAMPLES = 1000

@@ -1,4 +1,4 @@
-"""The study's declared questions (`study.questions`, `xent_lab.study.questions`) answered from its runs, with the
+"""The study's declared questions (`study.questions`, `xent_lab.questions`) answered from its runs, with the
 one verdict rule that the Findings and the claims against a paper share (`verdict`).
 
 Each question names a row, a baseline (the study's, or a number with `against`), one metric (or several, all
@@ -28,11 +28,11 @@ from typing import NamedTuple
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from xent_lab.questions import KEY, Question, parse_questions
 from xent_lab.report.findings import Findings, Row, finished_by_seed, normal_value
 from xent_lab.report.load import Job, ReportError
 from xent_lab.report.paired import Measured, Paired, resampled_name
 from xent_lab.report.stats import TwoLevel, holm
-from xent_lab.study.questions import KEY, Question, parse_questions
 from xent_lab.tracking import tags
 
 ALPHA = 0.05
