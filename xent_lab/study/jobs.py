@@ -31,6 +31,7 @@ from xent_lab import atomic
 from xent_lab.errors import TrackingError
 from xent_lab.tracking import lineage, resolve_uri
 from xent_lab.tracking import tags as T
+from xent_lab.tracking.lock import patiently
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STUDY_FILE = "study.json"
@@ -218,7 +219,12 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
         return
     if job is None:
         return
-    client = MlflowClient(resolve_uri(cfg.tracking.uri))
+    uri = resolve_uri(cfg.tracking.uri)
+    # Jobs often fail together (a stop signal, a store locked at their start): wait for the lock like every write.
+    patiently(_file_failure, MlflowClient(uri), job, cfg, reason, uri=uri, timeout_s=cfg.tracking.lock_timeout_s)
+
+
+def _file_failure(client: MlflowClient, job: JobContext, cfg: DictConfig, reason: str) -> None:
     parent = client.get_run(job.launch.parent_run_id)
     existing = client.search_runs(
         [parent.info.experiment_id],

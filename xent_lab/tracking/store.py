@@ -239,7 +239,8 @@ def open_client(uri: str, lock_timeout_s: float) -> MlflowClient:
         check_database(path)
         with creation_lock(path, lock_timeout_s):
             wait_for_lock(path, lock_timeout_s)
-            return MlflowClient(tracking_uri=uri)
+            # MLflow reads the store as it makes the client: another process's write can lock it out even now.
+            return patiently(MlflowClient, uri, uri=uri, timeout_s=lock_timeout_s)
     except TrackingError:
         raise
     except Exception as exc:  # e.g. a scheme MLflow has no store for
