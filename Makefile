@@ -49,7 +49,7 @@ FAST := not subprocess and not server and not slurm and not ui and not train and
 test: lint  ## lint, then the whole test suite (unit + real trainings on real data), on every CPU
 	$(PYTEST) $(XDIST) $(ARGS)
 
-test-fast: $(STAMP)  ## the inner loop (about 3 minutes): no subprocess, server, SLURM, browser or long training
+test-fast: $(STAMP)  ## the inner loop (about 1 minute): no subprocess, server, SLURM, browser or long training
 	$(PYTEST) $(XDIST) -m "$(FAST)" $(ARGS)
 
 test-ui: $(STAMP)  ## the browser test only: headless Chromium over a real MLflow UI (needs .ci/system-packages)
