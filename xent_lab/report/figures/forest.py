@@ -48,10 +48,9 @@ def forest_rows(comparisons: Sequence[Comparison]) -> list[ForestRow]:
     impls = {c.row.impl for c in chosen}
     rows = []
     for c in chosen:
-        values = dict(part.split("=", 1) for part in c.row.variant.split(", ") if "=" in part)
         rows.append(
             ForestRow(
-                panel_title(c.row.dataset, values.get(KEEP_KEY)),
+                panel_title(c.row.dataset, c.row.jobs[0].overrides.get(KEEP_KEY)),
                 row_label(c.row.variant, c.row.impl, impls),
                 c.compared.label,
                 c.primary.mean,
